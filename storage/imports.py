@@ -1,0 +1,86 @@
+"""Importing a user's own triplets from a folder, validated in full before anything is written.
+
+Layout: one sub-folder per triplet holding `composite`, `logo` and `object` images
+(.png/.jpg/.jpeg/.webp) and optionally `prompt.txt`:
+
+    my_triplets/mug-01/composite.png  logo.png  object.png  prompt.txt
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from storage.images import ImageError, decode_image
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+PANEL_NAMES = ("composite", "logo", "object")
+MAX_FILE_BYTES = 64 * 2**20
+
+
+class ImportFailed(ValueError):
+    """The folder cannot be imported; `problems` lists every bad input by name."""
+
+    def __init__(self, directory: Path, problems: list[str]):
+        self.problems = problems
+        shown = "\n  ".join(problems[:20]) + (f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else "")
+        super().__init__(f"{directory}: {len(problems)} problem(s), nothing imported:\n  {shown}")
+
+
+@dataclass(frozen=True)
+class ImportedTriplet:
+    name: str
+    composite: Image.Image
+    logo: Image.Image
+    object: Image.Image
+    prompt: str
+
+
+def read_triplet_dir(directory: str | os.PathLike[str], panel_size: int) -> list[ImportedTriplet]:
+    """Read and validate every triplet under `directory`; raise ImportFailed naming every bad file."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise ImportFailed(root, [f"{root}: not a directory"])
+    real_root = root.resolve()
+    problems: list[str] = []
+    triplets: list[ImportedTriplet] = []
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        problems.append(f"{root}: no triplet folders (expected <name>/composite.png, logo.png, object.png)")
+    for folder in folders:
+        panels, prompt = {}, folder.name.replace("_", " ").replace("-", " ")
+        for panel in PANEL_NAMES:
+            candidates = [folder / f"{panel}{s}" for s in IMAGE_SUFFIXES if (folder / f"{panel}{s}").exists()]
+            if len(candidates) != 1:
+                problems.append(f"{folder}/{panel}.*: expected exactly one image, found {len(candidates)}")
+                continue
+            try:
+                panels[panel] = decode_image(_read_inside(candidates[0], real_root), str(candidates[0]), size=panel_size)
+            except ImageError as e:
+                problems.append(str(e))
+        prompt_file = folder / "prompt.txt"
+        if prompt_file.exists():
+            try:
+                prompt = _read_inside(prompt_file, real_root).decode("utf-8").strip()
+            except (ImageError, UnicodeDecodeError) as e:
+                problems.append(f"{prompt_file}: {e}")
+        if len(panels) == len(PANEL_NAMES):
+            triplets.append(ImportedTriplet(folder.name, panels["composite"], panels["logo"], panels["object"], prompt))
+    if problems:
+        raise ImportFailed(root, problems)
+    return triplets
+
+
+def _read_inside(path: Path, real_root: Path) -> bytes:
+    """Read a regular file that really lives under the import folder (no symlinks out of it)."""
+    real = path.resolve()
+    if not real.is_relative_to(real_root):
+        raise ImageError(f"{path}: points outside the import folder ({real})")
+    if not real.is_file():
+        raise ImageError(f"{path}: not a regular file")
+    if real.stat().st_size > MAX_FILE_BYTES:
+        raise ImageError(f"{path}: larger than {MAX_FILE_BYTES} bytes")
+    return real.read_bytes()

@@ -1,0 +1,132 @@
+"""The one place that owns the on-disk schemas: round manifests and the rounds-metrics table.
+
+Bump SCHEMA_VERSION whenever a column changes; it is written into every Parquet file's metadata
+and every commit marker, so readers can tell which layout they are looking at.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import pyarrow as pa
+
+from storage.hashing import is_sha256_hex
+
+SCHEMA_VERSION = 1
+SCHEMA_VERSION_KEY = b"layerboot.schema_version"
+
+SOURCES = ("seed", "user", "generated", "cycle")
+SPLITS = ("train", "test")
+PANELS = ("composite", "logo", "object")
+
+_scores = pa.map_(pa.string(), pa.float64())  # criterion -> score in [0, 1]
+_reasons = pa.map_(pa.string(), pa.string())  # criterion -> short reason
+
+# One row per triplet. Image columns hold blob keys relative to the workdir
+# (`blobs/ab/ab...png`) plus the sha256 the blob must hash to.
+MANIFEST_SCHEMA = pa.schema(
+    [
+        pa.field("triplet_id", pa.string(), nullable=False),  # stable hash of content + lineage
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("round", pa.int32(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),  # one of SOURCES
+        pa.field("split", pa.string(), nullable=False),  # one of SPLITS
+        pa.field("prompt", pa.string(), nullable=False),
+        pa.field("composite_uri", pa.string(), nullable=False),
+        pa.field("composite_sha256", pa.string(), nullable=False),
+        pa.field("logo_uri", pa.string(), nullable=False),
+        pa.field("logo_sha256", pa.string(), nullable=False),
+        pa.field("object_uri", pa.string(), nullable=False),
+        pa.field("object_sha256", pa.string(), nullable=False),
+        # where the logo changes the composite; known for synthetic triplets, used by evaluation
+        pa.field("footprint_uri", pa.string()),
+        pa.field("footprint_sha256", pa.string()),
+        pa.field("panel_size", pa.int32(), nullable=False),
+        pa.field("judge_scores", _scores),
+        pa.field("judge_reasons", _reasons),
+        pa.field("accepted", pa.bool_(), nullable=False),
+        pa.field("reject_reason", pa.string()),
+        pa.field("cycle_scores", _scores),
+        pa.field("parent_id", pa.string()),  # the triplet a cycle triplet was made from
+        pa.field("adapter_version", pa.string()),  # adapter that produced the row (null for seeds)
+        pa.field("seed", pa.int64(), nullable=False),
+        pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ],
+    metadata={SCHEMA_VERSION_KEY: str(SCHEMA_VERSION).encode()},
+)
+
+# One row per committed round: the dashboard contract.
+ROUNDS_SCHEMA = pa.schema(
+    [
+        pa.field("round", pa.int32(), nullable=False),
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("committed_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("rows", pa.int64(), nullable=False),
+        pa.field("candidates", pa.int64(), nullable=False),  # generated triplets judged
+        pa.field("accepted", pa.int64(), nullable=False),  # generated triplets accepted
+        pa.field("selection_rate", pa.float64()),  # accepted / candidates; null without candidates
+        pa.field("cycle_added", pa.int64(), nullable=False),
+        pa.field("seeds_added", pa.int64(), nullable=False),  # seed + user triplets
+        pa.field("test_rows", pa.int64(), nullable=False),
+        pa.field("pool_size", pa.int64(), nullable=False),  # training pool after this round
+        pa.field("adapter_uri", pa.string()),
+        pa.field("manifest_sha256", pa.string(), nullable=False),
+        pa.field("content_digest", pa.string(), nullable=False),
+    ],
+    metadata={SCHEMA_VERSION_KEY: str(SCHEMA_VERSION).encode()},
+)
+
+
+class SchemaError(ValueError):
+    """Rows that do not fit a schema; the message names the column."""
+
+
+def to_table(rows: Iterable[dict[str, Any]], schema: pa.Schema = MANIFEST_SCHEMA) -> pa.Table:
+    """Build a validated table from dict rows: unknown or missing columns, nulls in required
+    columns, unknown sources/splits and bad hashes are refused with the column named."""
+    rows = list(rows)
+    names = set(schema.names)
+    for i, row in enumerate(rows):
+        unknown = set(row) - names
+        if unknown:
+            raise SchemaError(f"row {i}: unknown column(s) {sorted(unknown)}")
+    try:
+        table = pa.Table.from_pylist(rows, schema=schema)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise SchemaError(f"rows do not fit the schema: {e}") from None
+    validate(table, schema)
+    return table
+
+
+def validate(table: pa.Table, schema: pa.Schema = MANIFEST_SCHEMA) -> None:
+    if not table.schema.equals(schema, check_metadata=False):
+        raise SchemaError(f"table schema differs from the expected one:\n{table.schema}\nexpected:\n{schema}")
+    for field in schema:
+        if not field.nullable and table.column(field.name).null_count:
+            raise SchemaError(f"column {field.name!r} is required but has nulls")
+    if schema is MANIFEST_SCHEMA:
+        _check_values(table, "source", SOURCES)
+        _check_values(table, "split", SPLITS)
+        for panel in PANELS:
+            for sha in table.column(f"{panel}_sha256").to_pylist():
+                if not is_sha256_hex(sha):
+                    raise SchemaError(f"column '{panel}_sha256' has a malformed sha256: {sha!r}")
+        ids = table.column("triplet_id")
+        if len(set(ids.to_pylist())) != len(ids):
+            raise SchemaError("column 'triplet_id' has duplicates")
+
+
+def _check_values(table: pa.Table, column: str, allowed: tuple[str, ...]) -> None:
+    bad = set(table.column(column).to_pylist()) - set(allowed)
+    if bad:
+        raise SchemaError(f"column {column!r} has value(s) {sorted(bad)}; allowed: {list(allowed)}")
+
+
+def empty(schema: pa.Schema = MANIFEST_SCHEMA) -> pa.Table:
+    return schema.empty_table()
+
+
+def schema_version_of(schema: pa.Schema) -> int | None:
+    meta = schema.metadata or {}
+    value = meta.get(SCHEMA_VERSION_KEY)
+    return int(value) if value is not None else None

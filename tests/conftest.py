@@ -1,0 +1,71 @@
+"""Shared fixtures: a micro config (32-px panels, a handful of triplets) so every test runs in seconds."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from configs import Config, load_config
+from storage.store import Store
+from storage.triplets import put_triplet
+
+MICRO_YAML = """\
+# micro profile for tests: seconds per round
+profile: tiny
+run:
+  name: micro
+  seed: 7
+data:
+  panel_size: 32
+  n_seeds: 8
+  n_test: 4
+"""
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def micro_config_path(tmp_path: Path) -> Path:
+    path = tmp_path / "micro.yaml"
+    path.write_text(MICRO_YAML)
+    return path
+
+
+@pytest.fixture
+def micro_config(micro_config_path: Path) -> Config:
+    return load_config(micro_config_path)
+
+
+@pytest.fixture(params=["local", "memory"])
+def store(request, tmp_path: Path) -> Store:
+    """The same tests run on a local folder and on an in-memory fsspec filesystem (no rename)."""
+    if request.param == "local":
+        return Store(str(tmp_path / "work"))
+    return Store(f"memory://layerboot-tests/{uuid.uuid4().hex}")
+
+
+def solid(rgb: tuple[int, int, int], size: int = 32) -> Image.Image:
+    return Image.new("RGB", (size, size), rgb)
+
+
+def make_row(store: Store, r: int, i: int, source: str = "seed", split: str = "train", accepted: bool = True, **kw):
+    """A real row with real blobs; colours derived from (round, index) so every row is distinct."""
+    return put_triplet(
+        store,
+        composite=solid((r * 40 % 256, i * 7 % 256, 1)),
+        logo=solid((r * 40 % 256, i * 7 % 256, 2)),
+        object=solid((r * 40 % 256, i * 7 % 256, 3)),
+        run_id="micro",
+        round=r,
+        source=source,
+        split=split,
+        prompt=f"row {r}/{i}",
+        seed=1000 * r + i,
+        created_at=T0,
+        accepted=accepted,
+        **kw,
+    )

@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from configs import ConfigError, config_hash, load_config, resolve_config_path
+
+
+def test_profiles_load():
+    tiny, flux = load_config("configs/tiny.yaml"), load_config("flux")
+    assert (tiny.profile, tiny.data.panel_size, tiny.data.n_seeds, tiny.run_id) == ("tiny", 64, 100, "tiny")
+    assert (flux.profile, flux.data.panel_size) == ("flux", 512)
+    assert resolve_config_path("tiny").resolve() == resolve_config_path("configs/tiny.yaml").resolve()
+
+
+def test_config_hash_is_stable_and_content_sensitive(micro_config, tmp_path):
+    assert config_hash(micro_config) == config_hash(load_config(tmp_path / "micro.yaml"))
+    assert config_hash(micro_config) != config_hash(load_config("tiny"))
+
+
+def test_config_is_frozen(micro_config):
+    with pytest.raises(Exception):
+        micro_config.data.panel_size = 128
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ("profile: tiny\nrun: {name: x}\ndata: {panel_size: 60}", "data.panel_size: must be a multiple of 16 (got 60)"),
+        ("profile: tiny\nrun: {name: x}\ndata: {panel_size: 16}", "data.panel_size: Input should be greater than or equal to 32"),
+        ("profile: big\nrun: {name: x}\ndata: {panel_size: 64}", "profile: Input should be 'tiny' or 'flux' (got 'big')"),
+        ("profile: tiny\nrun: {name: x}\ndata: {panel_size: 64, extra: 1}", "data.extra: Extra inputs are not permitted"),
+        ("profile: tiny\nrun: {name: x}\ndata: {panel_size: 64, n_seeds: -3}", "data.n_seeds: Input should be greater than or equal to 1"),
+        ("profile: tiny\nrun: {name: '../x'}\ndata: {panel_size: 64}", "run.name: String should match pattern"),
+        ("profile: tiny\ndata: {panel_size: 64}", "run: Field required"),
+        ("profile: tiny\nrun: {name: x}\ndata: {panel_size: .nan}", "data.panel_size: Input should be a finite number"),
+        ("a: [", "invalid YAML"),
+        ("- 1\n- 2", "expected a mapping at the top level, got list"),
+    ],
+)
+def test_invalid_config_names_file_and_field(tmp_path: Path, body: str, message: str):
+    path = tmp_path / "bad.yaml"
+    path.write_text(body)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value).startswith(f"{path}: ")
+    assert message in str(err.value)
+
+
+def test_missing_config_file(tmp_path: Path):
+    with pytest.raises(ConfigError, match=r"nope\.yaml: config file not found"):
+        load_config(tmp_path / "nope.yaml")

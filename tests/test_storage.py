@@ -1,0 +1,218 @@
+from __future__ import annotations
+
+import io
+import posixpath
+
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+
+from storage import schema
+from storage.blobs import BlobError, blob_key, parse_blob_key
+from storage.hashing import derive_seed, sha256_hex, stable_id
+from storage.status import round_status
+from storage.store import MARKER, RoundAlreadyCommitted, Store, StoreError
+from tests.conftest import make_row, solid
+
+
+# ---- hashing: pinned, because resume identity depends on these never drifting ------------
+def test_hashes_are_pinned():
+    assert sha256_hex(b"layerboot") == "9db2f496db285aaa66a62b4c209acff4fb4f3a1b2324d96ff8109ec35f7c97db"
+    assert stable_id("a", "bc") == "624ce4e22aa197da43bff3bcb4717e5b"
+    assert stable_id("a", "bc") != stable_id("ab", "c")
+    assert derive_seed("run", 1, "shard", 3) == 7636103468834438540
+    assert derive_seed("run", 1, "shard", 3) != derive_seed("run", 1, "shard", 4)
+
+
+# ---- blobs ------------------------------------------------------------------------------------
+def test_blob_roundtrip_is_write_once(store: Store):
+    key, sha = store.blobs.put(b"hello")
+    assert key == blob_key(sha) == f"blobs/{sha[:2]}/{sha}.png"
+    assert store.blobs.put(b"hello") == (key, sha)
+    assert store.blobs.get(key) == b"hello"
+    assert store.blobs.keys() == [key]
+
+
+def test_flipped_byte_is_detected(store: Store):
+    key, _ = store.put_image(solid((10, 20, 30)))
+    path = store.blobs.path(key)
+    data = bytearray(store.loc.read_bytes(path))
+    data[len(data) // 2] ^= 0x01
+    store.loc.fs.pipe_file(path, bytes(data))
+    with pytest.raises(BlobError, match="corrupt blob"):
+        store.blobs.get(key)
+
+
+def test_missing_blob_and_bad_keys(store: Store):
+    with pytest.raises(BlobError, match="missing blob"):
+        store.blobs.get(blob_key("0" * 64))
+    for bad in ["../etc/passwd", "/abs/blobs/00/x.png", "blobs/ab/" + "cd" * 32 + ".png", "blobs/00/../../x.png"]:
+        with pytest.raises(BlobError, match="not a blob key"):
+            parse_blob_key(bad)
+
+
+def test_image_roundtrip_exact(store: Store):
+    img = solid((1, 2, 3))
+    key, sha = store.put_image(img)
+    assert store.read_image(key, size=32).tobytes() == img.tobytes()
+    assert store.put_image(solid((1, 2, 3)))[1] == sha  # deterministic PNG bytes
+
+
+# ---- schema -----------------------------------------------------------------------------------
+def test_schema_roundtrip_through_parquet(store: Store):
+    rows = [make_row(store, 0, i, judge_scores={"clean_logo": 0.9}, judge_reasons={"clean_logo": "ok"}) for i in range(3)]
+    table = schema.to_table(rows)
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    back = pq.read_table(io.BytesIO(buf.getvalue()))
+    assert back.equals(table)
+    assert schema.schema_version_of(back.schema) == schema.SCHEMA_VERSION == 1
+    assert back["judge_scores"][0].as_py() == [("clean_logo", 0.9)]
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"bogus": 1}, r"unknown column\(s\) \['bogus'\]"),
+        ({"source": "scraped"}, "column 'source' has value"),
+        ({"split": "val"}, "column 'split' has value"),
+        ({"logo_sha256": "xyz"}, "malformed sha256"),
+        ({"prompt": None}, "column 'prompt' is required"),
+        ({"round": "one"}, "do not fit the schema"),
+    ],
+)
+def test_schema_refuses_bad_rows(store: Store, change, message):
+    row = make_row(store, 0, 0) | change
+    with pytest.raises(schema.SchemaError, match=message):
+        schema.to_table([row])
+
+
+def test_schema_refuses_duplicate_ids(store: Store):
+    row = make_row(store, 0, 0)
+    with pytest.raises(schema.SchemaError, match="duplicates"):
+        schema.to_table([row, row])
+
+
+# ---- commits ----------------------------------------------------------------------------------
+def commit(store: Store, r: int, rows) -> None:
+    store.commit_round(r, schema.to_table(rows))
+
+
+def test_commit_makes_round_visible_and_readable_without_layerboot(store: Store):
+    rows = [make_row(store, 0, i) for i in range(5)]
+    info = store.commit_round(0, schema.to_table(rows))
+    assert (info.rows, info.noop) == (5, False)
+    assert store.committed_rounds() == [0]
+    assert sorted(store.read_round(0)["triplet_id"].to_pylist()) == sorted(r["triplet_id"] for r in rows)
+    # a dashboard reads the hive-partitioned folder with plain pyarrow
+    dataset = ds.dataset(store.loc.join("manifests"), filesystem=store.loc.fs, partitioning="hive")
+    table = dataset.to_table()
+    assert table.num_rows == 5 and set(table["round"].to_pylist()) == {0}
+    metrics = store.metrics()
+    assert metrics.to_pylist()[0] | {"committed_at": None, "manifest_sha256": None, "content_digest": None} == {
+        "round": 0, "run_id": "micro", "committed_at": None, "rows": 5, "candidates": 0, "accepted": 0,
+        "selection_rate": None, "cycle_added": 0, "seeds_added": 5, "test_rows": 0, "pool_size": 5,
+        "adapter_uri": None, "manifest_sha256": None, "content_digest": None,
+    }
+
+
+def test_recommit_identical_is_noop_and_different_is_refused(store: Store):
+    rows = [make_row(store, 0, i) for i in range(3)]
+    commit(store, 0, rows)
+    marker = store.marker(0)
+    again = store.commit_round(0, schema.to_table(list(reversed(rows))))  # order does not matter
+    assert again.noop and store.marker(0) == marker
+    with pytest.raises(RoundAlreadyCommitted, match="round 0 is already committed"):
+        commit(store, 0, rows[:2])
+
+
+def test_commit_refuses_gaps_missing_blobs_and_wrong_round(store: Store):
+    with pytest.raises(StoreError, match=r"round\(s\) \[0\] are not committed"):
+        commit(store, 1, [make_row(store, 1, 0)])
+    row = make_row(store, 0, 0)
+    store.loc.fs.rm(store.blobs.path(row["logo_uri"]))
+    with pytest.raises(StoreError, match="points at a missing blob"):
+        commit(store, 0, [row])
+    with pytest.raises(StoreError, match=r"rows carry round\(s\) \[3\]"):
+        commit(store, 0, [make_row(store, 3, 0)])
+    assert store.committed_rounds() == []
+
+
+def test_crash_before_marker_leaves_nothing_visible(store: Store, monkeypatch):
+    commit(store, 0, [make_row(store, 0, i) for i in range(2)])
+    rows = [make_row(store, 1, i, source="generated", accepted=i % 2 == 0) for i in range(4)]
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("power cut")  # not an Exception: nothing may catch it
+
+    monkeypatch.setattr(type(store.loc), "publish_dir", crash)
+    with pytest.raises(KeyboardInterrupt):
+        commit(store, 1, rows)
+    monkeypatch.undo()
+    assert store.committed_rounds() == [0]
+    assert store.pool(1).num_rows == 2
+    assert [r["state"] for r in round_status(store)] == ["committed", "incomplete"]
+    raw = ds.dataset(store.loc.join("manifests"), filesystem=store.loc.fs, partitioning="hive").to_table()
+    assert set(raw["round"].to_pylist()) == {0}  # the staged round is invisible to raw readers too
+    commit(store, 1, rows)  # resuming the commit works
+    assert store.committed_rounds() == [0, 1]
+    assert store.marker(1)["selection_rate"] == 0.5
+
+
+def test_torn_object_store_publish_is_invisible_and_repaired(tmp_path):
+    """Object stores have no rename: a crash while copying leaves files without a marker."""
+    import uuid
+
+    store = Store(f"memory://layerboot-tests/{uuid.uuid4().hex}")
+    rows = [make_row(store, 0, i) for i in range(3)]
+    real_copy = store.loc.fs.copy
+
+    def copy_until_marker(src, dst, **kw):
+        if src.endswith(MARKER):
+            raise ConnectionError("503 Slow Down")
+        return real_copy(src, dst, **kw)
+
+    store.loc.fs.copy = copy_until_marker
+    try:
+        with pytest.raises(ConnectionError):
+            commit(store, 0, rows)
+    finally:
+        del store.loc.fs.copy
+    assert store.loc.fs.find(store.round_dir(0))  # the data file got there ...
+    assert store.committed_rounds() == []  # ... but without its marker the round does not exist
+    commit(store, 0, rows)
+    assert store.committed_rounds() == [0] and store.read_round(0).num_rows == 3
+
+
+def test_manifest_tampering_is_detected(store: Store):
+    commit(store, 0, [make_row(store, 0, 0)])
+    path = posixpath.join(store.round_dir(0), store.marker(0)["file"])
+    store.loc.fs.pipe_file(path, store.loc.read_bytes(path) + b"\0")
+    with pytest.raises(StoreError, match="does not match its commit marker"):
+        store.read_round(0)
+
+
+# ---- pool -------------------------------------------------------------------------------------
+def test_pool_after_round(store: Store):
+    commit(store, 0, [make_row(store, 0, i) for i in range(4)] + [make_row(store, 0, 9, split="test")])
+    gen1 = [make_row(store, 1, i, source="generated", accepted=i < 2) for i in range(5)]
+    cyc1 = [make_row(store, 1, 10 + i, source="cycle", accepted=i == 0, parent_id=gen1[0]["triplet_id"]) for i in range(2)]
+    commit(store, 1, gen1 + cyc1)
+    commit(store, 2, [make_row(store, 2, i, source="generated", accepted=True) for i in range(3)])
+
+    sizes = [store.pool(r).num_rows for r in range(3)]
+    assert sizes == [4, 4 + 2 + 1, 4 + 2 + 1 + 3]
+    pool1 = store.pool(1)
+    assert set(pool1["source"].to_pylist()) == {"seed", "generated", "cycle"}
+    assert all(pool1["accepted"].to_pylist()) and set(pool1["split"].to_pylist()) == {"train"}
+    assert store.test_split().num_rows == 1
+    m = {r["round"]: r for r in store.metrics().to_pylist()}
+    assert [m[r]["pool_size"] for r in range(3)] == sizes
+    assert (m[1]["candidates"], m[1]["accepted"], m[1]["selection_rate"], m[1]["cycle_added"]) == (5, 2, 0.4, 1)
+
+
+def test_metrics_index_rebuilt_when_lost(store: Store):
+    commit(store, 0, [make_row(store, 0, 0)])
+    store.loc.fs.rm(store.metrics_path())
+    assert store.metrics()["round"].to_pylist() == [0]
+    assert store.loc.exists(store.metrics_path())

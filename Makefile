@@ -1,0 +1,30 @@
+# The two commands a newcomer needs (see README):  make run   |   make test
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+WORKDIR ?= runs/tiny
+CONFIG  ?= configs/tiny.yaml
+
+.PHONY: install run test clean
+
+install: $(STAMP)
+
+# Re-installs only when pyproject.toml changes: both commands stay idempotent and fast.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+# The main job on the embedded tiny profile.
+run: $(STAMP)
+	$(BIN)/layerboot seed --config $(CONFIG) --workdir $(WORKDIR)
+	$(BIN)/layerboot review --round 0 --config $(CONFIG) --workdir $(WORKDIR)
+	$(BIN)/layerboot status --config $(CONFIG) --workdir $(WORKDIR)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

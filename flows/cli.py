@@ -142,5 +142,28 @@ def review(
         typer.echo(f"wrote {target} ({len(rows)} triplets)")
 
 
+@app.command("pretrain-tiny")
+def pretrain_tiny(
+    out: Annotated[Path, typer.Option("--out", help="Where to write the base (diffusers layout).")] = Path("models/tiny_base"),
+    stage: Annotated[list[str], typer.Option("--stage", help="vae and/or transformer (default: both).")] = ["vae", "transformer"],
+    threads: Annotated[int, typer.Option("--threads", min=1, help="torch CPU threads.")] = 2,
+) -> None:
+    """Pretrain the tiny profile's base (VAE, then the Fill transformer) on procedural families
+    that never include the logo-on-object domain; writes safetensors + RECIPE.json."""
+    with user_errors():
+        import torch
+
+        from models.backbone import TinySpec
+        from models.pretrain import PretrainRecipe, pretrain_tiny as run_pretrain
+
+        bad = set(stage) - {"vae", "transformer"}
+        if bad:
+            raise typer.BadParameter(f"unknown stage(s) {sorted(bad)}")
+        torch.set_num_threads(threads)
+        command = "layerboot pretrain-tiny " + " ".join(sys.argv[2:])
+        record = run_pretrain(out, TinySpec(), PretrainRecipe(), tuple(stage), log=typer.echo, command=command.strip())
+        typer.echo(json.dumps(record["results"], indent=1))
+
+
 def main() -> None:  # pragma: no cover - console entry point
     sys.exit(app())

@@ -1,0 +1,108 @@
+"""The training objective, minRF style: flow matching (L_rec) and cycle consistency (L_cyc).
+
+Convention (FLUX's, see stack-notes): x0 = data latents, x1 = noise, sigma in [0, 1],
+x_sigma = (1 - sigma) * x0 + sigma * x1, and the model predicts the velocity v = x1 - x0.
+Everything is on packed latents: [B, N, 64] tokens, N = (H/16)(W/16) for an H x W grid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from models.backbone import Backbone, predict_velocity
+
+
+@dataclass
+class Conditioning:
+    """Everything the transformer sees besides the noisy latents, for one batch."""
+
+    cond: torch.Tensor  # [B, N, 320] packed masked-image latents ++ packed mask
+    prompt_embeds: torch.Tensor  # [B, L, D]
+    pooled: torch.Tensor  # [B, P]
+    text_ids: torch.Tensor  # [L, 3]
+    img_ids: torch.Tensor  # [N, 3]
+
+
+def masked_mse(a: torch.Tensor, b: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the generated tokens only: a, b [B, N, C], tokens [B or 1, N] bool."""
+    weight = tokens.to(a.dtype).expand(a.shape[0], -1)  # [B, N]
+    per_token = (a.float() - b.float()).pow(2).mean(-1)  # [B, N]
+    return (per_token * weight).sum() / weight.sum().clamp_min(1)
+
+
+class FlowMatching:
+    """L_rec and L_cyc of the paper, plus an Euler sampler in the model's own timestep convention."""
+
+    def __init__(self, backbone: Backbone, guidance_scale: float = 1.0, timestep_sampling: str = "logit_normal"):
+        if timestep_sampling not in ("logit_normal", "uniform"):
+            raise ValueError(f"timestep_sampling must be logit_normal or uniform, got {timestep_sampling!r}")
+        self.backbone = backbone
+        self.guidance_scale = guidance_scale
+        self.timestep_sampling = timestep_sampling
+
+    def velocity(self, x_t: torch.Tensor, sigma: torch.Tensor, c: Conditioning) -> torch.Tensor:
+        return predict_velocity(
+            self.backbone, x_t, c.cond, sigma, c.prompt_embeds, c.pooled, c.text_ids, c.img_ids, self.guidance_scale
+        )
+
+    def sample_sigma(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Noise levels for training: logit-normal (SD3) weights the middle, where the task is decided."""
+        if self.timestep_sampling == "uniform":
+            return torch.rand(batch, generator=generator)
+        return torch.sigmoid(torch.randn(batch, generator=generator))
+
+    def loss(self, x0: torch.Tensor, c: Conditioning, tokens: torch.Tensor, generator=None) -> torch.Tensor:
+        """L_rec: flow matching on the generated (masked) tokens. x0 [B, N, 64] clean grid latents."""
+        sigma = self.sample_sigma(x0.shape[0], generator).to(x0.device)  # [B]
+        x1 = torch.randn(x0.shape, generator=generator).to(x0.device)  # [B, N, 64]
+        s = sigma[:, None, None]
+        x_t = (1 - s) * x0 + s * x1
+        return masked_mse(self.velocity(x_t, sigma, c), x1 - x0, tokens)
+
+    def cycle_loss(
+        self,
+        x0_real: torch.Tensor,
+        c_real: Conditioning,
+        x0_cycled: torch.Tensor,
+        c_cycled: Conditioning,
+        tokens: torch.Tensor,
+        generator=None,
+    ) -> torch.Tensor:
+        """One direction of L_cyc: |v(x_t^real, M, t, tau) - v(x_t^cycled, M, t, tau)|^2.
+
+        The real and the cycled grid share t and the noise, so only the input differs. Stop-gradient
+        on the real branch: it is already trained by L_rec, and letting it move toward the cycled
+        branch could make both agree by ignoring the input; the cycled branch learns to match it.
+        """
+        sigma = self.sample_sigma(x0_real.shape[0], generator).to(x0_real.device)
+        x1 = torch.randn(x0_real.shape, generator=generator).to(x0_real.device)
+        s = sigma[:, None, None]
+        with torch.no_grad():
+            v_real = self.velocity((1 - s) * x0_real + s * x1, sigma, c_real)
+        v_cycled = self.velocity((1 - s) * x0_cycled + s * x1, sigma, c_cycled)
+        return masked_mse(v_cycled, v_real, tokens)
+
+    @torch.no_grad()
+    def sample(self, c: Conditioning, steps: int, noise: torch.Tensor) -> torch.Tensor:
+        """Euler integration from noise (sigma = 1) to data (sigma = 0) with FLUX's shifted schedule,
+        exactly as FluxFillPipeline sets it up. noise [B, N, 64] -> x0 [B, N, 64]."""
+        from diffusers.pipelines.flux.pipeline_flux_fill import calculate_shift, retrieve_timesteps
+
+        scheduler = self.backbone.scheduler
+        sigmas = torch.linspace(1.0, 1.0 / steps, steps).numpy()
+        mu = calculate_shift(
+            noise.shape[1],
+            scheduler.config.get("base_image_seq_len", 256),
+            scheduler.config.get("max_image_seq_len", 4096),
+            scheduler.config.get("base_shift", 0.5),
+            scheduler.config.get("max_shift", 1.15),
+        )
+        timesteps, _ = retrieve_timesteps(scheduler, steps, noise.device, sigmas=sigmas, mu=mu)
+        x = noise.to(self.backbone.dtype)
+        for t in timesteps:
+            sigma = (t / 1000).expand(x.shape[0])
+            v = self.velocity(x, sigma, c)
+            x = scheduler.step(v, t, x, return_dict=False)[0]
+        return x

@@ -41,10 +41,69 @@ class DataConfig(_Strict):
         return v
 
 
+class ModelConfig(_Strict):
+    # hub id (black-forest-labs/FLUX.1-Fill-dev) or a local folder in diffusers' layout; a relative
+    # path that does not exist from the working directory is looked up in the installed package
+    base: str
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # of the frozen base
+    device: str = "auto"  # auto = cuda when available
+    gradient_checkpointing: bool = False
+    guidance_scale: float = Field(1.0, ge=0, allow_inf_nan=False)  # FLUX guidance embedding input
+
+
+class LoraSection(_Strict):
+    rank: int = Field(8, ge=1)
+    alpha: float = Field(8.0, gt=0, allow_inf_nan=False)
+    # whole top-level modules trained besides the LoRA (tiny profile only, measured to help)
+    extra_trainable: tuple[str, ...] = ()
+
+
+class TaskWeights(_Strict):
+    decompose: float = Field(1.0, ge=0, allow_inf_nan=False)
+    compose: float = Field(1.0, ge=0, allow_inf_nan=False)
+    generate: float = Field(0.5, ge=0, allow_inf_nan=False)
+
+
+class CycleSection(_Strict):
+    weight: float = Field(0.1, ge=0, allow_inf_nan=False)  # lambda in L_rec + lambda * L_cyc
+    warmup_steps: int = Field(100, ge=0)  # lambda ramps linearly from 0 after this many steps ...
+    ramp_steps: int = Field(100, ge=0)  # ... to `weight` over this many
+    every: int = Field(4, ge=1)  # a cycle step every N steps (cycled inputs cost a few samplings)
+    sample_steps: int = Field(4, ge=1)  # Euler steps used to make the cycled inputs (no grad)
+
+
+class TrainSection(_Strict):
+    steps: int = Field(ge=1)
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(1e-3, gt=0, allow_inf_nan=False)
+    weight_decay: float = Field(0.0, ge=0, allow_inf_nan=False)
+    grad_clip: float = Field(1.0, gt=0, allow_inf_nan=False)
+    timestep_sampling: Literal["logit_normal", "uniform"] = "logit_normal"
+    tasks: TaskWeights = TaskWeights()
+    cycle: CycleSection = CycleSection()
+    checkpoint_every: int = Field(200, ge=1)
+
+
+class SampleSection(_Strict):
+    steps: int = Field(8, ge=1)
+    batch_size: int = Field(16, ge=1)
+
+
+class PromptsSection(_Strict):
+    decompose: str = "split the product photo on the left into its flat logo and the plain object"
+    compose: str = "put the flat logo onto the plain object to make the product photo on the left"
+    generate: str = "{prompt}"  # `{prompt}` is the triplet's own description
+
+
 class Config(_Strict):
     profile: Literal["tiny", "flux"]
     run: RunConfig
     data: DataConfig
+    model: ModelConfig
+    lora: LoraSection = LoraSection()
+    train: TrainSection
+    sample: SampleSection = SampleSection()
+    prompts: PromptsSection = PromptsSection()
 
     @property
     def run_id(self) -> str:

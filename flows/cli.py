@@ -32,18 +32,31 @@ WorkdirOpt = Annotated[
 EXIT_USAGE = 2
 
 
-@contextmanager
-def user_errors() -> Iterator[None]:
-    """Expected failures become one clear line on stderr and exit code 2, never a traceback."""
+def _user_error_types() -> tuple[type[Exception], ...]:
+    """Exceptions that mean "your input is wrong", not "layerboot is broken". Called when an
+    exception is being matched, so model-layer types count once their module is loaded (importing
+    torch just to name them would slow every command)."""
     from configs import ConfigError
-    from storage.imports import ImportFailed
     from storage.images import ImageError
+    from storage.imports import ImportFailed
     from storage.schema import SchemaError
     from storage.store import StoreError
 
+    types = [ConfigError, ImportFailed, ImageError, SchemaError, StoreError, FileNotFoundError, typer.BadParameter]
+    backbone = sys.modules.get("models.backbone")
+    if backbone is not None:
+        types.append(backbone.AdapterError)
+    return tuple(types)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Expected failures become one clear line on stderr and exit code 2, never a traceback."""
     try:
         yield
-    except (ConfigError, ImportFailed, ImageError, SchemaError, StoreError, FileNotFoundError) as e:
+    except Exception as e:
+        if not isinstance(e, _user_error_types()):
+            raise
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(EXIT_USAGE) from None
 
@@ -140,6 +153,148 @@ def review(
             out.write_bytes(data)
             target = str(out)
         typer.echo(f"wrote {target} ({len(rows)} triplets)")
+
+
+def _backbone_with_adapter(cfg, adapter: Path | None):
+    """The config's frozen base, plus an adapter (or, without one, a fresh LoRA: the untrained model)."""
+    from models.backbone import add_lora, load_adapter
+    from models.runtime import load_base
+
+    backbone = load_base(cfg)
+    if adapter is None:
+        add_lora(backbone.transformer, cfg.lora.rank, cfg.lora.alpha, extra_trainable=tuple(cfg.lora.extra_trainable))
+    else:
+        load_adapter(backbone, adapter)
+    backbone.transformer.eval()
+    return backbone
+
+
+def _read_images(paths, size: int):
+    from storage.images import decode_image
+
+    return [decode_image(Path(p).read_bytes(), str(p), size=size) for p in paths]
+
+
+AdapterOpt = Annotated[Optional[Path], typer.Option("--adapter", help="Adapter folder (safetensors, diffusers LoRA format).")]
+
+
+@app.command()
+def train(
+    config: ConfigOpt = "configs/tiny.yaml",
+    workdir: WorkdirOpt = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="Training steps (default: train.steps).")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Adapter folder to write (resumes a half-done run there).")] = Path("adapter"),
+    warm_start: AdapterOpt = None,
+) -> None:
+    """Train an IC-LoRA adapter on the current pool (all committed rounds)."""
+    with user_errors():
+        from models.dataio import read_triplets
+        from models.runtime import load_base
+        from models.train import train_adapter
+
+        cfg, store = _open(config, workdir)
+        rounds = store.committed_rounds()
+        if not rounds:
+            raise FileNotFoundError(f"no committed rounds in {store.uri}: run `layerboot seed` first")
+        from configs import config_hash
+        from storage.hashing import stable_id
+
+        pool = read_triplets(store, store.pool(rounds[-1]))
+        ids = sorted(t["triplet_id"] for t in pool)
+        fingerprint = stable_id(config_hash(cfg), steps, warm_start, *ids)
+        result = train_adapter(
+            load_base(cfg), cfg, [(t["composite"], t["logo"], t["object"]) for t in pool], [t["prompt"] for t in pool],
+            out, warm_start=warm_start, seed=cfg.run.seed, steps=steps, fingerprint=fingerprint,
+        )
+        if result.reused:
+            typer.echo(f"{out} already holds this adapter (same config, pool and steps): nothing to do")
+        else:
+            typer.echo(f"wrote {out}: {result.steps} steps on {len(pool)} triplets in {result.seconds:.0f} s "
+                       f"(L_rec {result.final_rec:.4f})")
+
+
+@app.command()
+def evaluate(
+    config: ConfigOpt = "configs/tiny.yaml",
+    workdir: WorkdirOpt = None,
+    adapter: AdapterOpt = None,
+    n: Annotated[Optional[int], typer.Option("--n", min=1, help="Test triplets to use (default: all).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    figure: Annotated[Optional[Path], typer.Option("--figure", help="Also write a PNG: truth beside prediction.")] = None,
+) -> None:
+    """Decomposition quality on the held-out test split: model vs trivial baseline vs codec ceiling.
+    Without --adapter, evaluates the untrained base."""
+    with user_errors():
+        from models.dataio import read_triplets
+        from models.evaluate import decomposition_sheet, evaluate_decomposition
+        from models.sample import Sampler
+        from storage.hashing import derive_seed
+
+        cfg, store = _open(config, workdir)
+        test = read_triplets(store, store.test_split(), footprint=True)[:n]
+        if not test:
+            raise FileNotFoundError(f"no test split in {store.uri}: run `layerboot seed` first")
+        sampler = Sampler(_backbone_with_adapter(cfg, adapter), cfg)
+        predicted: list = []
+        seeds = [derive_seed(cfg.run.seed, "eval", t["triplet_id"]) for t in test]
+        result = evaluate_decomposition(sampler, test, seeds, predicted)
+        if figure:
+            figure.parent.mkdir(parents=True, exist_ok=True)
+            decomposition_sheet(test, predicted).save(figure)
+        if as_json:
+            typer.echo(json.dumps(result, indent=1))
+            return
+        typer.echo(f"{result['n']} held-out composites, adapter: {adapter or '(untrained)'}")
+        typer.echo(f"{'':<10}" + "".join(f"{k:>23}" for k in result["model"]))
+        for who in ("model", "baseline", "codec"):
+            typer.echo(f"{who:<10}" + "".join(f"{v:>23}" for v in result[who].values()))
+
+
+@app.command()
+def decompose(
+    images: Annotated[list[Path], typer.Argument(help="Composite images (panel_size square).")],
+    adapter: Annotated[Path, typer.Option("--adapter", help="Adapter folder.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for <name>_logo.png and <name>_object.png.")],
+    config: ConfigOpt = "configs/tiny.yaml",
+    seed: Annotated[int, typer.Option("--seed", help="Sampling seed.")] = 0,
+) -> None:
+    """Split composites into a flat logo and the plain object."""
+    with user_errors():
+        from configs import load_config
+        from models.sample import Sampler
+        from storage.hashing import derive_seed
+
+        cfg = load_config(config)
+        composites = _read_images(images, cfg.data.panel_size)
+        sampler = Sampler(_backbone_with_adapter(cfg, adapter), cfg)
+        results = sampler.decompose(composites, [derive_seed(seed, p.name) for p in images])
+        out.mkdir(parents=True, exist_ok=True)
+        for path, (logo, obj) in zip(images, results):
+            logo.save(out / f"{path.stem}_logo.png")
+            obj.save(out / f"{path.stem}_object.png")
+        typer.echo(f"wrote {2 * len(results)} images to {out}")
+
+
+@app.command()
+def compose(
+    logo: Annotated[Path, typer.Option("--logo", help="Flat logo image.")],
+    object_: Annotated[Path, typer.Option("--object", help="Plain object image.")],
+    adapter: Annotated[Path, typer.Option("--adapter", help="Adapter folder.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for composite.png.")],
+    config: ConfigOpt = "configs/tiny.yaml",
+    seed: Annotated[int, typer.Option("--seed", help="Sampling seed.")] = 0,
+) -> None:
+    """Put a logo onto an object: the composite."""
+    with user_errors():
+        from configs import load_config
+        from models.sample import Sampler
+
+        cfg = load_config(config)
+        logo_img, object_img = _read_images([logo, object_], cfg.data.panel_size)
+        composite = Sampler(_backbone_with_adapter(cfg, adapter), cfg).compose([logo_img], [object_img], [seed])[0]
+        out.mkdir(parents=True, exist_ok=True)
+        composite.save(out / "composite.png")
+        typer.echo(f"wrote {out / 'composite.png'}")
 
 
 @app.command("pretrain-tiny")

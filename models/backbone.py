@@ -36,6 +36,10 @@ LORA_WEIGHTS = "pytorch_lora_weights.safetensors"  # diffusers' name for a LoRA 
 EXTRA_MODULES = "extra_modules.safetensors"  # fully trained top-level modules saved beside the LoRA
 ADAPTER_NAME = "default"
 
+class AdapterError(ValueError):
+    """An adapter folder that cannot be loaded safely (pickle inside, wrong shapes, ...)."""
+
+
 # -----------------------------------------------------------------------------
 # the tiny profile: sizes
 
@@ -621,12 +625,12 @@ def load_adapter(backbone: Backbone, directory: str | Path) -> None:
         raise FileNotFoundError(f"{d}: adapter directory not found")
     for entry in sorted(d.iterdir()):
         if not entry.is_file() or entry.suffix not in (".safetensors", ".json"):
-            raise ValueError(f"{entry}: refusing an adapter directory holding {entry.name!r} (only .safetensors/.json)")
+            raise AdapterError(f"{entry}: refusing an adapter directory holding {entry.name!r} (only .safetensors/.json)")
     if not (d / LORA_WEIGHTS).is_file():
         raise FileNotFoundError(f"{d / LORA_WEIGHTS}: no LoRA weights")
     transformer = backbone.transformer
     if getattr(transformer, "peft_config", None):
-        raise ValueError("the transformer already carries an adapter; load into a fresh backbone")
+        raise AdapterError("the transformer already carries an adapter; load into a fresh backbone")
     extra = _read_extra_modules(transformer, d / EXTRA_MODULES)  # all checks before the model changes
     # the transformer's own loader: reads the LoraConfig metadata, never falls back to pickle, and
     # (unlike pipeline.load_lora_weights) does not warn about the text encoder having no LoRA keys
@@ -649,5 +653,5 @@ def _read_extra_modules(transformer: nn.Module, path: Path) -> dict[str, dict[st
     for name, state in by_module.items():
         expected = _top_level_module(transformer, name).state_dict()
         if state.keys() != expected.keys() or any(state[k].shape != expected[k].shape for k in state):
-            raise ValueError(f"{path}: the weights of {name!r} do not fit this transformer")
+            raise AdapterError(f"{path}: the weights of {name!r} do not fit this transformer")
     return by_module

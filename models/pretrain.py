@@ -27,6 +27,7 @@ from models.encoded import TASKS, encode_grids, make_batch
 from models.grid import Task
 from models.objective import FlowMatching
 from models.pretrain_data import make_example, make_image
+from models.train import optimizer_step
 from storage.hashing import derive_seed, stable_id
 
 RECIPE_FILE = "RECIPE.json"
@@ -36,7 +37,7 @@ RECIPE_FILE = "RECIPE.json"
 class PretrainRecipe:
     seed: int = 0
     panel_size: int = 64
-    vae_steps: int = 4000
+    vae_steps: int = 2500
     vae_batch: int = 8
     vae_lr: float = 1e-3
     vae_kl_weight: float = 1e-6
@@ -114,10 +115,7 @@ def pretrain_vae(backbone: Backbone, recipe: PretrainRecipe, log: Callable[[str]
         recon = vae.decode(posterior.sample()).sample
         rec = (recon - x).abs().mean() + (recon - x).pow(2).mean()
         loss = rec + recipe.vae_kl_weight * posterior.kl().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), recipe.grad_clip)
-        opt.step()
+        optimizer_step(opt, loss, vae.parameters(), recipe.grad_clip)
         history.append(loss.item())
         if step % 50 == 0:
             bar.set_postfix(loss=f"{np.mean(history[-50:]):.4f}")
@@ -157,10 +155,7 @@ def pretrain_transformer(backbone: Backbone, recipe: PretrainRecipe, log: Callab
         tasks = [TASKS[k] for k in torch.randint(3, (recipe.transformer_batch,), generator=gen).tolist()]
         x0, c, tokens = make_batch(backbone, enc, idx, tasks, PRETRAIN_PROMPTS)
         loss = objective.loss(x0, c, tokens, generator=gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(tr.parameters(), recipe.grad_clip)
-        opt.step()
+        optimizer_step(opt, loss, tr.parameters(), recipe.grad_clip)
         history.append(loss.item())
         if step % 50 == 0:
             bar.set_postfix(loss=f"{np.mean(history[-50:]):.4f}")

@@ -23,15 +23,40 @@ data:
   panel_size: 32
   n_seeds: 8
   n_test: 4
+model:
+  base: {base}
+  device: cpu
+lora:
+  rank: 4
+  alpha: 4
+  extra_trainable: [x_embedder, proj_out]
+train:
+  steps: 6
+  batch_size: 2
+  checkpoint_every: 3
+  cycle: {{weight: 0.5, warmup_steps: 2, ramp_steps: 2, every: 2, sample_steps: 2}}
+sample:
+  steps: 2
+  batch_size: 4
 """
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
+@pytest.fixture(scope="session")
+def random_tiny_base(tmp_path_factory) -> Path:
+    """A tiny base with random weights in diffusers' layout: mechanics tests need no pretraining."""
+    from models.backbone import TinySpec, build_tiny, save_backbone
+
+    path = tmp_path_factory.mktemp("tiny_base_random")
+    save_backbone(build_tiny(TinySpec(), seed=0), path)
+    return path
+
+
 @pytest.fixture
-def micro_config_path(tmp_path: Path) -> Path:
+def micro_config_path(tmp_path: Path, random_tiny_base: Path) -> Path:
     path = tmp_path / "micro.yaml"
-    path.write_text(MICRO_YAML)
+    path.write_text(MICRO_YAML.format(base=random_tiny_base))
     return path
 
 

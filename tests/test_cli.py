@@ -103,7 +103,7 @@ def test_from_dir_reports_every_bad_file_and_imports_nothing(micro_config_path: 
 
 def test_bad_config_is_one_line_exit_2(tmp_path: Path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("profile: tiny\nrun: {name: x}\ndata: {panel_size: 50}\n")
+    bad.write_text("profile: tiny\nrun: {name: x}\ndata: {panel_size: 50}\nmodel: {base: b}\ntrain: {steps: 1}\n")
     res = cli("status", "-c", str(bad), "-w", str(tmp_path / "w"))
     assert res.exit_code == 2
     assert res.output.strip() == f"error: {bad}: data.panel_size: must be a multiple of 16 (got 50)"

@@ -1,0 +1,222 @@
+"""Training the IC-LoRA adapter on the pool: L_rec over all task directions + lambda * L_cyc.
+
+One function, `train_adapter`, reads top to bottom: encode the pool once, then each step picks a
+task for the batch (weights from config), takes the flow-matching loss on the generated panels
+and, every `cycle.every` steps once warmed up, the cycle loss in both directions. AdamW on the
+trainable parameters only (fp32 LoRA), gradient clipping, a progress bar, checkpoints every N
+steps, and resume of a half-done run from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from configs import Config
+from models.backbone import (
+    Backbone,
+    _lora_parameters,
+    add_lora,
+    decode_latents,
+    load_adapter,
+    save_adapter,
+    trainable_parameters,
+    unpack,
+)
+from models.encoded import TASKS, EncodedGrids, encode_grids, make_batch
+from models.grid import PANELS, Task, grid_tensor, split_grid_tensor, task_mask
+from models.objective import FlowMatching
+from storage.hashing import derive_seed
+
+CHECKPOINT = "checkpoint"
+STATE_TENSORS = "trainer_state.safetensors"  # optimizer moments + RNG state: no pickle anywhere
+STATE_FILE = "trainer_state.json"  # step, optimizer hyper-parameters
+LOG_FILE = "train_log.json"
+DONE_FILE = "train_done.json"  # written last: what this adapter was trained from
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    seconds: float
+    log: list[dict] = field(default_factory=list)  # one entry per logged step: step, rec, cyc, lambda
+    reused: bool = False  # True when an identical finished adapter was already there
+
+    @property
+    def final_rec(self) -> float:
+        return self.log[-1]["rec"] if self.log else float("nan")
+
+
+def task_prompts(config: Config) -> dict[Task, str]:
+    p = config.prompts
+    return {Task.DECOMPOSE: p.decompose, Task.COMPOSE: p.compose, Task.GENERATE: p.generate}
+
+
+def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, params, grad_clip: float) -> None:
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    opt.step()
+
+
+def cycle_weight(config: Config, step: int) -> float:
+    """lambda(step): 0 during warm-up, then a linear ramp to cycle.weight."""
+    c = config.train.cycle
+    if c.weight == 0 or step < c.warmup_steps:
+        return 0.0
+    return c.weight * min(1.0, (step - c.warmup_steps + 1) / max(1, c.ramp_steps))
+
+
+def prepare_adapter(backbone: Backbone, config: Config, warm_start: str | Path | None) -> None:
+    """A fresh LoRA, or the previous round's adapter made trainable again (warm start)."""
+    extra = tuple(config.lora.extra_trainable)
+    if warm_start:
+        load_adapter(backbone, warm_start)
+        for p in _lora_parameters(backbone.transformer):
+            p.requires_grad_(True)
+        for name in extra:
+            getattr(backbone.transformer, name).requires_grad_(True)
+    else:
+        add_lora(backbone.transformer, config.lora.rank, config.lora.alpha, extra_trainable=extra,
+                 gradient_checkpointing=config.model.gradient_checkpointing, seed=config.run.seed)
+
+
+@torch.no_grad()
+def cycled_grids(
+    objective: FlowMatching, enc: EncodedGrids, pixels: torch.Tensor, idx: list[int], prompts, steps: int, gen
+) -> dict[Task, torch.Tensor]:
+    """The model's own round trips, as grids of pixels [B, 3, s, 3s] (no grad, few Euler steps):
+    COMPOSE: (I*, A, B) with I* = compose(A, B)   -> used under the decomposition mask;
+    DECOMPOSE: (I, A', B') with <A', B'> = decompose(I) -> used under the composition mask."""
+    bb = objective.backbone
+    s = enc.panel_size
+    out = {}
+    for made_by in (Task.COMPOSE, Task.DECOMPOSE):
+        _, c, _ = make_batch(bb, enc, idx, [made_by] * len(idx), prompts)
+        noise = torch.randn(enc.x0[idx].shape, generator=gen).to(bb.device)
+        x = objective.sample(c, steps, noise)
+        made = decode_latents(bb, unpack(x, s, 3 * s, bb.vae_scale)).float().cpu()  # [B, 3, s, 3s]
+        keep = task_mask(made_by, s)  # 1 on the panels the model made
+        out[made_by] = pixels[idx] * (1 - keep) + made * keep
+    return out
+
+
+def train_adapter(
+    backbone: Backbone,
+    config: Config,
+    triplets: Sequence[tuple[Image.Image, Image.Image, Image.Image]],
+    prompts: Sequence[str],
+    out_dir: str | Path,
+    *,
+    warm_start: str | Path | None = None,
+    seed: int = 0,
+    steps: int | None = None,
+    fingerprint: str | None = None,
+) -> TrainResult:
+    """Train (or resume training) an adapter on `triplets` and save it to `out_dir`.
+
+    `fingerprint` names the inputs (config, pool, warm start); when `out_dir` already holds a
+    finished adapter with the same fingerprint, nothing is recomputed."""
+    tc = config.train
+    total = steps or tc.steps
+    out_dir = Path(out_dir)
+    ckpt = out_dir / CHECKPOINT
+    done = out_dir / DONE_FILE
+    if fingerprint and done.exists() and json.loads(done.read_text()).get("fingerprint") == fingerprint:
+        meta = json.loads(done.read_text())
+        return TrainResult(steps=meta["steps"], seconds=0.0, log=json.loads((out_dir / LOG_FILE).read_text()), reused=True)
+    done.unlink(missing_ok=True)
+    prepare_adapter(backbone, config, ckpt if (ckpt / STATE_FILE).exists() else warm_start)
+    params = trainable_parameters(backbone.transformer)
+    opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+    objective = FlowMatching(backbone, config.model.guidance_scale, tc.timestep_sampling)
+    gen = torch.Generator().manual_seed(seed)
+    prompts_by_task = task_prompts(config)
+    weights = torch.tensor([getattr(tc.tasks, t.value) for t in TASKS])
+
+    start, log = 0, []
+    if (ckpt / STATE_FILE).exists():  # resume a half-done run exactly where it stopped
+        start, log = _restore(opt, gen, ckpt)
+
+    enc = encode_grids(backbone, list(triplets), list(prompts), desc="encode pool")
+    pixels = grid_tensor(list(triplets))  # [M, 3, s, 3s], for the cycle's re-gridding
+    backbone.transformer.train()
+    t0 = time.time()
+    bar = tqdm(range(start, total), initial=start, total=total, desc="train adapter", unit="step", disable=None)
+    for step in bar:
+        idx = torch.randint(len(enc), (tc.batch_size,), generator=gen).tolist()
+        task = TASKS[int(torch.multinomial(weights, 1, generator=gen))]
+        x0, c, tokens = make_batch(backbone, enc, idx, [task] * len(idx), prompts_by_task)
+        rec = objective.loss(x0, c, tokens, generator=gen)
+        lam = cycle_weight(config, step) if step % tc.cycle.every == 0 else 0.0
+        cyc = torch.zeros(())
+        if lam > 0:
+            cyc = cycle_term(objective, enc, pixels, idx, prompts_by_task, tc.cycle.sample_steps, gen)
+        optimizer_step(opt, rec + lam * cyc, params, tc.grad_clip)
+        entry = {"step": step, "task": task.value, "rec": round(rec.item(), 5), "cyc": round(cyc.item(), 5), "lambda": lam}
+        log.append(entry)
+        bar.set_postfix(rec=f"{rec.item():.3f}", cyc=f"{cyc.item():.3f}")
+        if (step + 1) % tc.checkpoint_every == 0 and step + 1 < total:
+            _checkpoint(backbone, config, opt, gen, step + 1, log, ckpt)
+    backbone.transformer.eval()
+    save_adapter(backbone.transformer, out_dir, tuple(config.lora.extra_trainable))
+    (out_dir / LOG_FILE).write_text(json.dumps(log))
+    shutil.rmtree(ckpt, ignore_errors=True)
+    seconds = time.time() - t0
+    done.write_text(json.dumps({"fingerprint": fingerprint, "steps": total, "seconds": round(seconds, 1)}))
+    return TrainResult(steps=total, seconds=seconds, log=log)
+
+
+def cycle_term(objective, enc, pixels, idx, prompts_by_task, sample_steps, gen) -> torch.Tensor:
+    """L_cyc, both directions: decomposition of I vs of I*, composition from <A,B> vs from <A',B'>."""
+    bb = objective.backbone
+    cycled = cycled_grids(objective, enc, pixels, idx, prompts_by_task, sample_steps, gen)
+    total = torch.zeros((), device=bb.device)
+    for judged_by, made_by in ((Task.DECOMPOSE, Task.COMPOSE), (Task.COMPOSE, Task.DECOMPOSE)):
+        x0_real, c_real, tokens = make_batch(bb, enc, idx, [judged_by] * len(idx), prompts_by_task)
+        cyc_enc = encode_grids(bb, _as_panels(cycled[made_by]), [enc.prompts[i] for i in idx], batch_size=len(idx), desc="")
+        x0_cyc, c_cyc, _ = make_batch(bb, cyc_enc, range(len(idx)), [judged_by] * len(idx), prompts_by_task)
+        total = total + objective.cycle_loss(x0_real, c_real, x0_cyc, c_cyc, tokens, generator=gen)
+    return total
+
+
+def _as_panels(grids: torch.Tensor) -> list[tuple[Image.Image, Image.Image, Image.Image]]:
+    from models.grid import to_pil
+
+    c, l, o = split_grid_tensor(grids)
+    return list(zip(to_pil(c), to_pil(l), to_pil(o)))
+
+
+def _restore(opt: torch.optim.Optimizer, gen: torch.Generator, ckpt: Path) -> tuple[int, list[dict]]:
+    meta = json.loads((ckpt / STATE_FILE).read_text())
+    tensors = load_file(str(ckpt / STATE_TENSORS))
+    gen.set_state(tensors.pop("generator"))
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        i, _, name = key.partition(".")
+        state.setdefault(int(i), {})[name] = value
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    return int(meta["step"]), json.loads((ckpt / LOG_FILE).read_text())
+
+
+def _checkpoint(backbone, config, opt, gen, step, log, ckpt: Path) -> None:
+    """Adapter + optimizer + RNG + step, written to a temp folder then renamed (all or nothing)."""
+    tmp = ckpt.with_name(CHECKPOINT + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_adapter(backbone.transformer, tmp, tuple(config.lora.extra_trainable))
+    state = opt.state_dict()
+    tensors = {f"{i}.{k}": v.contiguous() for i, st in state["state"].items() for k, v in st.items()}
+    save_file(tensors | {"generator": gen.get_state()}, str(tmp / STATE_TENSORS))
+    (tmp / STATE_FILE).write_text(json.dumps({"step": step, "param_groups": state["param_groups"]}))
+    (tmp / LOG_FILE).write_text(json.dumps(log))
+    shutil.rmtree(ckpt, ignore_errors=True)
+    tmp.rename(ckpt)

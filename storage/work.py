@@ -1,0 +1,84 @@
+"""Work in progress of an uncommitted round: finished shards of each stage, recorded in the store.
+
+    <workdir>/work/round=NN/<stage>/shard-00003.parquet   rows a finished shard produced
+    <workdir>/work/round=NN/<stage>.json                  a finished whole-round stage's result
+    <workdir>/work/round=NN/adapter/                      the adapter being trained
+
+Each shard file is written atomically, so its existence *is* its completion marker: a resumed
+round skips every shard whose file exists and recomputes only the rest. Deterministic ids and
+seeds make a recomputed shard byte-identical in content to the one that was lost. Nothing here is
+visible to manifest readers; the round's commit publishes it, then the work folder is removed.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import posixpath
+import re
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from storage import schema
+from storage.store import Store
+
+_SHARD = re.compile(r"^shard-(\d{5})\.parquet$")
+
+
+class RoundWork:
+    def __init__(self, store: Store, round: int):
+        self.store, self.round = store, round
+        self.root = store.loc.join("work", f"round={round:02d}")
+
+    def _stage_dir(self, stage: str) -> str:
+        if not re.fullmatch(r"[a-z_]+", stage):
+            raise ValueError(f"bad stage name {stage!r}")
+        return posixpath.join(self.root, stage)
+
+    def shard_path(self, stage: str, shard: int) -> str:
+        return posixpath.join(self._stage_dir(stage), f"shard-{shard:05d}.parquet")
+
+    def done_shards(self, stage: str) -> list[int]:
+        d = self._stage_dir(stage)
+        if not self.store.loc.exists(d):
+            return []
+        names = (posixpath.basename(p) for p in self.store.loc.fs.ls(d, detail=False))
+        return sorted(int(m.group(1)) for n in names if (m := _SHARD.match(n)))
+
+    def write_shard(self, stage: str, shard: int, table: pa.Table) -> None:
+        table = table.cast(schema.MANIFEST_SCHEMA)
+        schema.validate(table)
+        buf = io.BytesIO()
+        pq.write_table(table, buf)
+        self.store.loc.write_atomic(self.shard_path(stage, shard), buf.getvalue())
+
+    def read_shard(self, stage: str, shard: int) -> pa.Table:
+        data = self.store.loc.read_bytes(self.shard_path(stage, shard))
+        return pq.read_table(io.BytesIO(data)).cast(schema.MANIFEST_SCHEMA)
+
+    def read_stage(self, stage: str, shards: list[int]) -> pa.Table:
+        """All rows of a stage, in shard order; every listed shard must be finished."""
+        missing = sorted(set(shards) - set(self.done_shards(stage)))
+        if missing:
+            raise FileNotFoundError(f"round {self.round}: stage {stage!r} is missing shard(s) {missing}")
+        tables = [self.read_shard(stage, s) for s in shards]
+        return pa.concat_tables(tables) if tables else schema.empty()
+
+    def result_path(self, stage: str) -> str:
+        return self._stage_dir(stage) + ".json"
+
+    def write_result(self, stage: str, result: dict[str, Any]) -> None:
+        self.store.loc.write_atomic(self.result_path(stage), json.dumps(result, indent=1, sort_keys=True).encode())
+
+    def read_result(self, stage: str) -> dict[str, Any] | None:
+        path = self.result_path(stage)
+        return json.loads(self.store.loc.read_bytes(path)) if self.store.loc.exists(path) else None
+
+    @property
+    def adapter_dir(self) -> str:
+        return posixpath.join(self.root, "adapter")
+
+    def clear(self) -> None:
+        self.store.loc.remove_tree(self.root)

@@ -1,0 +1,69 @@
+"""The model commands end to end on the micro config (random tiny base): train, evaluate,
+decompose, compose; errors are one line with exit code 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from PIL import Image
+from typer.testing import CliRunner
+
+from flows.cli import app
+from models.synthetic import make_triplet
+
+runner = CliRunner()
+
+
+def cli(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_train_evaluate_decompose_compose(micro_config_path: Path, tmp_path: Path):
+    cfg, work, adapter = micro_config_path, tmp_path / "w", tmp_path / "adapter"
+    assert cli("seed", "-c", cfg, "-w", work).exit_code == 0
+
+    res = cli("train", "-c", cfg, "-w", work, "--out", adapter, "--steps", 3)
+    assert res.exit_code == 0, res.output
+    assert "3 steps on 8 triplets" in res.output
+    assert (adapter / "pytorch_lora_weights.safetensors").exists()
+    again = cli("train", "-c", cfg, "-w", work, "--out", adapter, "--steps", 3)
+    assert again.exit_code == 0 and "already holds this adapter" in again.output  # never recomputed
+
+    res = cli("evaluate", "-c", cfg, "-w", work, "--adapter", adapter, "--n", 2, "--json", "--figure", tmp_path / "f.png")
+    assert res.exit_code == 0, res.output
+    assert Image.open(tmp_path / "f.png").size[1] > 2 * 32 * 3  # two rows (truth, prediction) per item
+    report = json.loads(res.stdout[res.stdout.index("{"):])
+    assert report["n"] == 2 and set(report["model"]) == {
+        "logo_psnr", "logo_ssim", "object_psnr", "object_ssim", "object_psnr_footprint"}
+
+    t = make_triplet(5, 32)
+    t.composite.save(tmp_path / "c.png")
+    t.logo.save(tmp_path / "l.png")
+    t.object.save(tmp_path / "o.png")
+    res = cli("decompose", tmp_path / "c.png", "--adapter", adapter, "--out", tmp_path / "out", "-c", cfg)
+    assert res.exit_code == 0, res.output
+    assert Image.open(tmp_path / "out" / "c_logo.png").size == (32, 32)
+    assert Image.open(tmp_path / "out" / "c_object.png").size == (32, 32)
+    res = cli("compose", "--logo", tmp_path / "l.png", "--object", tmp_path / "o.png", "--adapter", adapter,
+              "--out", tmp_path / "out", "-c", cfg)
+    assert res.exit_code == 0, res.output
+    assert Image.open(tmp_path / "out" / "composite.png").size == (32, 32)
+
+
+def test_model_command_errors_are_one_line(micro_config_path: Path, tmp_path: Path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"nope")
+    adapter = tmp_path / "pickled"
+    adapter.mkdir()
+    (adapter / "pytorch_lora_weights.bin").write_bytes(b"\x80\x04pickle")
+    res = cli("decompose", bad, "--adapter", adapter, "--out", tmp_path / "o", "-c", micro_config_path)
+    assert res.exit_code == 2 and res.output.strip() == f"error: {bad}: cannot decode image (cannot identify image file {str(bad)!r})"
+    make_triplet(1, 32).composite.save(tmp_path / "c.png")
+    res = cli("decompose", tmp_path / "c.png", "--adapter", adapter, "--out", tmp_path / "o", "-c", micro_config_path)
+    assert res.exit_code == 2 and "refusing an adapter directory holding 'pytorch_lora_weights.bin'" in res.output
+    Image.new("RGB", (48, 48)).save(tmp_path / "big.png")
+    res = cli("decompose", tmp_path / "big.png", "--adapter", adapter, "--out", tmp_path / "o", "-c", micro_config_path)
+    assert res.exit_code == 2 and "expected 32x32 pixels, got 48x48" in res.output
+    res = cli("train", "-c", micro_config_path, "-w", tmp_path / "empty", "--out", tmp_path / "a")
+    assert res.exit_code == 2 and "run `layerboot seed` first" in res.output

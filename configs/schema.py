@@ -95,6 +95,83 @@ class PromptsSection(_Strict):
     generate: str = "{prompt}"  # `{prompt}` is the triplet's own description
 
 
+class BootstrapSection(_Strict):
+    rounds: int = Field(10, ge=1)  # R in the round contract
+    candidates: int = Field(40, ge=1)  # generated per round
+    shard_size: int = Field(10, ge=1)  # candidates per generate/judge/cycle task
+    warm_steps: int = Field(150, ge=1)  # training steps of rounds after the first (warm start)
+    cycle_min_psnr: float = Field(20.0, allow_inf_nan=False)  # re-composition must agree this well (dB)
+    eval_n: int = Field(50, ge=1)  # held-out composites evaluated per round
+    prompt_bank: str | None = None  # text file, one prompt per line; default: the procedural describer
+
+
+JUDGE_CRITERIA = ("logo_clean", "object_clean", "composite_match", "panels_agree", "quality")
+
+
+class CriterionConfig(_Strict):
+    name: Literal["logo_clean", "object_clean", "composite_match", "panels_agree", "quality"]
+    # a yes/no question (the VLM judge asks it; the measurement judge reports it); `{prompt}`,
+    # if present, becomes the triplet's own description
+    question: str = Field(min_length=1)
+    threshold: float = Field(0.5, ge=0, le=1, allow_inf_nan=False)  # accept when score >= threshold
+
+    @field_validator("question")
+    @classmethod
+    def _only_prompt_placeholder(cls, v: str) -> str:
+        import string
+
+        fields = {f for _, f, _, _ in string.Formatter().parse(v) if f is not None}
+        if fields - {"prompt"}:
+            raise ValueError(f"unknown placeholder(s) {sorted(fields - {'prompt'})}; only {{prompt}} is allowed")
+        return v
+
+
+_DEFAULT_CRITERIA = (
+    CriterionConfig(name="logo_clean", threshold=0.5,
+                    question="Is the middle panel a clean, flat logo on a plain background, with nothing else in it?"),
+    CriterionConfig(name="object_clean", threshold=0.5,
+                    question="Does the right panel show the object with no logo and no trace of a logo on it?"),
+    CriterionConfig(name="composite_match", threshold=0.5,
+                    question="Does the left panel show the object of the right panel carrying the logo of the middle panel?"),
+    CriterionConfig(name="panels_agree", threshold=0.5,
+                    question="Does the logo on the product in the left panel have the same shape and colours "
+                             "as the logo in the middle panel?"),
+    CriterionConfig(name="quality", threshold=0.5,
+                    question="Are all three panels sharp, clean images, with no noise, blur or blank panel?"),
+)
+
+
+class JudgeSection(_Strict):
+    # measure: explicit image measurements (the tiny profile's embedded judge, no model);
+    # qwen: a Qwen2.5-VL / Qwen3-VL answering each criterion's question, VQAScore-style
+    kind: Literal["measure", "qwen"] = "measure"
+    model: str = "Qwen/Qwen2.5-VL-7B-Instruct"  # hub id or local folder (qwen only)
+    dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"  # on CUDA; CPU runs float32
+    device: str = "auto"  # auto = cuda when available
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
+    # the grid image (composite | logo | object) is resized to this many pixels at least/most
+    min_pixels: int = Field(384 * 128, ge=28 * 28)
+    max_pixels: int = Field(1536 * 512, ge=28 * 28)
+    preamble: str = ("The image shows three panels side by side: left, a product photo; middle, a logo; "
+                     "right, the same product without the logo.")
+    criteria: tuple[CriterionConfig, ...] = _DEFAULT_CRITERIA
+    target_precision: float = Field(0.99, gt=0, le=1, allow_inf_nan=False)  # calibration picks thresholds for it
+    max_reason_tokens: int = Field(24, ge=1, le=256)  # reasons are generated for rejected items only
+    batch_size: int = Field(8, ge=1)
+    calibration_size: int = Field(270, ge=20)  # held-out corruption benchmark triplets
+    calibration_path: str | None = None  # default <workdir>/judge/calibration.json
+
+    @field_validator("criteria")
+    @classmethod
+    def _unique(cls, v):
+        names = [c.name for c in v]
+        if not names:
+            raise ValueError("at least one criterion is needed")
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate criteria: {names}")
+        return v
+
+
 class Config(_Strict):
     profile: Literal["tiny", "flux"]
     run: RunConfig
@@ -104,6 +181,8 @@ class Config(_Strict):
     train: TrainSection
     sample: SampleSection = SampleSection()
     prompts: PromptsSection = PromptsSection()
+    bootstrap: BootstrapSection = BootstrapSection()
+    judge: JudgeSection = JudgeSection()
 
     @property
     def run_id(self) -> str:

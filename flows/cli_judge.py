@@ -1,0 +1,161 @@
+"""`layerboot judge ...`: calibrate the judge on a held-out corruption benchmark, and re-score a
+committed round (rounds are immutable: the re-scored table is written beside them, never over them).
+
+    layerboot judge calibrate --config configs/tiny.yaml [--json]
+    layerboot judge score --round 3 [--calibrated] [--json]
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import posixpath
+import re
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from flows.cli import ConfigOpt, WorkdirOpt, _open, user_errors
+
+judge_app = typer.Typer(help="Calibrate the judge, or re-score a committed round with it.",
+                        no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+
+def calibration_uri(cfg, store) -> str:
+    """Where the calibration JSON lives. `judge.calibration_path` (relative = inside the workdir)
+    wins; else next to the judge: a local Qwen folder holds its own, a hub model and the measurement
+    judge use <workdir>/judge/."""
+    section = cfg.judge
+    if section.calibration_path:
+        p = section.calibration_path
+        return p if "://" in p or Path(p).is_absolute() else store.loc.uri(store.loc.join(p))
+    if section.kind == "qwen":
+        if Path(section.model).is_dir():
+            return str(Path(section.model) / "layerboot-calibration.json")
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "__", section.model)
+        return store.loc.uri(store.loc.join("judge", f"calibration-{slug}.json"))
+    return store.loc.uri(store.loc.join("judge", "calibration.json"))
+
+
+def _write(uri: str, data: bytes) -> None:
+    from storage.fs import Location
+
+    loc = Location.parse(posixpath.dirname(uri.rstrip("/")) if "://" in uri else str(Path(uri).parent))
+    loc.write_atomic(loc.join(posixpath.basename(uri)), data)
+
+
+def _read_thresholds(uri: str) -> dict[str, float]:
+    from storage.fs import Location
+
+    loc = Location.parse(posixpath.dirname(uri) if "://" in uri else str(Path(uri).parent))
+    path = loc.join(posixpath.basename(uri))
+    if not loc.exists(path):
+        raise FileNotFoundError(f"no calibration at {uri}: run `layerboot judge calibrate` first")
+    return {k: float(v) for k, v in json.loads(loc.read_bytes(path))["thresholds"].items()}
+
+
+def _blob(store, key: str) -> bytes:
+    """A panel's bytes; an unreadable blob becomes empty bytes, which the judge rejects with a reason."""
+    try:
+        return store.blobs.get(key)
+    except (OSError, ValueError, RuntimeError):
+        return b""
+
+
+@judge_app.command()
+def calibrate(
+    config: ConfigOpt = "configs/tiny.yaml",
+    workdir: WorkdirOpt = None,
+    n: Annotated[Optional[int], typer.Option("--n", min=20, help="Benchmark triplets (default: judge.calibration_size).")] = None,
+    size: Annotated[Optional[int], typer.Option("--size", min=32, max=1024, help="Panel size (default: data.panel_size).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the calibration JSON.")] = False,
+) -> None:
+    """Score a held-out corruption benchmark; report AUROC, precision/recall and thresholds per criterion."""
+    with user_errors():
+        from models.judge import build_judge
+        from models.judge.calibrate import calibrate as run_calibration
+        from models.judge.corruptions import build_benchmark
+
+        cfg, store = _open(config, workdir)
+        size = size or cfg.data.panel_size
+        if size % 16:
+            raise typer.BadParameter(f"must be a multiple of 16 (got {size})", param_hint="--size")
+        items = build_benchmark(cfg.run.seed, n or cfg.judge.calibration_size, size)
+        report = run_calibration(build_judge(cfg, panel_size=size), items, cfg.judge.target_precision)
+        report["run_seed"] = cfg.run.seed
+        uri = calibration_uri(cfg, store)
+        report["path"] = uri
+        _write(uri, json.dumps(report, indent=1, sort_keys=True).encode())
+        if as_json:
+            typer.echo(json.dumps(report, indent=1, sort_keys=True))
+            return
+        typer.echo(f"judge {report['judge']['kind']}: {len(items)} benchmark triplets at {size} px "
+                   f"in {report['seconds']:.1f} s; target precision {report['target_precision']}")
+        typer.echo(f"{'criterion':<16} {'AUROC':>6} {'threshold':>9} {'precision':>9} {'recall':>6} {'pos':>4} {'neg':>4}")
+        for name, r in report["criteria"].items():
+            auroc = "-" if r["auroc"] is None else f"{r['auroc']:.3f}"
+            typer.echo(f"{name:<16} {auroc:>6} {r['threshold']:>9.3f} {r['precision']:>9.3f} "
+                       f"{r['recall'] if r['recall'] is not None else float('nan'):>6.3f} {r['positives']:>4} {r['negatives']:>4}")
+        rates = ", ".join(f"{k} {v:.0%}" for k, v in report["selection_rate"].items())
+        typer.echo(f"selection rate at these thresholds: {rates}")
+        typer.echo(f"wrote {uri}")
+
+
+@judge_app.command(help=(
+    "Re-score a committed round's rows with the current judge and thresholds. "
+    "Writes <workdir>/judge/rescored/round=NN.parquet (manifest schema); the round itself is never touched. "
+    "Every row gets new scores and reasons; the accept decision is re-made for generated candidates only "
+    "(seeds, imports and the test split were not admitted by the judge; cycle triplets also depend on their "
+    "cycle check)."))
+def score(
+    round: Annotated[int, typer.Option("--round", "-r", min=0, help="Committed round to re-score.")],
+    config: ConfigOpt = "configs/tiny.yaml",
+    workdir: WorkdirOpt = None,
+    calibrated: Annotated[bool, typer.Option("--calibrated", help="Use the thresholds of the calibration file.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    with user_errors():
+        import pyarrow.parquet as pq
+
+        from models.judge import build_judge
+        from storage.schema import to_table
+
+        cfg, store = _open(config, workdir)
+        rows = store.read_round(round).to_pylist()
+        thresholds = _read_thresholds(calibration_uri(cfg, store)) if calibrated else None
+        judge = build_judge(cfg, thresholds=thresholds)
+        panels = [tuple(_blob(store, r[f"{p}_uri"]) for p in ("composite", "logo", "object")) for r in rows]
+        verdicts = judge.judge(panels, [r["prompt"] for r in rows])
+        for r, v in zip(rows, verdicts):
+            r.update(judge_scores=v.scores, judge_reasons=v.reasons)
+            if r["source"] == "generated":
+                r.update(accepted=v.accepted, reject_reason=v.reject_reason)
+        buf = io.BytesIO()
+        pq.write_table(to_table(rows), buf, compression="zstd")
+        path = store.loc.join("judge", "rescored", f"round={round:02d}.parquet")
+        store.loc.write_atomic(path, buf.getvalue())
+
+        names = [c.name for c in judge.criteria]
+        passed = {n: sum(v.scores[n] >= c.threshold for v in verdicts) / len(verdicts) if verdicts else None
+                  for n, c in zip(names, judge.criteria)}
+        cands = [v for r, v in zip(rows, verdicts) if r["source"] == "generated"]
+        summary = {
+            "round": round, "rows": len(rows), "candidates": len(cands),
+            "thresholds": {c.name: c.threshold for c in judge.criteria},
+            "pass_rate": passed,
+            "accepted_rows": sum(v.accepted for v in verdicts),
+            "selection_rate": sum(v.accepted for v in cands) / len(cands) if cands else None,
+            "path": store.loc.uri(path),
+        }
+        if as_json:
+            typer.echo(json.dumps(summary, indent=1))
+            return
+        typer.echo(f"round {round}: re-scored {len(rows)} rows ({len(cands)} candidates) with the {judge.kind} judge")
+        for n, rate in passed.items():
+            typer.echo(f"  {n:<16} threshold {summary['thresholds'][n]:.3f}  pass rate "
+                       + ("-" if rate is None else f"{rate:.1%}"))
+        sel = summary["selection_rate"]
+        typer.echo(f"  all criteria pass: {summary['accepted_rows']}/{len(rows)} rows; selection rate "
+                   + ("- (no generated candidates in this round)" if sel is None else f"{sel:.1%}"))
+        typer.echo(f"wrote {summary['path']}")

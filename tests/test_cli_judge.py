@@ -1,0 +1,141 @@
+"""`layerboot judge calibrate | score`, run through the sub-app (CliRunner, in process)."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from flows.cli_judge import judge_app
+from models.synthetic import make_triplet
+from storage.schema import MANIFEST_SCHEMA, to_table
+from storage.store import Store
+from storage.triplets import put_triplet
+
+runner = CliRunner()
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+CONFIG = """\
+profile: tiny
+run: {name: judgetest, seed: 3}
+data: {panel_size: 64, n_seeds: 2, n_test: 0}
+model: {base: models/tiny_base, device: cpu}
+train: {steps: 1}
+judge: {kind: measure, calibration_size: 30}
+"""
+
+
+def cli(*args: str):
+    return runner.invoke(judge_app, list(args))
+
+
+@pytest.fixture
+def cfg(tmp_path: Path) -> str:
+    path = tmp_path / "judge.yaml"
+    path.write_text(CONFIG)
+    return str(path)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> tuple[str, Store, dict]:
+    """Round 0: two seed triplets. Round 1: five generated candidates - two clean, a ghost of the
+    logo left on the object, a blank logo panel, and one whose object blob is corrupted on disk."""
+    wd = str(tmp_path / "wd")
+    store = Store(wd)
+    common = dict(run_id="judgetest", split="train", created_at=T0)
+    seeds = [make_triplet(100 + i, 64) for i in range(2)]
+    store.commit_round(0, to_table([put_triplet(store, composite=t.composite, logo=t.logo, object=t.object,
+                                                round=0, source="seed", prompt=t.prompt, seed=100 + i, **common)
+                                    for i, t in enumerate(seeds)]))
+    ts = [make_triplet(200 + i, 64) for i in range(5)]
+    panels = [(t.composite, t.logo, t.object) for t in ts]
+    c, o = (np.asarray(p, dtype=np.float64) for p in (ts[2].composite, ts[2].object))
+    ghost = np.rint(o + 0.6 * (c - o)).astype(np.uint8)  # 60 % of the logo left on the object
+    panels[2] = (ts[2].composite, ts[2].logo, Image.fromarray(ghost, "RGB"))
+    c, _, o = panels[3]
+    panels[3] = (c, Image.new("RGB", (64, 64), (255, 255, 255)), o)
+    rows = [put_triplet(store, composite=c, logo=l, object=o, round=1, source="generated", prompt=t.prompt,
+                        seed=200 + i, accepted=False, **common) for i, (t, (c, l, o)) in enumerate(zip(ts, panels))]
+    store.commit_round(1, to_table(rows))
+    broken = Path(wd) / rows[4]["object_uri"]
+    broken.write_bytes(b"not a png")
+    return wd, store, {"rows": rows}
+
+
+def test_calibrate_writes_and_prints_the_report(cfg, tmp_path):
+    wd = str(tmp_path / "wd")
+    res = cli("calibrate", "--config", cfg, "--workdir", wd, "--json")
+    assert res.exit_code == 0, res.output
+    printed = json.loads(res.output)
+    saved = json.loads((Path(wd) / "judge" / "calibration.json").read_text())
+    assert printed == saved
+    assert saved["benchmark"]["items"] == 30 and saved["benchmark"]["panel_size"] == 64 and saved["run_seed"] == 3
+    assert set(saved["criteria"]) == {"logo_clean", "object_clean", "composite_match", "panels_agree", "quality"}
+    for name, r in saved["criteria"].items():
+        assert r["positives"] + r["negatives"] == 30 and r["threshold"] == saved["thresholds"][name]
+        assert r["auroc"] >= 0.9 and r["precision"] >= 0.99 or r["recall"] == 0.0  # target or accept nothing
+    assert saved["selection_rate"]["clean"] == 1.0 and saved["selection_rate"]["missing"] == 0.0
+
+    table = cli("calibrate", "--config", cfg, "--workdir", wd, "--n", "20")
+    assert table.exit_code == 0 and "AUROC" in table.output and "selection rate" in table.output
+    assert json.loads((Path(wd) / "judge" / "calibration.json").read_text())["benchmark"]["items"] == 20
+
+
+def test_score_rescores_a_round_beside_it_never_over_it(cfg, workdir):
+    wd, store, info = workdir
+    marker = store.marker(1)
+    res = cli("score", "--round", "1", "--config", cfg, "--workdir", wd, "--json")
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.output)
+    assert summary["rows"] == summary["candidates"] == 5
+    assert summary["selection_rate"] == 0.4 and summary["accepted_rows"] == 2
+    # the unreadable blob fails everything; the ghost fails object_clean; the blank logo panel
+    # fails logo_clean, panels_agree (no logo colours to find) and quality (a blank panel)
+    assert summary["pass_rate"] == {"logo_clean": 0.6, "object_clean": 0.6, "composite_match": 0.8,
+                                    "panels_agree": 0.6, "quality": 0.6}
+    assert store.marker(1) == marker  # the committed round is untouched
+
+    out = pq.read_table(Path(wd) / "judge" / "rescored" / "round=01.parquet")
+    assert out.schema.equals(MANIFEST_SCHEMA, check_metadata=False)
+    rows = out.to_pylist()
+    assert [r["accepted"] for r in rows] == [True, True, False, False, False]
+    assert "ghost" in rows[2]["reject_reason"] and "object_clean" in rows[2]["reject_reason"]
+    assert "logo_clean" in rows[3]["reject_reason"]
+    assert "empty file" in rows[4]["reject_reason"] and dict(rows[4]["judge_scores"])["quality"] == 0.0
+    assert all(len(dict(r["judge_scores"])) == 5 and len(dict(r["judge_reasons"])) == 5 for r in rows)
+
+    text = cli("score", "--round", "1", "--config", cfg, "--workdir", wd)
+    assert text.exit_code == 0 and "selection rate 40.0%" in text.output and "pass rate" in text.output
+
+
+def test_score_round_zero_keeps_seed_decisions(cfg, workdir):
+    wd, _, _ = workdir
+    res = cli("score", "--round", "0", "--config", cfg, "--workdir", wd, "--json")
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.output)
+    assert summary["candidates"] == 0 and summary["selection_rate"] is None
+    rows = pq.read_table(Path(wd) / "judge" / "rescored" / "round=00.parquet").to_pylist()
+    assert all(r["accepted"] and r["judge_scores"] for r in rows)
+
+
+def test_calibrated_thresholds_are_used_when_asked(cfg, workdir):
+    wd, _, _ = workdir
+    missing = cli("score", "--round", "1", "--config", cfg, "--workdir", wd, "--calibrated")
+    assert missing.exit_code == 2 and "judge calibrate" in missing.output
+    assert cli("calibrate", "--config", cfg, "--workdir", wd).exit_code == 0
+    thresholds = json.loads((Path(wd) / "judge" / "calibration.json").read_text())["thresholds"]
+    res = cli("score", "--round", "1", "--config", cfg, "--workdir", wd, "--calibrated", "--json")
+    assert res.exit_code == 0 and json.loads(res.output)["thresholds"] == thresholds
+
+
+def test_user_errors_are_one_line_exit_2(cfg, workdir):
+    wd, _, _ = workdir
+    res = cli("score", "--round", "7", "--config", cfg, "--workdir", wd)
+    assert res.exit_code == 2 and "round 7 is not committed" in res.output and len(res.output.strip().splitlines()) == 1
+    res = cli("calibrate", "--config", cfg, "--workdir", wd, "--size", "40")
+    assert res.exit_code == 2 and "multiple of 16" in res.output

@@ -7,6 +7,7 @@ nothing is half-written. Heavy imports happen inside commands so `--help` stays 
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -114,14 +115,132 @@ def status(
         if not rows:
             typer.echo("no rounds yet: run `layerboot seed` first")
             return
-        header = f"{'round':>5}  {'state':<10} {'rows':>6} {'candidates':>10} {'accepted':>8} {'selection':>9} {'pool':>6}"
-        typer.echo(header)
-        for r in rows:
-            rate = "-" if r["selection_rate"] is None else f"{r['selection_rate']:.1%}"
-            typer.echo(
-                f"{r['round']:>5}  {r['state']:<10} {r['rows'] or 0:>6} {r['candidates'] or 0:>10} "
-                f"{r['accepted'] or 0:>8} {rate:>9} {r['pool_size'] or 0:>6}"
-            )
+        _print_status(rows)
+
+
+def _print_status(rows: list[dict]) -> None:
+    typer.echo(f"{'round':>5}  {'state':<10} {'rows':>6} {'candidates':>10} {'accepted':>8} {'selection':>9} {'pool':>6}")
+    for r in rows:
+        rate = "-" if r["selection_rate"] is None else f"{r['selection_rate']:.1%}"
+        line = (f"{r['round']:>5}  {r['state']:<10} {r['rows'] or 0:>6} {r['candidates'] or 0:>10} "
+                f"{r['accepted'] or 0:>8} {rate:>9} {r['pool_size'] or 0:>6}")
+        if r["state"] != "committed":
+            line += f"   stage: {r['stage'] or '-'}" + (f"   error: {r['error']}" if r["error"] else "")
+        typer.echo(line)
+
+
+def _prefect_env(store) -> None:
+    """Ephemeral Prefect (SQLite) keeps its state under the workdir, unless the user points
+    PREFECT_API_URL at a server. Must run before prefect is imported."""
+    import os
+
+    if os.environ.get("PREFECT_API_URL"):
+        return
+    home = Path(store.loc.root) / ".prefect" if store.loc.is_local else Path.home() / ".layerboot" / "prefect"
+    home.mkdir(parents=True, exist_ok=True)  # SQLite will not create the folder of its database
+    os.environ.setdefault("PREFECT_HOME", str(home))
+    # a fresh database takes ~26 s to migrate on 2 cores; Prefect's default allows 20
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+
+def _prefect_logging() -> None:
+    """Our stages log to the `layerboot` logger (shards kept/finished); let Prefect show those
+    lines in the console and the UI beside its own."""
+    import os
+
+    extra = os.environ.get("PREFECT_LOGGING_EXTRA_LOGGERS", "")
+    if "layerboot" not in extra.split(","):
+        os.environ["PREFECT_LOGGING_EXTRA_LOGGERS"] = ",".join(filter(None, [extra, "layerboot"]))
+
+
+EXIT_FAILED = 1
+
+
+def _run_flow(config: str, workdir: str | None, rounds: int | None) -> None:
+    from configs import resolve_config_path
+    from storage.status import round_status
+
+    cfg, store = _open(config, workdir)
+    _prefect_env(store)
+    _prefect_logging()
+    from flows.bootstrap import bootstrap_flow  # (configures logging: our level must be set after it)
+
+    logging.getLogger("layerboot").setLevel(logging.INFO)
+
+    config_path = str(resolve_config_path(config).resolve())
+    try:
+        bootstrap_flow(config=config_path, workdir=store.uri, rounds=rounds)
+    except Exception as exc:  # the store says where it stopped; the traceback is in Prefect's logs
+        failed = [r for r in round_status(store) if r["state"] in ("failed", "running")]
+        where = f"round {failed[0]['round']} failed in stage {failed[0]['stage']}: " if failed else ""
+        typer.echo(f"error: {where}{type(exc).__name__}: {exc}", err=True)
+        typer.echo("fix the cause, then `layerboot resume` continues from the finished work", err=True)
+        raise typer.Exit(EXIT_FAILED) from None
+    typer.echo(f"workdir: {store.uri}")
+    _print_status(round_status(store))
+
+
+RoundsOpt = Annotated[Optional[int], typer.Option("--rounds", min=1, help="Rounds to reach (default: bootstrap.rounds).")]
+
+
+@app.command()
+def run(config: ConfigOpt = "configs/tiny.yaml", workdir: WorkdirOpt = None, rounds: RoundsOpt = None) -> None:
+    """Run the bootstrap loop as a Prefect flow: seed, then train / generate / judge / cycle /
+    evaluate / commit for each round. Exit 0 done, 1 failed, 2 bad usage or input."""
+    with user_errors():
+        _run_flow(config, workdir, rounds)
+
+
+@app.command()
+def resume(config: ConfigOpt = "configs/tiny.yaml", workdir: WorkdirOpt = None, rounds: RoundsOpt = None) -> None:
+    """Continue after a crash or failure: committed rounds and finished shards are kept, the rest runs."""
+    with user_errors():
+        from storage.status import round_status
+        from storage.work import RoundWork
+
+        _, store = _open(config, workdir)
+        for r in round_status(store):
+            if r["state"] == "committed":
+                typer.echo(f"round {r['round']}: committed, skipping")
+                continue
+            work = RoundWork(store, r["round"])
+            done = {s: work.done_shards(s) for s in ("generate", "judge", "cycle")}
+            finished = [k for k in ("train", "evaluate") if work.read_result(k) is not None]
+            typer.echo(f"round {r['round']}: {r['state']} in stage {r['stage'] or '-'}; keeping "
+                       f"{', '.join(finished) or 'no stage results'} and shards "
+                       + ", ".join(f"{k} {v}" for k, v in done.items() if v))
+        _run_flow(config, workdir, rounds)
+
+
+@app.command()
+def deploy(
+    pool: Annotated[str, typer.Option("--pool", help="Prefect work pool the GPU workers poll.")],
+    config: ConfigOpt = "configs/tiny.yaml",
+    workdir: WorkdirOpt = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="Deployment name (default: the run name).")] = None,
+    cron: Annotated[Optional[str], typer.Option("--cron", help="Schedule, e.g. '0 2 * * *'.")] = None,
+    rounds: RoundsOpt = None,
+) -> None:
+    """Create (or update) a Prefect deployment of the bootstrap flow for a work pool. Needs a
+    Prefect server (PREFECT_API_URL); run a worker with `prefect worker start --pool POOL`."""
+    with user_errors():
+        import os
+
+        from configs import resolve_config_path
+
+        if not os.environ.get("PREFECT_API_URL"):
+            raise typer.BadParameter("set PREFECT_API_URL to your Prefect server first (deployments live there)")
+        cfg, store = _open(config, workdir)
+        from flows.bootstrap import bootstrap_flow
+        from models.runtime import REPO_ROOT
+
+        params = {"config": str(resolve_config_path(config).resolve()), "workdir": store.uri, "rounds": rounds}
+        deployment_id = bootstrap_flow.from_source(
+            source=str(REPO_ROOT), entrypoint="flows/bootstrap.py:bootstrap_flow"
+        ).deploy(name=name or cfg.run.name, work_pool_name=pool, cron=cron, parameters=params, print_next_steps=False)
+        typer.echo(f"deployment layerboot-bootstrap/{name or cfg.run.name} ({deployment_id}) on pool {pool!r}")
+        typer.echo(f"start a worker: prefect worker start --pool {pool}")
+        typer.echo(f"run it now:     prefect deployment run 'layerboot-bootstrap/{name or cfg.run.name}'")
 
 
 @app.command()
@@ -322,3 +441,9 @@ def pretrain_tiny(
 
 def main() -> None:  # pragma: no cover - console entry point
     sys.exit(app())
+
+
+# `layerboot judge calibrate|score` (flows/cli_judge.py uses the helpers above, hence the import here)
+from flows.cli_judge import judge_app  # noqa: E402
+
+app.add_typer(judge_app, name="judge")

@@ -520,7 +520,9 @@ def lora_target_names(transformer: FluxTransformer2DModel, target_modules: tuple
     """Full names of the block Linear layers whose name ends with one of `target_modules`."""
     names = []
     for name, module in transformer.named_modules():
-        if not name.startswith(_BLOCKS) or not isinstance(module, nn.Linear):
+        # a layer that carried an adapter before (since deleted) is a LoRA wrapper around its Linear
+        base = module.get_base_layer() if isinstance(module, BaseTunerLayer) else module
+        if not name.startswith(_BLOCKS) or name.endswith(".base_layer") or not isinstance(base, nn.Linear):
             continue
         if any(name == t or name.endswith("." + t) for t in target_modules):
             names.append(name)

@@ -21,7 +21,7 @@ from models.grid import grid_tensor, split_grid_tensor, to_pil
 from models.sample import Sampler, blank
 
 
-def _t(images: Sequence[Image.Image]) -> torch.Tensor:
+def to_unit_tensor(images: Sequence[Image.Image]) -> torch.Tensor:
     """PIL -> [B, C, H, W] in [0, 1]."""
     arr = np.stack([np.asarray(im, dtype=np.float32) / 255.0 for im in images])
     return torch.from_numpy(arr if arr.ndim == 4 else arr[..., None]).permute(0, 3, 1, 2)
@@ -41,8 +41,8 @@ def psnr(pred: torch.Tensor, truth: torch.Tensor, weight: torch.Tensor | None = 
 def layer_metrics(
     logos: Sequence[Image.Image], objects: Sequence[Image.Image], truth_logos, truth_objects, footprints
 ) -> dict[str, float]:
-    pl, po, tl, to = _t(logos), _t(objects), _t(truth_logos), _t(truth_objects)
-    fp = (_t(footprints) > 0.5).float()
+    pl, po, tl, to = (to_unit_tensor(x) for x in (logos, objects, truth_logos, truth_objects))
+    fp = (to_unit_tensor(footprints) > 0.5).float()
     return {
         "logo_psnr": round(psnr(pl, tl), 3),
         "logo_ssim": round(float(ssim(pl, tl, data_range=1.0)), 4),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import torch
@@ -32,3 +33,32 @@ def load_base(config: Config) -> Backbone:
     """The frozen base of the config's profile: FLUX.1-Fill-dev or the shipped tiny base."""
     m = config.model
     return load_backbone(resolve_base(m.base), DTYPES[m.dtype], resolve_device(m.device))
+
+
+# One frozen base per process, adapters swapped in and out: loading FLUX.1-Fill-dev takes minutes,
+# so a worker that runs many tasks must not reload it for each. The lock serialises the tasks
+# that use it (one accelerator, or the CPU, runs one model at a time anyway).
+_BASES: dict[str, tuple[Backbone, dict[str, dict[str, torch.Tensor]]]] = {}
+MODEL_LOCK = threading.RLock()
+
+
+def backbone_for(config: Config, adapter_dir: str | Path | None = None) -> Backbone:
+    """The config's base with `adapter_dir` loaded (or with no adapter). Call under MODEL_LOCK."""
+    from configs import config_hash
+    from models.backbone import ADAPTER_NAME, load_adapter
+
+    key = config_hash(config)
+    if key not in _BASES:
+        backbone = load_base(config)
+        extra = {n: {k: v.clone() for k, v in getattr(backbone.transformer, n).state_dict().items()}
+                 for n in config.lora.extra_trainable}
+        _BASES[key] = (backbone, extra)
+    backbone, extra = _BASES[key]
+    if getattr(backbone.transformer, "peft_config", None):
+        backbone.transformer.delete_adapters(ADAPTER_NAME)
+    for name, state in extra.items():  # adapters overwrite these modules in place: restore the base
+        getattr(backbone.transformer, name).load_state_dict(state)
+    backbone.transformer.requires_grad_(False).eval()
+    if adapter_dir is not None:
+        load_adapter(backbone, adapter_dir)
+    return backbone

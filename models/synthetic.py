@@ -983,3 +983,8 @@ def make_triplets(seeds: Iterable[int], size: int) -> Iterator[Triplet]:
     """Lazily, one triplet per seed, in order; a bad size fails at the call, not at first next()."""
     _check_size(size)
     return (make_triplet(seed, size) for seed in seeds)
+
+
+def describe(seed: int) -> str:
+    """The prompt of `seed`'s triplet: a prompt bank of the procedural domain."""
+    return make_triplet(seed, REF_SIZE).prompt

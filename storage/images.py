@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import warnings
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 # Panels are at most 1024 px; anything far larger is a mistake or a decompression bomb.
 MAX_PIXELS = 4096 * 4096
@@ -40,6 +40,8 @@ def decode_image(data: bytes, name: str, size: int | None = None, mode: str = "R
             img.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageError(f"{name}: too many pixels (limit {MAX_PIXELS}): {e}") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: cannot decode image (not a recognised image format)") from None
     except (OSError, SyntaxError, ValueError) as e:  # Pillow's ways of saying "not an image"
         raise ImageError(f"{name}: cannot decode image ({e})") from None
     if size is not None and img.size != (size, size):

@@ -55,7 +55,8 @@ MANIFEST_SCHEMA = pa.schema(
     metadata={SCHEMA_VERSION_KEY: str(SCHEMA_VERSION).encode()},
 )
 
-# One row per committed round: the dashboard contract.
+# One row per committed round: the dashboard contract. The first block is derived from the
+# manifest at commit time; the second is what the orchestrator measured (ROUND_EXTRA_FIELDS).
 ROUNDS_SCHEMA = pa.schema(
     [
         pa.field("round", pa.int32(), nullable=False),
@@ -72,9 +73,25 @@ ROUNDS_SCHEMA = pa.schema(
         pa.field("adapter_uri", pa.string()),
         pa.field("manifest_sha256", pa.string(), nullable=False),
         pa.field("content_digest", pa.string(), nullable=False),
+        # what the orchestrator measured (null for rounds committed without it, e.g. seeding)
+        pa.field("flow_run_id", pa.string()),
+        pa.field("criterion_pass_rates", _scores),  # criterion -> share of candidates passing it
+        pa.field("rec_loss", pa.float64()),  # L_rec at the end of the round's training
+        pa.field("cyc_loss", pa.float64()),  # L_cyc at the end of the round's training
+        pa.field("eval_logo_psnr", pa.float64()),
+        pa.field("eval_logo_ssim", pa.float64()),
+        pa.field("eval_object_psnr", pa.float64()),
+        pa.field("eval_object_ssim", pa.float64()),
+        pa.field("eval_object_psnr_footprint", pa.float64()),
+        pa.field("baseline_logo_psnr", pa.float64()),
+        pa.field("baseline_object_psnr_footprint", pa.float64()),
+        pa.field("stage_seconds", _scores),  # stage -> wall seconds
     ],
     metadata={SCHEMA_VERSION_KEY: str(SCHEMA_VERSION).encode()},
 )
+
+
+ROUND_EXTRA_FIELDS = tuple(ROUNDS_SCHEMA.names[ROUNDS_SCHEMA.names.index("flow_run_id"):])
 
 
 class SchemaError(ValueError):

@@ -150,8 +150,11 @@ class Store:
         return table.filter(pc.equal(table["split"], "test"))
 
     # ---- committing -----------------------------------------------------------------------
-    def commit_round(self, r: int, table: pa.Table, adapter_dir: str | None = None) -> CommitInfo:
-        """Commit round r all at once: adapter and manifest first, the marker last.
+    def commit_round(
+        self, r: int, table: pa.Table, adapter_dir: str | None = None, metrics: dict[str, Any] | None = None
+    ) -> CommitInfo:
+        """Commit round r all at once: adapter and manifest first, the marker last. `metrics` are
+        the orchestrator's measurements (schema.ROUND_EXTRA_FIELDS), kept in the marker.
 
         Re-committing identical content is a no-op; different content for a committed round,
         a gap in the round sequence, or rows pointing at missing blobs are refused.
@@ -173,13 +176,16 @@ class Store:
         if missing:
             raise StoreError(f"cannot commit round {r}: round(s) {missing} are not committed yet")
         self._check_blobs(table)
+        unknown = set(metrics or {}) - set(schema.ROUND_EXTRA_FIELDS)
+        if unknown:
+            raise StoreError(f"round {r}: unknown metric(s) {sorted(unknown)}; see storage/schema.py")
 
         adapter_uri = self._copy_adapter(r, adapter_dir) if adapter_dir else None
         buf = io.BytesIO()
         pq.write_table(table, buf, compression="zstd")
         data = buf.getvalue()
         name = f"part-{digest[:16]}.parquet"
-        marker = self._marker_body(r, table, digest, name, sha256_hex(data), adapter_uri)
+        marker = self._marker_body(r, table, digest, name, sha256_hex(data), adapter_uri) | (metrics or {})
 
         stage = self.loc.join("manifests", STAGING, f"round={r:02d}.{uuid.uuid4().hex}")
         self.loc.write_atomic(posixpath.join(stage, name), data)
@@ -240,7 +246,7 @@ class Store:
         for r in self.committed_rounds():
             m = dict(self.marker(r))
             m["committed_at"] = datetime.fromisoformat(m["committed_at"])
-            rows.append({k: m[k] for k in schema.ROUNDS_SCHEMA.names})
+            rows.append({k: m.get(k) for k in schema.ROUNDS_SCHEMA.names})
         table = schema.to_table(rows, schema.ROUNDS_SCHEMA)
         buf = io.BytesIO()
         pq.write_table(table, buf)

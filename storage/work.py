@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import posixpath
 import re
+import socket
 from typing import Any
 
 import pyarrow as pa
@@ -74,6 +76,18 @@ class RoundWork:
 
     def read_result(self, stage: str) -> dict[str, Any] | None:
         path = self.result_path(stage)
+        return json.loads(self.store.loc.read_bytes(path)) if self.store.loc.exists(path) else None
+
+    def set_status(self, stage: str, state: str, error: str | None = None) -> None:
+        """Where the round is: the stage running, or the stage that failed and why (for `status`)."""
+        from storage.store import now_utc
+
+        body = {"stage": stage, "state": state, "error": error, "host": socket.gethostname(), "pid": os.getpid(),
+                "at": now_utc().isoformat()}
+        self.store.loc.write_atomic(posixpath.join(self.root, "status.json"), json.dumps(body).encode())
+
+    def status(self) -> dict[str, Any] | None:
+        path = posixpath.join(self.root, "status.json")
         return json.loads(self.store.loc.read_bytes(path)) if self.store.loc.exists(path) else None
 
     @property

@@ -1,0 +1,1 @@
+"""Thin Prefect @task wrappers over models/ and storage/: retries, tags, names, artifacts only."""

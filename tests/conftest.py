@@ -38,6 +38,13 @@ train:
 sample:
   steps: 2
   batch_size: 4
+bootstrap:
+  rounds: 2
+  candidates: 4
+  shard_size: 2
+  warm_steps: 3
+  cycle_min_psnr: 0.0
+  eval_n: 2
 """
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -94,3 +101,51 @@ def make_row(store: Store, r: int, i: int, source: str = "seed", split: str = "t
         accepted=accepted,
         **kw,
     )
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """One ephemeral Prefect server (temporary SQLite) for the whole session: starting one costs
+    ~15-25 s on 2 cores, so never one per test."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory):
+    """A standing `prefect server` on 127.0.0.1 for tests that run layerboot in subprocesses (and
+    kill them): a killed process in ephemeral mode would orphan its own server."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    home = tmp_path_factory.mktemp("prefect_home")
+    env = os.environ | {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    exe = str(Path(sys.executable).parent / "prefect")
+    proc = subprocess.Popen([exe, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=2)
+                break
+            except OSError:
+                if time.time() > deadline or proc.poll() is not None:
+                    raise RuntimeError("prefect server did not start")
+                time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)

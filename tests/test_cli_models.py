@@ -58,7 +58,7 @@ def test_model_command_errors_are_one_line(micro_config_path: Path, tmp_path: Pa
     adapter.mkdir()
     (adapter / "pytorch_lora_weights.bin").write_bytes(b"\x80\x04pickle")
     res = cli("decompose", bad, "--adapter", adapter, "--out", tmp_path / "o", "-c", micro_config_path)
-    assert res.exit_code == 2 and res.output.strip() == f"error: {bad}: cannot decode image (cannot identify image file {str(bad)!r})"
+    assert res.exit_code == 2 and res.output.strip() == f"error: {bad}: cannot decode image (not a recognised image format)"
     make_triplet(1, 32).composite.save(tmp_path / "c.png")
     res = cli("decompose", tmp_path / "c.png", "--adapter", adapter, "--out", tmp_path / "o", "-c", micro_config_path)
     assert res.exit_code == 2 and "refusing an adapter directory holding 'pytorch_lora_weights.bin'" in res.output

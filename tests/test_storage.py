@@ -108,12 +108,13 @@ def test_commit_makes_round_visible_and_readable_without_layerboot(store: Store)
     dataset = ds.dataset(store.loc.join("manifests"), filesystem=store.loc.fs, partitioning="hive")
     table = dataset.to_table()
     assert table.num_rows == 5 and set(table["round"].to_pylist()) == {0}
-    metrics = store.metrics()
-    assert metrics.to_pylist()[0] | {"committed_at": None, "manifest_sha256": None, "content_digest": None} == {
-        "round": 0, "run_id": "micro", "committed_at": None, "rows": 5, "candidates": 0, "accepted": 0,
-        "selection_rate": None, "cycle_added": 0, "seeds_added": 5, "test_rows": 0, "pool_size": 5,
-        "adapter_uri": None, "manifest_sha256": None, "content_digest": None,
+    row = store.metrics().to_pylist()[0]
+    assert {k: row[k] for k in ("round", "run_id", "rows", "candidates", "accepted", "selection_rate", "cycle_added",
+                                "seeds_added", "test_rows", "pool_size", "adapter_uri")} == {
+        "round": 0, "run_id": "micro", "rows": 5, "candidates": 0, "accepted": 0, "selection_rate": None,
+        "cycle_added": 0, "seeds_added": 5, "test_rows": 0, "pool_size": 5, "adapter_uri": None,
     }
+    assert all(row[k] is None for k in schema.ROUND_EXTRA_FIELDS)
 
 
 def test_recommit_identical_is_noop_and_different_is_refused(store: Store):
@@ -216,3 +217,15 @@ def test_metrics_index_rebuilt_when_lost(store: Store):
     store.loc.fs.rm(store.metrics_path())
     assert store.metrics()["round"].to_pylist() == [0]
     assert store.loc.exists(store.metrics_path())
+
+
+def test_commit_records_orchestrator_metrics(store: Store):
+    commit(store, 0, [make_row(store, 0, 0)])
+    rows = [make_row(store, 1, i, source="generated", accepted=i == 0) for i in range(2)]
+    extra = {"rec_loss": 0.25, "stage_seconds": {"train": 3.5, "judge": 0.5}, "criterion_pass_rates": {"clean_logo": 0.5}}
+    store.commit_round(1, schema.to_table(rows), metrics=extra)
+    row = store.metrics().to_pylist()[1]
+    assert (row["rec_loss"], row["selection_rate"]) == (0.25, 0.5)
+    assert dict(row["stage_seconds"]) == {"train": 3.5, "judge": 0.5}
+    with pytest.raises(StoreError, match=r"unknown metric\(s\) \['bogus'\]"):
+        store.commit_round(2, schema.to_table([make_row(store, 2, 0)]), metrics={"bogus": 1})

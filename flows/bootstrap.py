@@ -1,0 +1,77 @@
+"""The bootstrap flow: R rounds, each a subflow `round-NN` that reads like the round contract.
+
+    python -m flows.bootstrap --help        (or: layerboot run / resume / deploy)
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+from prefect.utilities.annotations import unmapped
+
+from configs import load_config
+from models.bootstrap import plan_shards
+from storage.store import Store
+from storage.work import RoundWork
+from tasks import round as t
+
+
+@contextmanager
+def stage(work: RoundWork, name: str, seconds: dict[str, float]) -> Iterator[None]:
+    """Time a stage and record in the store which stage a round is in, or failed in, and why."""
+    work.set_status(name, "running")
+    start = time.monotonic()
+    try:
+        yield
+    except BaseException as exc:
+        work.set_status(name, "failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    seconds[name] = time.monotonic() - start
+
+
+@flow(name="round", flow_run_name="round-{round:02d}", log_prints=True)
+def round_flow(config: str, workdir: str, round: int) -> dict[str, Any]:
+    cfg = load_config(config)
+    work, seconds = RoundWork(Store(workdir), round), {}
+    shards = [s.index for s in plan_shards(cfg.bootstrap.candidates, cfg.bootstrap.shard_size)]
+    args = (unmapped(config), unmapped(workdir), unmapped(round))
+    with stage(work, "train", seconds):
+        t.train(config, workdir, round)                      # 1. adapter r on P(r-1)
+    with stage(work, "generate", seconds):
+        t.generate.map(*args, shards).result()               # 2. N candidates, shard by shard
+    with stage(work, "judge", seconds):
+        t.judge.map(*args, shards).result()                  # 3. per-criterion scores, accept/reject
+    with stage(work, "cycle", seconds):
+        t.cycle.map(*args, shards).result()                  # 4. decompose + re-compose the accepted
+    with stage(work, "evaluate", seconds):
+        t.evaluate(config, workdir, round)                   # 5. held-out decomposition quality
+    with stage(work, "commit", seconds):
+        metrics = t.summarize(config, workdir, round, seconds, str(flow_run.get_id()))
+        t.commit(config, workdir, round, metrics)            # 6. one immutable manifest, marker last
+    t.report(round, metrics)
+    return metrics
+
+
+@flow(name="layerboot-bootstrap", log_prints=True)
+def bootstrap_flow(config: str = "configs/tiny.yaml", workdir: str = "runs/tiny", rounds: int | None = None) -> list[dict]:
+    """Seed round 0 if needed, then every round up to `rounds` (default bootstrap.rounds) that is
+    not committed yet; finished shards of an interrupted round are kept and not recomputed."""
+    cfg, store = load_config(config), Store(workdir)
+    logger = get_run_logger()
+    t.seed_round(config, workdir)
+    done = set(store.committed_rounds())
+    results = []
+    for r in range(1, (rounds or cfg.bootstrap.rounds) + 1):
+        if r in done:
+            logger.info("round %d already committed: skipping", r)
+            continue
+        results.append(round_flow(config, workdir, r))
+    return results
+
+
+if __name__ == "__main__":  # a worker imports this module: never run a flow at import time
+    bootstrap_flow()

@@ -1,0 +1,127 @@
+"""The steps of one bootstrapping round as plain functions (the round contract in paper.md).
+
+Prefect tasks wrap these; they know nothing of Prefect. Every seed is derived from
+(run seed, round, candidate index), so any shard can be recomputed and give the same triplets.
+
+    generate_rows   N candidate triplets from the prompt bank, one shard at a time
+    judge_rows      per-criterion scores + reasons, accept / reject (rejected rows are kept)
+    cycle_rows      decompose accepted composites, re-compose, keep the consistent ones
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import pyarrow as pa
+
+from configs import Config
+from models.dataio import read_triplets
+from models.evaluate import psnr, to_unit_tensor
+from models.sample import Sampler
+from storage import schema
+from storage.hashing import derive_seed
+from storage.store import Store, now_utc
+from storage.triplets import put_triplet
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int
+    candidates: tuple[int, ...]  # candidate indices within the round
+
+
+def plan_shards(n_candidates: int, shard_size: int) -> list[Shard]:
+    return [
+        Shard(i, tuple(range(start, min(start + shard_size, n_candidates))))
+        for i, start in enumerate(range(0, n_candidates, shard_size))
+    ]
+
+
+def prompt_bank(config: Config) -> list[str] | None:
+    """User prompts from `bootstrap.prompt_bank` (one per line), or None: the procedural describer."""
+    path = config.bootstrap.prompt_bank
+    if path is None:
+        return None
+    prompts = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+    if not prompts:
+        raise ValueError(f"{path}: the prompt bank is empty")
+    return prompts
+
+
+def candidate_prompt(config: Config, bank: list[str] | None, round: int, index: int) -> tuple[str, int]:
+    from models.synthetic import describe
+
+    seed = derive_seed(config.run.seed, "candidate", round, index)
+    return (bank[seed % len(bank)] if bank else describe(seed)), seed
+
+
+def generate_rows(sampler: Sampler, store: Store, config: Config, round: int, shard: Shard, adapter_version: str) -> pa.Table:
+    """Candidate triplets of one shard, written as blobs; not yet judged (accepted=False)."""
+    bank = prompt_bank(config)
+    specs = [candidate_prompt(config, bank, round, i) for i in shard.candidates]
+    panels = sampler.generate([p for p, _ in specs], [s for _, s in specs], config.data.panel_size)
+    created = now_utc()
+    rows = [
+        put_triplet(store, composite=c, logo=l, object=o, run_id=config.run_id, round=round, source="generated",
+                    split="train", prompt=prompt, seed=seed, created_at=created, accepted=False,
+                    adapter_version=adapter_version)
+        for (c, l, o), (prompt, seed) in zip(panels, specs)
+    ]
+    return schema.to_table(rows)
+
+
+def judge_rows(judge, store: Store, table: pa.Table) -> pa.Table:
+    """Score every row; a row whose images cannot be read is rejected with that reason."""
+    rows = table.to_pylist()
+    triplets, prompts, readable = [], [], []
+    for i, row in enumerate(rows):
+        try:
+            item = read_triplets(store, table.slice(i, 1))[0]
+        except Exception as e:  # a bad blob rejects its row, never the shard
+            row.update(accepted=False, reject_reason=f"unreadable: {e}", judge_scores=None, judge_reasons=None)
+            continue
+        triplets.append((item["composite"], item["logo"], item["object"]))
+        prompts.append(item["prompt"])
+        readable.append(row)
+    for row, verdict in zip(readable, judge.judge(triplets, prompts) if triplets else []):
+        row.update(judge_scores=verdict.scores, judge_reasons=verdict.reasons, accepted=verdict.accepted,
+                   reject_reason=verdict.reject_reason)
+    return schema.to_table(rows)
+
+
+def cycle_rows(sampler: Sampler, judge, store: Store, config: Config, round: int, parents: pa.Table,
+               adapter_version: str) -> pa.Table:
+    """The cycle model on accepted composites: I -> <A', B'> -> I''. A new triplet (I, A', B') is
+    kept when the re-composition agrees with I (PSNR >= bootstrap.cycle_min_psnr) and the judge
+    accepts its layers; rejected ones are kept as rows too, with the reason."""
+    if parents.num_rows == 0:
+        return schema.empty()
+    items = read_triplets(store, parents)
+    composites = [t["composite"] for t in items]
+    seeds = [derive_seed(config.run.seed, "cycle", round, t["triplet_id"]) for t in items]
+    layers = sampler.decompose(composites, seeds)
+    again = sampler.compose([a for a, _ in layers], [b for _, b in layers], seeds)
+    verdicts = judge.judge([(c, a, b) for c, (a, b) in zip(composites, layers)], [t["prompt"] for t in items])
+    created, rows = now_utc(), []
+    for item, (logo, obj), recomposed, verdict, seed in zip(items, layers, again, verdicts, seeds):
+        agreement = psnr(to_unit_tensor([recomposed]), to_unit_tensor([item["composite"]]))
+        consistent = agreement >= config.bootstrap.cycle_min_psnr
+        accepted = consistent and verdict.accepted
+        if not consistent:
+            reason = f"cycle disagrees: re-composition at {agreement:.1f} dB < {config.bootstrap.cycle_min_psnr} dB"
+        else:
+            reason = verdict.reject_reason  # None when accepted
+        rows.append(put_triplet(
+            store, composite=item["composite"], logo=logo, object=obj, run_id=config.run_id, round=round,
+            source="cycle", split="train", prompt=item["prompt"], seed=seed, created_at=created,
+            accepted=accepted, parent_id=item["triplet_id"], adapter_version=adapter_version,
+            judge_scores=verdict.scores, judge_reasons=verdict.reasons, reject_reason=reason,
+            cycle_scores={"recompose_psnr": round_to(agreement)},
+        ))
+    return schema.to_table(rows)
+
+
+def round_to(x: float, digits: int = 3) -> float:
+    return float(f"{x:.{digits}f}")

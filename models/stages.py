@@ -1,0 +1,237 @@
+"""Each stage of a round as one idempotent call: (workdir, config, round[, shard]) -> summary.
+
+A stage first asks the store whether its work is already recorded (a shard file, a stage result,
+a finished adapter) and returns that instead of recomputing: this is what makes `resume` exact
+and cheap, independent of Prefect's own cache. Prefect tasks in tasks/ are thin wrappers of these.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from configs import Config, config_hash, load_config
+from models import bootstrap
+from models.bootstrap import round_to  # (a stage parameter is called `round`)
+from models.dataio import read_triplets
+from models.runtime import MODEL_LOCK, backbone_for
+from models.sample import Sampler
+from storage.faults import failpoint
+from storage.hashing import derive_seed, stable_id
+from storage.store import Store
+from storage.work import RoundWork
+
+log = logging.getLogger("layerboot")
+
+
+def _shard_stage(stage: str, config_path: str, workdir: str, round: int, shard: int, compute) -> RoundWork:
+    """Run `compute() -> table` for one shard unless its file already exists; the file, written
+    atomically, is the completion record. Logs which shards were computed and which were kept."""
+    _, store = open_run(config_path, workdir)
+    work = RoundWork(store, round)
+    name = f"{stage}-r{round:02d}-s{shard:03d}"
+    if shard in work.done_shards(stage):
+        log.info("kept finished shard %s", name)
+        return work
+    failpoint(f"{name}-start")
+    work.write_shard(stage, shard, compute())
+    log.info("finished shard %s", name)
+    failpoint(f"{name}-done")
+    return work
+
+ADAPTER_FILES = ("pytorch_lora_weights.safetensors", "extra_modules.safetensors")
+
+
+def open_run(config_path: str, workdir: str) -> tuple[Config, Store]:
+    return load_config(config_path), Store(workdir)
+
+
+def adapter_version(config: Config, round: int) -> str:
+    return f"{config.run_id}/round={round:02d}"
+
+
+def _local_adapter(store: Store, path: str, cache: Path) -> Path:
+    """An adapter folder of the store as a local folder (object stores: downloaded once)."""
+    if store.loc.is_local:
+        return Path(path)
+    cache.mkdir(parents=True, exist_ok=True)
+    for remote in store.loc.fs.find(path):
+        (cache / Path(remote).name).write_bytes(store.loc.read_bytes(remote))
+    return cache
+
+
+# ---- 1. train ------------------------------------------------------------------------------
+def train_stage(config_path: str, workdir: str, round: int) -> dict[str, Any]:
+    cfg, store = open_run(config_path, workdir)
+    work = RoundWork(store, round)
+    if (done := work.read_result("train")) is not None:
+        log.info("kept finished stage train-r%02d", round)
+        return done | {"skipped": True}
+    failpoint(f"train-r{round:02d}-start")
+    from models.train import train_adapter
+
+    pool = read_triplets(store, store.pool(round - 1))
+    previous = store.marker(round - 1) or {}
+    scratch = Path(tempfile.mkdtemp(prefix="layerboot-train-"))
+    warm = None
+    if round > 1 and previous.get("adapter_uri"):
+        warm = _local_adapter(store, store.adapter_dir(round - 1), scratch / "warm")
+    out = Path(work.adapter_dir) if store.loc.is_local else scratch / "adapter"
+    steps = cfg.train.steps if warm is None else cfg.bootstrap.warm_steps
+    fingerprint = stable_id(config_hash(cfg), round, steps, *sorted(t["triplet_id"] for t in pool))
+    t0 = time.time()
+    with MODEL_LOCK:
+        backbone = backbone_for(cfg)  # the bare base: train_adapter adds a fresh or warm-started LoRA
+        result = train_adapter(
+            backbone, cfg, [(t["composite"], t["logo"], t["object"]) for t in pool], [t["prompt"] for t in pool],
+            out, warm_start=warm, seed=derive_seed(cfg.run.seed, "train", round), steps=steps, fingerprint=fingerprint,
+        )
+    if not store.loc.is_local:
+        for f in out.iterdir():
+            store.loc.write_atomic(f"{work.adapter_dir}/{f.name}", f.read_bytes())
+    shutil.rmtree(scratch, ignore_errors=True)
+    tail = result.log[-50:]
+    cyc = [e["cyc"] for e in result.log if e["lambda"] > 0][-20:]
+    summary = {
+        "pool": len(pool), "steps": result.steps, "warm_start": warm is not None,
+        "rec_loss": round_to(statistics.fmean(e["rec"] for e in tail), 5),
+        "cyc_loss": round_to(statistics.fmean(cyc), 5) if cyc else None,
+        "seconds": round_to(time.time() - t0, 2),
+    }
+    work.write_result("train", summary)
+    log.info("finished stage train-r%02d", round)
+    return summary
+
+
+def _sampler(cfg: Config, store: Store, round: int) -> Sampler:
+    work = RoundWork(store, round)
+    local = _local_adapter(store, work.adapter_dir, Path(tempfile.gettempdir()) / "layerboot-adapters" / stable_id(store.uri, round))
+    return Sampler(backbone_for(cfg, local), cfg)
+
+
+# ---- 2. generate, 3. judge, 4. cycle: one shard each ----------------------------------------
+def generate_stage(config_path: str, workdir: str, round: int, shard: int) -> dict[str, Any]:
+    cfg, store = open_run(config_path, workdir)
+    plan = bootstrap.plan_shards(cfg.bootstrap.candidates, cfg.bootstrap.shard_size)[shard]
+
+    def compute() -> pa.Table:
+        with MODEL_LOCK:
+            return bootstrap.generate_rows(_sampler(cfg, store, round), store, cfg, round, plan, adapter_version(cfg, round))
+
+    work = _shard_stage("generate", config_path, workdir, round, shard, compute)
+    return {"shard": shard, "rows": work.read_shard("generate", shard).num_rows}
+
+
+def judge_stage(config_path: str, workdir: str, round: int, shard: int) -> dict[str, Any]:
+    cfg, store = open_run(config_path, workdir)
+
+    def compute() -> pa.Table:
+        from models.judge import build_judge
+
+        with MODEL_LOCK:
+            return bootstrap.judge_rows(build_judge(cfg), store, RoundWork(store, round).read_shard("generate", shard))
+
+    table = _shard_stage("judge", config_path, workdir, round, shard, compute).read_shard("judge", shard)
+    return {"shard": shard, "candidates": table.num_rows, "accepted": int(pc.sum(table["accepted"]).as_py() or 0)}
+
+
+def cycle_stage(config_path: str, workdir: str, round: int, shard: int) -> dict[str, Any]:
+    cfg, store = open_run(config_path, workdir)
+
+    def compute() -> pa.Table:
+        from models.judge import build_judge
+
+        judged = RoundWork(store, round).read_shard("judge", shard)
+        with MODEL_LOCK:
+            return bootstrap.cycle_rows(_sampler(cfg, store, round), build_judge(cfg), store, cfg, round,
+                                        judged.filter(judged["accepted"]), adapter_version(cfg, round))
+
+    table = _shard_stage("cycle", config_path, workdir, round, shard, compute).read_shard("cycle", shard)
+    return {"shard": shard, "cycled": table.num_rows, "kept": int(pc.sum(table["accepted"]).as_py() or 0)}
+
+
+# ---- 5. evaluate ----------------------------------------------------------------------------
+def evaluate_stage(config_path: str, workdir: str, round: int) -> dict[str, Any]:
+    cfg, store = open_run(config_path, workdir)
+    work = RoundWork(store, round)
+    if (done := work.read_result("evaluate")) is not None:
+        log.info("kept finished stage evaluate-r%02d", round)
+        return done
+    failpoint(f"evaluate-r{round:02d}-start")
+    from models.evaluate import evaluate_decomposition
+
+    test = read_triplets(store, store.test_split(), footprint=True)[: cfg.bootstrap.eval_n]
+    seeds = [derive_seed(cfg.run.seed, "eval", t["triplet_id"]) for t in test]
+    with MODEL_LOCK:
+        report = evaluate_decomposition(_sampler(cfg, store, round), test, seeds) if test else {}
+    work.write_result("evaluate", report)
+    log.info("finished stage evaluate-r%02d", round)
+    return report
+
+
+# ---- 6. commit ------------------------------------------------------------------------------
+def commit_stage(config_path: str, workdir: str, round: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Publish everything the round made as one immutable manifest, then drop its work folder."""
+    cfg, store = open_run(config_path, workdir)
+    work = RoundWork(store, round)
+    if (marker := store.marker(round)) is not None:
+        work.clear()  # a crash between the commit and this cleanup leaves the folder behind
+        return {"round": round, "rows": marker["rows"], "skipped": True}
+    shards = [s.index for s in bootstrap.plan_shards(cfg.bootstrap.candidates, cfg.bootstrap.shard_size)]
+    table = pa.concat_tables([work.read_stage("judge", shards), work.read_stage("cycle", shards)])
+    adapter = _local_adapter(store, work.adapter_dir, Path(tempfile.mkdtemp(prefix="layerboot-commit-")))
+    failpoint(f"commit-r{round:02d}-start")
+    info = store.commit_round(round, table, adapter_dir=str(adapter), metrics=extra or {})
+    failpoint(f"commit-r{round:02d}-done")
+    work.clear()
+    log.info("committed round %02d (%d rows)", round, info.rows)
+    return {"round": round, "rows": info.rows}
+
+
+# ---- round 0 and the round's numbers ----------------------------------------------------------
+def seed_stage(config_path: str, workdir: str) -> dict[str, Any]:
+    """Round 0 (seeds + held-out test split), unless it is already committed."""
+    cfg, store = open_run(config_path, workdir)
+    if (marker := store.marker(0)) is not None:
+        return {"round": 0, "rows": marker["rows"], "skipped": True}
+    from models.seeding import seed_rows
+    from storage.schema import to_table
+
+    info = store.commit_round(0, to_table(seed_rows(store, cfg, cfg.data.n_seeds, cfg.data.n_test)))
+    return {"round": 0, "rows": info.rows}
+
+
+def round_metrics(config_path: str, workdir: str, round: int, stage_seconds: dict[str, float],
+                  flow_run_id: str | None = None) -> dict[str, Any]:
+    """The orchestrator's numbers for rounds.parquet (schema.ROUND_EXTRA_FIELDS)."""
+    cfg, store = open_run(config_path, workdir)
+    work = RoundWork(store, round)
+    trained = work.read_result("train") or {}
+    evaluation = work.read_result("evaluate") or {}
+    model, baseline = evaluation.get("model", {}), evaluation.get("baseline", {})
+    shards = [s.index for s in bootstrap.plan_shards(cfg.bootstrap.candidates, cfg.bootstrap.shard_size)]
+    judged = work.read_stage("judge", shards).to_pylist()
+    thresholds = {c.name: c.threshold for c in cfg.judge.criteria}
+    scored = [r["judge_scores"] for r in judged if r["judge_scores"]]
+    pass_rates = {
+        name: round_to(sum(dict(s).get(name, 0.0) >= t for s in scored) / len(judged), 4) if judged else 0.0
+        for name, t in thresholds.items()
+    }
+    return {
+        "flow_run_id": flow_run_id,
+        "criterion_pass_rates": pass_rates,
+        "rec_loss": trained.get("rec_loss"),
+        "cyc_loss": trained.get("cyc_loss"),
+        **{f"eval_{k}": model.get(k) for k in ("logo_psnr", "logo_ssim", "object_psnr", "object_ssim", "object_psnr_footprint")},
+        "baseline_logo_psnr": baseline.get("logo_psnr"),
+        "baseline_object_psnr_footprint": baseline.get("object_psnr_footprint"),
+        "stage_seconds": {k: round_to(v, 2) for k, v in stage_seconds.items()},
+    }

@@ -17,14 +17,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-# The main job on the embedded tiny profile: seed round 0, train the IC-LoRA adapter on it,
-# evaluate it on the held-out split. Each step skips work that is already done.
+# The main job on the embedded tiny profile: the ten-round bootstrap loop as a Prefect flow
+# (seed, then train / generate / judge / cycle / evaluate / commit per round). Re-running
+# skips committed rounds and finished shards.
 run: $(STAMP)
-	$(BIN)/layerboot seed --config $(CONFIG) --workdir $(WORKDIR)
+	$(BIN)/layerboot run --config $(CONFIG) --workdir $(WORKDIR)
 	$(BIN)/layerboot review --round 0 --config $(CONFIG) --workdir $(WORKDIR)
-	$(BIN)/layerboot train --config $(CONFIG) --workdir $(WORKDIR) --out $(WORKDIR)/adapter
-	$(BIN)/layerboot evaluate --config $(CONFIG) --workdir $(WORKDIR) --adapter $(WORKDIR)/adapter
-	$(BIN)/layerboot status --config $(CONFIG) --workdir $(WORKDIR)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -82,3 +82,27 @@ def test_real_size_lora_step_and_sample():
     assert image.shape == (b, 3, s, 3 * s)
     print(f"\nreal-size Fill: {step_s:.2f} s/LoRA step (bf16, grad ckpt), {sample_s:.2f} s per 28-step "
           f"1536x512 sample, peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
+
+
+def test_qwen25_vl_7b_size_judge_batched_vs_one_by_one():
+    """Qwen2.5-VL-7B-size, random weights, bf16 + SDPA: 64 triplets batched and one by one."""
+    from models.judge.base import Criterion
+    from models.judge.qwen import QWEN25_VL_7B, QwenVLJudge, build_tiny_qwen
+    from models.synthetic import make_triplet
+
+    model, processor = build_tiny_qwen(QWEN25_VL_7B, seed=0)
+    model = model.to("cuda", torch.bfloat16)
+    crit = [Criterion("logo_clean", "Is the middle panel a clean logo on a plain background?", 0.5)]
+    triplets = [(t.composite, t.logo, t.object) for t in (make_triplet(i, 64) for i in range(64))]
+    rates = {}
+    for batch in (16, 1):
+        judge = QwenVLJudge(model, processor, crit, batch_size=batch, min_pixels=384 * 128, max_pixels=384 * 128 * 2)
+        judge.judge(triplets[:batch])  # warm up kernels
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        scores = [j.scores["logo_clean"] for j in judge.judge(triplets)]
+        torch.cuda.synchronize()
+        rates[batch] = len(triplets) / (time.perf_counter() - t0)
+        assert len(scores) == 64
+    print(f"\nQwen2.5-VL-7B-size judge: {rates[16]:.1f} triplets/s batched (16), {rates[1]:.1f} one by one, "
+          f"ratio {rates[16] / rates[1]:.1f}x")

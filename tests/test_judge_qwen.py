@@ -186,3 +186,18 @@ def test_qwen3_vl_runs_through_the_same_judge(crit, triplets):
     batched = judge.yes_probabilities(grids, texts)
     assert batched == pytest.approx([judge.yes_probabilities([g], [t])[0] for g, t in zip(grids, texts)], abs=1e-5)
     assert all(0.0 < p < 1.0 for p in batched)
+
+
+def test_yes_no_readout_on_a_hand_built_logit_vector():
+    from models.judge.qwen import yes_no_score
+
+    logits = torch.full((4, 8), -5.0)
+    logits[0, 3], logits[0, 5] = 2.0, 0.0  # yes (id 3) clearly ahead
+    logits[1, 3], logits[1, 5] = 0.0, 0.0  # a tie
+    logits[2, 0] = 50.0  # an unrelated token dominates: only yes vs no counts
+    logits[2, 3], logits[2, 5] = -1.0, 1.0
+    logits[3, 5] = float("nan")
+    p = yes_no_score(logits, yes_id=3, no_id=5)
+    assert p[0].item() == pytest.approx(1 / (1 + math.exp(-2.0)), abs=1e-7)  # 0.8808
+    assert p[1].item() == 0.5 and p[2].item() == pytest.approx(1 / (1 + math.exp(2.0)), abs=1e-7)
+    assert math.isnan(p[3].item())

@@ -59,6 +59,15 @@ def answer_token_ids(processor) -> tuple[int, int]:
     return ids[0], ids[1]
 
 
+def yes_no_score(logits: torch.Tensor, yes_id: int, no_id: int) -> torch.Tensor:
+    """VQAScore readout: next-token logits [B, V] -> P(Yes) / (P(Yes) + P(No)) = sigmoid(yes - no)
+    per row; NaN where either logit is not finite (the judge then rejects that item)."""
+    logits = logits.float()
+    yes, no = logits[:, yes_id], logits[:, no_id]
+    p = torch.sigmoid(yes - no)  # = softmax over the two answers
+    return torch.where(torch.isfinite(yes) & torch.isfinite(no), p, torch.full_like(p, math.nan))
+
+
 class QwenVLJudge(Judge):
     kind = "qwen"
 
@@ -116,11 +125,8 @@ class QwenVLJudge(Judge):
         out: list[float] = []
         for s in range(0, len(texts), self.batch_size):
             inputs = self._inputs(grids[s : s + self.batch_size], texts[s : s + self.batch_size])
-            logits = self.model(**inputs, logits_to_keep=1).logits[:, -1, :].float()
-            yes, no = logits[:, self.yes_id], logits[:, self.no_id]
-            p = torch.sigmoid(yes - no)  # = softmax over the two answers
-            p = torch.where(torch.isfinite(yes) & torch.isfinite(no), p, torch.full_like(p, math.nan))
-            out.extend(p.tolist())
+            logits = self.model(**inputs, logits_to_keep=1).logits[:, -1, :]
+            out.extend(yes_no_score(logits, self.yes_id, self.no_id).tolist())
         return out
 
     def score(self, batch, prompts) -> list[Scored]:
@@ -211,6 +217,16 @@ class TinyQwenSpec:
     mrope_section: tuple[int, int, int] = (2, 3, 3)
     min_pixels: int = 384 * 128  # the 192x64 grid upscaled: ~70 merged vision tokens
     max_pixels: int = 384 * 128 * 2
+    intermediate: int = 0  # text MLP width; 0 = 2 * hidden
+    vision_intermediate: int = 0  # 0 = 2 * vision_hidden
+    vision_heads: int = 2
+    vocab_size: int = 0  # 0 = the tokenizer's size (a real-size model keeps its own vocabulary size)
+
+
+# Qwen2.5-VL-7B-Instruct's published sizes: random weights at real size, for GPU benchmarks.
+QWEN25_VL_7B = TinyQwenSpec(hidden=3584, layers=28, heads=28, kv_heads=4, intermediate=18944, vision_hidden=1280,
+                            vision_layers=32, vision_heads=16, vision_intermediate=3420, mrope_section=(16, 24, 24),
+                            vocab_size=152064)
 
 
 def build_tiny_qwen(spec: TinyQwenSpec = TinyQwenSpec(), seed: int = 0, family: str = "qwen2_5_vl"):
@@ -228,13 +244,15 @@ def build_tiny_qwen(spec: TinyQwenSpec = TinyQwenSpec(), seed: int = 0, family: 
     ids = {s: tok.convert_tokens_to_ids(s) for s in SPECIAL_TOKENS}
     image_processor = Qwen2VLImageProcessor(min_pixels=spec.min_pixels, max_pixels=spec.max_pixels,
                                             patch_size=patch, merge_size=2, temporal_patch_size=2)
-    text = dict(vocab_size=len(tok), hidden_size=spec.hidden, intermediate_size=2 * spec.hidden,
+    text = dict(vocab_size=spec.vocab_size or len(tok), hidden_size=spec.hidden,
+                intermediate_size=spec.intermediate or 2 * spec.hidden,
                 num_hidden_layers=spec.layers, num_attention_heads=spec.heads, num_key_value_heads=spec.kv_heads,
                 max_position_embeddings=4096, pad_token_id=ids["<|endoftext|>"],
                 rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
                                  "mrope_section": list(spec.mrope_section)})
-    vision = dict(depth=spec.vision_layers, hidden_size=spec.vision_hidden, intermediate_size=2 * spec.vision_hidden,
-                  num_heads=2, out_hidden_size=spec.hidden, patch_size=patch, spatial_merge_size=2,
+    vision = dict(depth=spec.vision_layers, hidden_size=spec.vision_hidden,
+                  intermediate_size=spec.vision_intermediate or 2 * spec.vision_hidden,
+                  num_heads=spec.vision_heads, out_hidden_size=spec.hidden, patch_size=patch, spatial_merge_size=2,
                   temporal_patch_size=2)
     special = dict(image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
                    vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])

@@ -68,9 +68,12 @@ def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, params, grad_
     opt.step()
 
 
-def cycle_weight(config: Config, step: int) -> float:
-    """lambda(step): 0 during warm-up, then a linear ramp to cycle.weight."""
+def cycle_weight(config: Config, step: int, warm: bool = False) -> float:
+    """lambda(step): 0 during warm-up, then a linear ramp to cycle.weight. A warm-started adapter
+    (a later round) went through warm-up and ramp in an earlier round: full weight from step 0."""
     c = config.train.cycle
+    if warm:
+        step += c.warmup_steps + c.ramp_steps
     if c.weight == 0 or step < c.warmup_steps:
         return 0.0
     return c.weight * min(1.0, (step - c.warmup_steps + 1) / max(1, c.ramp_steps))
@@ -157,7 +160,7 @@ def train_adapter(
         task = TASKS[int(torch.multinomial(weights, 1, generator=gen))]
         x0, c, tokens = make_batch(backbone, enc, idx, [task] * len(idx), prompts_by_task)
         rec = objective.loss(x0, c, tokens, generator=gen)
-        lam = cycle_weight(config, step) if step % tc.cycle.every == 0 else 0.0
+        lam = cycle_weight(config, step, warm=warm_start is not None) if step % tc.cycle.every == 0 else 0.0
         cyc = torch.zeros(())
         if lam > 0:
             cyc = cycle_term(objective, enc, pixels, idx, prompts_by_task, tc.cycle.sample_steps, gen)

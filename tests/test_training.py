@@ -43,6 +43,7 @@ def test_cycle_loss_is_exactly_zero_for_identical_inputs(micro_config, triplets)
 def test_cycle_weight_schedule(micro_config):
     # warmup 2, ramp 2, weight 0.5 (tests/conftest.py)
     assert [cycle_weight(micro_config, s) for s in range(5)] == [0.0, 0.0, 0.25, 0.5, 0.5]
+    assert [cycle_weight(micro_config, s, warm=True) for s in range(3)] == [0.5, 0.5, 0.5]  # later rounds
 
 
 def test_train_writes_adapter_only_and_loss_is_finite(micro_config, triplets, tmp_path):

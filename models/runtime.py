@@ -62,3 +62,17 @@ def backbone_for(config: Config, adapter_dir: str | Path | None = None) -> Backb
     if adapter_dir is not None:
         load_adapter(backbone, adapter_dir)
     return backbone
+
+
+_JUDGES: dict[str, object] = {}
+
+
+def judge_for(config: Config):
+    """The config's judge, built once per process (a Qwen2.5-VL-7B judge loads in minutes)."""
+    from configs import config_hash
+    from models.judge import build_judge
+
+    key = config_hash(config)
+    if key not in _JUDGES:
+        _JUDGES[key] = build_judge(config)
+    return _JUDGES[key]

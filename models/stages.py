@@ -22,7 +22,7 @@ from configs import Config, config_hash, load_config
 from models import bootstrap
 from models.bootstrap import round_to  # (a stage parameter is called `round`)
 from models.dataio import read_triplets
-from models.runtime import MODEL_LOCK, backbone_for
+from models.runtime import MODEL_LOCK, backbone_for, judge_for
 from models.sample import Sampler
 from storage.faults import failpoint
 from storage.hashing import derive_seed, stable_id
@@ -46,9 +46,6 @@ def _shard_stage(stage: str, config_path: str, workdir: str, round: int, shard: 
     log.info("finished shard %s", name)
     failpoint(f"{name}-done")
     return work
-
-ADAPTER_FILES = ("pytorch_lora_weights.safetensors", "extra_modules.safetensors")
-
 
 def open_run(config_path: str, workdir: str) -> tuple[Config, Store]:
     return load_config(config_path), Store(workdir)
@@ -134,10 +131,8 @@ def judge_stage(config_path: str, workdir: str, round: int, shard: int) -> dict[
     cfg, store = open_run(config_path, workdir)
 
     def compute() -> pa.Table:
-        from models.judge import build_judge
-
         with MODEL_LOCK:
-            return bootstrap.judge_rows(build_judge(cfg), store, RoundWork(store, round).read_shard("generate", shard))
+            return bootstrap.judge_rows(judge_for(cfg), store, RoundWork(store, round).read_shard("generate", shard))
 
     table = _shard_stage("judge", config_path, workdir, round, shard, compute).read_shard("judge", shard)
     return {"shard": shard, "candidates": table.num_rows, "accepted": int(pc.sum(table["accepted"]).as_py() or 0)}
@@ -147,11 +142,9 @@ def cycle_stage(config_path: str, workdir: str, round: int, shard: int) -> dict[
     cfg, store = open_run(config_path, workdir)
 
     def compute() -> pa.Table:
-        from models.judge import build_judge
-
         judged = RoundWork(store, round).read_shard("judge", shard)
         with MODEL_LOCK:
-            return bootstrap.cycle_rows(_sampler(cfg, store, round), build_judge(cfg), store, cfg, round,
+            return bootstrap.cycle_rows(_sampler(cfg, store, round), judge_for(cfg), store, cfg, round,
                                         judged.filter(judged["accepted"]), adapter_version(cfg, round))
 
     table = _shard_stage("cycle", config_path, workdir, round, shard, compute).read_shard("cycle", shard)

@@ -46,7 +46,6 @@ def test_adapter_beats_trivial_baseline_on_held_out(tmp_path):
     test = read_triplets(store, store.test_split(), footprint=True)
     result = train_adapter(load_base(cfg), cfg, [(t["composite"], t["logo"], t["object"]) for t in pool],
                            [t["prompt"] for t in pool], tmp_path / "adapter", seed=0)
-    assert result.seconds < 300
     backbone = load_base(cfg)
     load_adapter(backbone, tmp_path / "adapter")
     report = evaluate_decomposition(Sampler(backbone, cfg), test, list(range(len(test))))

@@ -47,6 +47,9 @@ class ModelConfig(_Strict):
     base: str
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # of the frozen base
     device: str = "auto"  # auto = cuda when available
+    # torch intra-op threads on CPU. Fixed rather than "all cores" because CPU kernels reduce in an
+    # order that depends on it: same config -> same bytes on any machine and any task runner
+    cpu_threads: int = Field(2, ge=1, le=256)
     gradient_checkpointing: bool = False
     guidance_scale: float = Field(1.0, ge=0, allow_inf_nan=False)  # FLUX guidance embedding input
 
@@ -148,6 +151,9 @@ class JudgeSection(_Strict):
     model: str = "Qwen/Qwen2.5-VL-7B-Instruct"  # hub id or local folder (qwen only)
     dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"  # on CUDA; CPU runs float32
     device: str = "auto"  # auto = cuda when available
+    # torch intra-op threads on CPU. Fixed rather than "all cores" because CPU kernels reduce in an
+    # order that depends on it: same config -> same bytes on any machine and any task runner
+    cpu_threads: int = Field(2, ge=1, le=256)
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
     # the grid image (composite | logo | object) is resized to this many pixels at least/most
     min_pixels: int = Field(384 * 128, ge=28 * 28)

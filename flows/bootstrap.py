@@ -14,6 +14,7 @@ from prefect.runtime import flow_run
 from prefect.utilities.annotations import unmapped
 
 from configs import load_config
+from flows.runners import task_runner_factory
 from models.bootstrap import plan_shards
 from storage.store import Store
 from storage.work import RoundWork
@@ -57,19 +58,22 @@ def round_flow(config: str, workdir: str, round: int) -> dict[str, Any]:
 
 
 @flow(name="layerboot-bootstrap", log_prints=True)
-def bootstrap_flow(config: str = "configs/tiny.yaml", workdir: str = "runs/tiny", rounds: int | None = None) -> list[dict]:
+def bootstrap_flow(config: str = "configs/tiny.yaml", workdir: str = "runs/tiny", rounds: int | None = None,
+                   task_runner: str = "threads", dask_address: str | None = None) -> list[dict]:
     """Seed round 0 if needed, then every round up to `rounds` (default bootstrap.rounds) that is
-    not committed yet; finished shards of an interrupted round are kept and not recomputed."""
+    not committed yet; finished shards of an interrupted round are kept and not recomputed.
+    `task_runner` is threads or dask (a LocalCluster, or the cluster at `dask_address`)."""
     cfg, store = load_config(config), Store(workdir)
     logger = get_run_logger()
     t.seed_round(config, workdir)
     done = set(store.committed_rounds())
     results = []
-    for r in range(1, (rounds or cfg.bootstrap.rounds) + 1):
-        if r in done:
-            logger.info("round %d already committed: skipping", r)
-            continue
-        results.append(round_flow(config, workdir, r))
+    with task_runner_factory(task_runner, dask_address) as make_runner:
+        for r in range(1, (rounds or cfg.bootstrap.rounds) + 1):
+            if r in done:
+                logger.info("round %d already committed: skipping", r)
+                continue
+            results.append(round_flow.with_options(task_runner=make_runner())(config, workdir, r))
     return results
 
 

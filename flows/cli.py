@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Iterator, Optional
 
@@ -156,7 +157,8 @@ def _prefect_logging() -> None:
 EXIT_FAILED = 1
 
 
-def _run_flow(config: str, workdir: str | None, rounds: int | None) -> None:
+def _run_flow(config: str, workdir: str | None, rounds: int | None, runner: str = "threads",
+              dask_address: str | None = None) -> None:
     from configs import resolve_config_path
     from storage.status import round_status
 
@@ -169,7 +171,8 @@ def _run_flow(config: str, workdir: str | None, rounds: int | None) -> None:
 
     config_path = str(resolve_config_path(config).resolve())
     try:
-        bootstrap_flow(config=config_path, workdir=store.uri, rounds=rounds)
+        bootstrap_flow(config=config_path, workdir=store.uri, rounds=rounds, task_runner=runner,
+                       dask_address=dask_address)
     except Exception as exc:  # the store says where it stopped; the traceback is in Prefect's logs
         failed = [r for r in round_status(store) if r["state"] in ("failed", "running")]
         where = f"round {failed[0]['round']} failed in stage {failed[0]['stage']}: " if failed else ""
@@ -181,18 +184,31 @@ def _run_flow(config: str, workdir: str | None, rounds: int | None) -> None:
 
 
 RoundsOpt = Annotated[Optional[int], typer.Option("--rounds", min=1, help="Rounds to reach (default: bootstrap.rounds).")]
+class TaskRunner(str, Enum):
+    threads = "threads"
+    dask = "dask"
+
+
+RunnerOpt = Annotated[TaskRunner, typer.Option(
+    "--task-runner",
+    help="Where the round's tasks run: a thread pool in this process, or Dask worker processes "
+    "(a 2-worker LocalCluster, or the cluster at --dask-address).")]
+DaskAddressOpt = Annotated[Optional[str], typer.Option(
+    "--dask-address", help="Scheduler of an existing Dask cluster, e.g. tcp://10.0.0.5:8786.")]
 
 
 @app.command()
-def run(config: ConfigOpt = "configs/tiny.yaml", workdir: WorkdirOpt = None, rounds: RoundsOpt = None) -> None:
+def run(config: ConfigOpt = "configs/tiny.yaml", workdir: WorkdirOpt = None, rounds: RoundsOpt = None,
+        task_runner: RunnerOpt = TaskRunner.threads, dask_address: DaskAddressOpt = None) -> None:
     """Run the bootstrap loop as a Prefect flow: seed, then train / generate / judge / cycle /
     evaluate / commit for each round. Exit 0 done, 1 failed, 2 bad usage or input."""
     with user_errors():
-        _run_flow(config, workdir, rounds)
+        _run_flow(config, workdir, rounds, task_runner.value, dask_address)
 
 
 @app.command()
-def resume(config: ConfigOpt = "configs/tiny.yaml", workdir: WorkdirOpt = None, rounds: RoundsOpt = None) -> None:
+def resume(config: ConfigOpt = "configs/tiny.yaml", workdir: WorkdirOpt = None, rounds: RoundsOpt = None,
+           task_runner: RunnerOpt = TaskRunner.threads, dask_address: DaskAddressOpt = None) -> None:
     """Continue after a crash or failure: committed rounds and finished shards are kept, the rest runs."""
     with user_errors():
         from storage.status import round_status
@@ -209,7 +225,7 @@ def resume(config: ConfigOpt = "configs/tiny.yaml", workdir: WorkdirOpt = None, 
             typer.echo(f"round {r['round']}: {r['state']} in stage {r['stage'] or '-'}; keeping "
                        f"{', '.join(finished) or 'no stage results'} and shards "
                        + ", ".join(f"{k} {v}" for k, v in done.items() if v))
-        _run_flow(config, workdir, rounds)
+        _run_flow(config, workdir, rounds, task_runner.value, dask_address)
 
 
 @app.command()

@@ -32,7 +32,10 @@ def resolve_base(base: str) -> str:
 def load_base(config: Config) -> Backbone:
     """The frozen base of the config's profile: FLUX.1-Fill-dev or the shipped tiny base."""
     m = config.model
-    return load_backbone(resolve_base(m.base), DTYPES[m.dtype], resolve_device(m.device))
+    device = resolve_device(m.device)
+    if device == "cpu":
+        torch.set_num_threads(m.cpu_threads)
+    return load_backbone(resolve_base(m.base), DTYPES[m.dtype], device)
 
 
 # One frozen base per process, adapters swapped in and out: loading FLUX.1-Fill-dev takes minutes,

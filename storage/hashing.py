@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-SHA256_HEX_LEN = 64
+SHA256_PATTERN = r"^[0-9a-f]{64}$"  # lower-case hex, as hexdigest() writes it
 
 
 def sha256_hex(data: bytes) -> str:
@@ -26,6 +26,3 @@ def derive_seed(*parts: object) -> int:
     """A deterministic 63-bit seed for (run, round, shard, index, ...): re-running a step gives the same bytes."""
     return int.from_bytes(hashlib.sha256(_joined(parts)).digest()[:8], "big") >> 1
 
-
-def is_sha256_hex(text: str) -> bool:
-    return len(text) == SHA256_HEX_LEN and all(c in "0123456789abcdef" for c in text)

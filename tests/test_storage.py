@@ -3,6 +3,8 @@ from __future__ import annotations
 import io
 import posixpath
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
@@ -11,7 +13,7 @@ from storage import schema
 from storage.blobs import BlobError, blob_key, parse_blob_key
 from storage.hashing import derive_seed, sha256_hex, stable_id
 from storage.status import round_status
-from storage.store import MARKER, RoundAlreadyCommitted, Store, StoreError
+from storage.store import MARKER, RoundAlreadyCommitted, Store, StoreError, content_digest
 from tests.conftest import make_row, solid
 
 
@@ -125,6 +127,25 @@ def test_recommit_identical_is_noop_and_different_is_refused(store: Store):
     assert again.noop and store.marker(0) == marker
     with pytest.raises(RoundAlreadyCommitted, match="round 0 is already committed"):
         commit(store, 0, rows[:2])
+
+
+def test_content_digest_ignores_layout_order_and_timestamps(store: Store):
+    rows = [make_row(store, 0, i, reject_reason=None if i % 2 else "blurry") for i in range(6)]
+    table = schema.to_table(rows)
+    buf = io.BytesIO()
+    pq.write_table(table, buf, row_group_size=2)  # read back as 3 chunks
+    variants = [
+        table,
+        schema.to_table(list(reversed(rows))),
+        pq.read_table(io.BytesIO(buf.getvalue())).cast(schema.MANIFEST_SCHEMA),
+        pa.concat_tables([table.slice(0, 1), table.slice(1)]),
+        table.set_column(table.schema.get_field_index("created_at"), "created_at",
+                         pc.add(table["created_at"], pa.scalar(5, pa.duration("us")))),
+    ]
+    assert {content_digest(t) for t in variants} == {content_digest(table)}
+    changed = table.set_column(table.schema.get_field_index("reject_reason"), schema.MANIFEST_SCHEMA.field("reject_reason"),
+                               pa.array([None] * 6, pa.string()))
+    assert content_digest(changed) != content_digest(table)
 
 
 def test_commit_refuses_gaps_missing_blobs_and_wrong_round(store: Store):

@@ -13,48 +13,23 @@ pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
 ]
 
-# FLUX.1-Fill-dev's published transformer and VAE configs (diffusers layout).
-FILL_TRANSFORMER = dict(
-    patch_size=1, in_channels=384, out_channels=64, num_layers=19, num_single_layers=38,
-    attention_head_dim=128, num_attention_heads=24, joint_attention_dim=4096,
-    pooled_projection_dim=768, guidance_embeds=True, axes_dims_rope=(16, 56, 56),
-)
-FLUX_VAE = dict(
-    in_channels=3, out_channels=3, latent_channels=16, block_out_channels=(128, 256, 512, 512),
-    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-    layers_per_block=2, scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False, use_post_quant_conv=False,
-)
-
 
 def test_real_size_lora_step_and_sample():
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
-
-    from models.backbone import add_lora, decode_latents, latent_image_ids, pack, trainable_parameters
-    from models.grid import Task, task_mask, token_mask
+    from models.backbone import add_lora, decode_latents, latent_image_ids, trainable_parameters
+    from models.grid import Task, token_mask
     from models.objective import Conditioning, FlowMatching
+    from models.realsize import random_prompt, real_size_backbone
 
     dev, dt = "cuda", torch.bfloat16
-    transformer = FluxTransformer2DModel(**FILL_TRANSFORMER).to(dev, dt)
-    vae = AutoencoderKL(**FLUX_VAE).to(dev, dt).eval()
+    bb = real_size_backbone(dev, dt)
+    transformer = bb.transformer
     add_lora(transformer, rank=32, alpha=32, gradient_checkpointing=True)
     assert all(p.dtype == torch.float32 for p in trainable_parameters(transformer))
-
-    class Real:  # the parts of a Backbone the objective and latents use (text encoders: embeddings below)
-        pass
-
-    bb = Real()
-    bb.transformer, bb.vae, bb.device, bb.dtype, bb.vae_scale = transformer, vae, torch.device(dev), dt, 8
-    bb.scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
-                                                   base_image_seq_len=256, max_image_seq_len=4096)
     s, b = 512, 1
     n_tokens = 3 * (s // 16) ** 2  # 3072
-    c = Conditioning(
-        cond=torch.randn(b, n_tokens, 320, device=dev, dtype=dt),
-        prompt_embeds=torch.randn(b, 512, 4096, device=dev, dtype=dt),
-        pooled=torch.randn(b, 768, device=dev, dtype=dt),
-        text_ids=torch.zeros(512, 3, device=dev, dtype=dt),
-        img_ids=latent_image_ids(s, 3 * s, 8, device=dev, dtype=dt),
-    )
+    embeds, pooled, text_ids = random_prompt(b, dev, dt)
+    c = Conditioning(torch.randn(b, n_tokens, 320, device=dev, dtype=dt), embeds, pooled, text_ids,
+                     latent_image_ids(s, 3 * s, 8, device=dev, dtype=dt))
     fm = FlowMatching(bb, guidance_scale=30.0)
     opt = torch.optim.AdamW(trainable_parameters(transformer), lr=1e-4)
     x0 = torch.randn(b, n_tokens, 64, device=dev)

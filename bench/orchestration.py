@@ -54,6 +54,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="layerboot-bench-orch-"))
     os.environ.setdefault("PREFECT_HOME", str(root / "prefect"))
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # its first write races the migration
     (root / "prefect").mkdir()
     from flows.bootstrap import bootstrap_flow  # after PREFECT_HOME is set
 

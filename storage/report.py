@@ -379,7 +379,7 @@ def _card(card: Card, shown: set[str]) -> str:
             f'data-triplet-id="{_esc(card.triplet_id)}" data-round="{card.round}" data-source="{_esc(card.source)}" '
             f'data-accepted="{str(card.accepted).lower()}" data-parent-id="{_esc(card.parent_id or "")}" '
             f'data-override="{card.override.action if card.override else ""}">'
-            f'<img src="{card.thumbnail}" alt="composite | logo | object"><figcaption>{"".join(parts)}</figcaption></figure>')
+            f'<img src="{card.thumbnail}" loading="lazy" decoding="async" alt="composite | logo | object"><figcaption>{"".join(parts)}</figcaption></figure>')
 
 
 def _gallery(data: ReportData) -> str:

@@ -210,7 +210,9 @@ def test_report_in_headless_chromium(two_rounds, tmp_path: Path):
                     group = page.locator(f'details.round-gallery[data-round="{r}"] .cards[data-kind="{kind}"]')
                     assert group.get_attribute("data-total") == str(total)
                     assert group.locator("figure.triplet").count() == min(12, total)
-            assert page.evaluate("[...document.images].every(i => i.complete && i.naturalWidth === 3 * 32)")
+            page.evaluate("document.querySelectorAll('img').forEach(i => { i.loading = 'eager'; })")  # lazy below the fold
+            page.wait_for_function("[...document.images].every(i => i.complete)")
+            assert page.evaluate("[...document.images].every(i => i.naturalWidth === 3 * 32)")  # 32-px panels
 
             page.locator("header").scroll_into_view_if_needed()
             page.screenshot(path=str(tmp_path / "report.png"))

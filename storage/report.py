@@ -116,7 +116,7 @@ def collect(store: Store, thresholds: dict[str, float] | None = None, per_round:
     rows = manifest.to_pylist()
     for row, accepted in zip(rows, effective_accepted(manifest, effective).to_pylist()):
         row["effective_accepted"] = accepted
-        for col in ("judge_scores", "judge_reasons", "cycle_scores"):
+        for col in ("judge_scores", "cycle_scores"):
             row[col] = dict(row[col] or [])
 
     criteria = list(thresholds or {})
@@ -137,13 +137,14 @@ def collect(store: Store, thresholds: dict[str, float] | None = None, per_round:
             children.setdefault(row["parent_id"], []).append(row["triplet_id"])
     gallery: dict[int, dict[str, list[Card]]] = {}
     totals: dict[int, dict[str, int]] = {}
+    overridden, parents = set(effective), set(children)
     for r in (r["round"] for r in rounds):
         train = [row for row in rows if row["round"] == r and row["split"] == "train"]
         gallery[r], totals[r] = {}, {}
         for kind, want in (("accepted", True), ("rejected", False)):
             chosen = [row for row in train if row["effective_accepted"] is want]
             totals[r][kind] = len(chosen)
-            chosen.sort(key=lambda row: _gallery_order(row, set(effective), set(children)))
+            chosen.sort(key=lambda row: _gallery_order(row, overridden, parents))
             gallery[r][kind] = [
                 Card(row["triplet_id"], r, row["source"], row["prompt"], want, row["reject_reason"], row["judge_scores"],
                      row["cycle_scores"], row["parent_id"], sorted(children.get(row["triplet_id"], [])),
@@ -233,7 +234,7 @@ def charts(data: ReportData) -> list[Chart]:
     for j, c in enumerate(names):
         if c in data.thresholds:
             fig.add_vline(x=data.thresholds[c], line_dash="dash", line_color="#333", row=1, col=j + 1)
-    _layout(fig, barmode="overlay", hovermode="closest")
+    _layout(fig, height=400, barmode="overlay", hovermode="closest")
     fig.update_xaxes(range=[0, 1])
     out.append(Chart("scores", "Judge-score histograms per round",
                      "scores of each round's candidates, one panel per criterion; dashed: the threshold", fig))
@@ -384,6 +385,7 @@ def _card(card: Card, shown: set[str]) -> str:
 
 def _gallery(data: ReportData) -> str:
     shown = {c.triplet_id for kinds in data.gallery.values() for cards in kinds.values() for c in cards}
+    effective = in_effect(data.overrides)
     out = []
     for r in sorted(data.gallery, reverse=True):  # the latest round first
         kinds, totals = data.gallery[r], data.totals[r]
@@ -394,7 +396,9 @@ def _gallery(data: ReportData) -> str:
             inner = "".join(_card(c, shown) for c in cards) or '<p class="note">none</p>'
             groups.append(f'<h3 class="note">{heading}</h3><div class="cards" data-kind="{kind}" data-total="{totals[kind]}" '
                           f'data-shown="{len(cards)}">{inner}</div>')
+        changed = sum(o.round == r for o in effective.values())
         summary = f"Round {r}: {totals['accepted']} accepted, {totals['rejected']} rejected training rows"
+        summary += f" (after {changed} operator override{'s' * (changed != 1)})" if changed else ""
         out.append(f'<details class="round-gallery" data-round="{r}" open><summary>{summary}</summary>{"".join(groups)}</details>')
     return "".join(out)
 

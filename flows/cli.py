@@ -44,7 +44,10 @@ def _user_error_types() -> tuple[type[Exception], ...]:
     from storage.schema import SchemaError
     from storage.store import StoreError
 
-    types = [ConfigError, ImportFailed, ImageError, SchemaError, StoreError, FileNotFoundError, typer.BadParameter]
+    from storage.overrides import OverrideError
+
+    types = [ConfigError, ImportFailed, ImageError, SchemaError, StoreError, OverrideError, FileNotFoundError,
+             typer.BadParameter]
     backbone = sys.modules.get("models.backbone")
     if backbone is not None:
         types.append(backbone.AdapterError)
@@ -102,12 +105,20 @@ def status(
     config: ConfigOpt = "configs/tiny.yaml",
     workdir: WorkdirOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Refresh the table until no round is running (or Ctrl-C).")] = False,
+    interval: Annotated[float, typer.Option("--interval", min=0.0, help="Seconds between refreshes with --watch.")] = 2.0,
+    iterations: Annotated[
+        Optional[int], typer.Option("--iterations", min=1, help="With --watch: stop after this many refreshes.")
+    ] = None,
 ) -> None:
     """One row per round: state, candidates, accepted, selection rate, pool size."""
     with user_errors():
         from storage.status import round_status
 
         _, store = _open(config, workdir)
+        if watch:
+            _watch_status(store, interval, iterations)
+            return
         rows = round_status(store)
         if as_json:
             typer.echo(json.dumps({"workdir": store.uri, "rounds": rows}, indent=1))
@@ -117,6 +128,36 @@ def status(
             typer.echo("no rounds yet: run `layerboot seed` first")
             return
         _print_status(rows)
+
+
+def _watch_status(store, interval: float, iterations: int | None) -> None:
+    """Re-draw the status table every `interval` seconds while a round is running."""
+    import time
+    from datetime import datetime
+
+    from storage.status import round_status
+
+    tty = sys.stdout.isatty()
+    shown = 0
+    try:
+        while True:
+            rows = round_status(store)
+            if tty:
+                typer.echo("\x1b[H\x1b[2J", nl=False)  # clear the screen: the table redraws in place
+            typer.echo(f"workdir: {store.uri}   (refreshed {datetime.now():%H:%M:%S}, every {interval:g} s; Ctrl-C stops)")
+            if rows:
+                _print_status(rows)
+            else:
+                typer.echo("no rounds yet")
+            shown += 1
+            if not any(r["state"] == "running" for r in rows):
+                typer.echo("no round is running: stopped watching")
+                return
+            if iterations is not None and shown >= iterations:
+                return
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        typer.echo("")
 
 
 def _print_status(rows: list[dict]) -> None:
@@ -268,13 +309,17 @@ def review(
     n: Annotated[int, typer.Option("--n", min=1, help="Triplets on the sheet.")] = 16,
     split: Annotated[str, typer.Option("--split", help="train or test.")] = "train",
 ) -> None:
-    """Write a contact sheet (composite | logo | object) of a round's accepted triplets."""
+    """Write a contact sheet (composite | logo | object) of a round's accepted triplets (after overrides)."""
     with user_errors():
         from models.viz import contact_sheet
         from storage.images import encode_png
 
+        from storage.overrides import effective_accepted, in_effect, load_overrides
+
         _, store = _open(config, workdir)
-        rows = [r for r in store.read_round(round).to_pylist() if r["accepted"] and r["split"] == split][:n]
+        table = store.read_round(round)
+        accepted = effective_accepted(table, in_effect(load_overrides(store.loc))).to_pylist()  # overrides count
+        rows = [r for r, ok in zip(table.to_pylist(), accepted) if ok and r["split"] == split][:n]
         if not rows:
             raise FileNotFoundError(f"round {round} has no accepted {split} triplets")
         panels = [tuple(store.read_image(r[f"{p}_uri"]) for p in ("composite", "logo", "object")) for r in rows]
@@ -288,6 +333,47 @@ def review(
             out.write_bytes(data)
             target = str(out)
         typer.echo(f"wrote {target} ({len(rows)} triplets)")
+
+
+@app.command()
+def override(
+    triplet_id: Annotated[str, typer.Argument(help="The triplet's id (manifest column triplet_id).")],
+    reason: Annotated[str, typer.Option("--reason", help="Why: kept with the record and shown in the report.")],
+    accept: Annotated[bool, typer.Option("--accept", help="Put the triplet into the training pool.")] = False,
+    reject: Annotated[bool, typer.Option("--reject", help="Take the triplet out of the training pool.")] = False,
+    config: ConfigOpt = "configs/tiny.yaml",
+    workdir: WorkdirOpt = None,
+) -> None:
+    """Record an operator's accept or reject of a committed training triplet (who, when, why).
+    Manifests stay as committed; the next pool build (the next round's training) honours it."""
+    with user_errors():
+        from storage.overrides import record_override
+
+        if accept == reject:
+            raise typer.BadParameter("give exactly one of --accept or --reject")
+        _, store = _open(config, workdir)
+        o = record_override(store, triplet_id, "accept" if accept else "reject", reason)
+        typer.echo(f"recorded: {o.action} {o.triplet_id} (round {o.round}) by {o.who} at {o.when:%Y-%m-%d %H:%M:%S} UTC")
+        last = store.committed_rounds()[-1]
+        typer.echo(f"training pool after round {last}: {store.pool(last).num_rows} triplets (the next round trains on it)")
+
+
+@app.command()
+def report(
+    config: ConfigOpt = "configs/tiny.yaml",
+    workdir: WorkdirOpt = None,
+    out: Annotated[str, typer.Option("--out", help="HTML file to write (path or fsspec URI).")] = "report.html",
+    per_round: Annotated[int, typer.Option("--per-round", min=0, help="Gallery: accepted and rejected triplets shown per round (each).")] = 12,
+) -> None:
+    """Write one self-contained HTML report of a run (charts, rounds table, overrides, gallery);
+    it opens offline. Reads the workdir only."""
+    with user_errors():
+        from storage.report import write_report
+
+        cfg, store = _open(config, workdir)
+        info = write_report(store, out, thresholds={c.name: c.threshold for c in cfg.judge.criteria}, per_round=per_round)
+        typer.echo(f"wrote {info.path}: {info.bytes / 1e6:.1f} MB, {info.rounds} rounds, {info.charts} charts, "
+                   f"{info.thumbnails} triplets in the gallery")
 
 
 def _backbone_with_adapter(cfg, adapter: Path | None):

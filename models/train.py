@@ -36,11 +36,12 @@ from models.encoded import TASKS, EncodedGrids, encode_grids, make_batch
 from models.grid import PANELS, Task, grid_tensor, split_grid_tensor, task_mask
 from models.objective import FlowMatching
 from storage.hashing import derive_seed
+from storage.store import TRAIN_LOG
 
 CHECKPOINT = "checkpoint"
 STATE_TENSORS = "trainer_state.safetensors"  # optimizer moments + RNG state: no pickle anywhere
 STATE_FILE = "trainer_state.json"  # step, optimizer hyper-parameters
-LOG_FILE = "train_log.json"
+LOG_FILE = TRAIN_LOG  # committed with the adapter: the report draws loss curves from it
 DONE_FILE = "train_done.json"  # written last: what this adapter was trained from
 
 

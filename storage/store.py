@@ -37,8 +37,10 @@ from storage.blobs import BlobStore, blob_key
 from storage.fs import Location
 from storage.hashing import sha256_hex, stable_id
 from storage.images import decode_image, encode_png
+from storage.overrides import effective_accepted, in_effect, load_overrides
 
 MARKER = "_COMMITTED.json"
+TRAIN_LOG = "train_log.json"  # in an adapter folder: the per-step losses of its training
 STAGING = "_staging"
 _ROUND_DIR = re.compile(r"^round=(\d+)$")
 
@@ -90,6 +92,12 @@ class Store:
 
     def adapter_dir(self, r: int) -> str:
         return self.loc.join("adapters", f"round={r:02d}")
+
+    def train_log(self, r: int) -> list[dict[str, Any]]:
+        """Per-step losses of round r's training ({step, task, rec, cyc, lambda}), kept in its
+        committed adapter folder; [] for a round without an adapter."""
+        path = posixpath.join(self.adapter_dir(r), TRAIN_LOG)
+        return json.loads(self.loc.read_bytes(path)) if self.loc.exists(path) else []
 
     def metrics_path(self) -> str:
         return self.loc.join("metrics", "rounds.parquet")
@@ -154,9 +162,11 @@ class Store:
 
     def pool(self, after_round: int) -> pa.Table:
         """The training pool after round r: accepted train rows of committed rounds <= r
-        (seeds and user triplets of round 0, then accepted candidates and cycle triplets)."""
+        (seeds and user triplets of round 0, then accepted candidates and cycle triplets), with
+        the operator's overrides applied (storage/overrides.py); rows are returned as committed."""
         rounds = [r for r in self.committed_rounds() if r <= after_round]
-        return self.manifest(rounds, where=lambda t: pc.and_(pc.equal(t["split"], "train"), t["accepted"]))
+        effective = in_effect(load_overrides(self.loc))
+        return self.manifest(rounds, where=lambda t: pc.and_(pc.equal(t["split"], "train"), effective_accepted(t, effective)))
 
     def test_split(self) -> pa.Table:
         table = self.manifest([r for r in self.committed_rounds() if r == 0])
@@ -237,7 +247,10 @@ class Store:
             return pc.sum(functools.reduce(pc.and_, masks)).as_py() or 0
 
         candidates, chosen = count(generated), count(generated, accepted)
-        previous_pool = self.marker(r - 1)["pool_size"] if r > 0 else 0
+        previous_pool = 0
+        if r > 0:  # overrides recorded so far count; without any, the previous marker has the number
+            overridden = bool(load_overrides(self.loc))
+            previous_pool = self.pool(r - 1).num_rows if overridden else self.marker(r - 1)["pool_size"]
         return {
             "round": r,
             "run_id": table["run_id"][0].as_py() if table.num_rows else "",
@@ -258,24 +271,29 @@ class Store:
         }
 
     # ---- metrics index --------------------------------------------------------------------
-    def refresh_metrics(self) -> pa.Table:
-        """Rebuild metrics/rounds.parquet from the commit markers (the markers are the truth)."""
+    def rounds_table(self) -> pa.Table:
+        """The rounds-metrics table built from the commit markers (the markers are the truth)."""
         rows = []
         for r in self.committed_rounds():
             m = dict(self.marker(r))
             m["committed_at"] = datetime.fromisoformat(m["committed_at"])
             rows.append({k: m.get(k) for k in schema.ROUNDS_SCHEMA.names})
-        table = schema.to_table(rows, schema.ROUNDS_SCHEMA)
+        return schema.to_table(rows, schema.ROUNDS_SCHEMA)
+
+    def refresh_metrics(self) -> pa.Table:
+        """Rebuild metrics/rounds.parquet from the commit markers."""
+        table = self.rounds_table()
         buf = io.BytesIO()
         pq.write_table(table, buf)
         self.loc.write_atomic(self.metrics_path(), buf.getvalue())
         return table
 
-    def metrics(self) -> pa.Table:
-        """The rounds-metrics table, rebuilt first if it lags behind the committed rounds."""
+    def metrics(self, write: bool = True) -> pa.Table:
+        """The rounds-metrics table, rebuilt first if it lags behind the committed rounds
+        (and, with write=False, rebuilt in memory only: readers never modify the workdir)."""
         path = self.metrics_path()
         if self.loc.exists(path):
             table = pq.read_table(io.BytesIO(self.loc.read_bytes(path))).cast(schema.ROUNDS_SCHEMA)
             if table["round"].to_pylist() == self.committed_rounds():
                 return table
-        return self.refresh_metrics()
+        return self.refresh_metrics() if write else self.rounds_table()

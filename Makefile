@@ -25,6 +25,7 @@ run: $(STAMP)
 	$(BIN)/layerboot review --round 0 --config $(CONFIG) --workdir $(WORKDIR)
 
 test: $(STAMP)
+	.ci/system-deps
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -176,7 +176,11 @@ def prefect_api_postgres(tmp_path_factory):
     import shutil
     import subprocess
 
-    initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
+    import glob
+
+    # Debian keeps the server binaries off PATH, in /usr/lib/postgresql/<version>/bin
+    path = os.pathsep.join([os.environ.get("PATH", ""), *sorted(glob.glob("/usr/lib/postgresql/*/bin"))])
+    initdb, pg_ctl = shutil.which("initdb", path=path), shutil.which("pg_ctl", path=path)
     if not (initdb and pg_ctl):
         pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not installed")
     import tempfile
@@ -188,6 +192,7 @@ def prefect_api_postgres(tmp_path_factory):
     if as_postgres:
         shutil.chown(data, "postgres")
     port = _free_port()
+
     def run(*cmd: str) -> None:  # output to /dev/null: a started postgres would hold captured pipes open
         subprocess.run([*as_postgres, *cmd], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                        timeout=120)
@@ -196,7 +201,7 @@ def prefect_api_postgres(tmp_path_factory):
     run(pg_ctl, "-D", str(data / "db"), "-l", str(data / "postgres.log"),
         "-o", f"-p {port} -k {data} -c listen_addresses=127.0.0.1", "-w", "start")
     try:
-        run(shutil.which("createdb") or "createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "prefect", "prefect")
+        run(shutil.which("createdb", path=path) or "createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "prefect", "prefect")
         db = f"postgresql+asyncpg://prefect@127.0.0.1:{port}/prefect"
         proc, url = _standing_prefect_server(tmp_path_factory.mktemp("prefect_home_pg"),
                                              {"PREFECT_API_DATABASE_CONNECTION_URL": db})

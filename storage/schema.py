@@ -10,6 +10,7 @@ from typing import Any, Iterable
 
 import pyarrow as pa
 
+from storage.blobs import blob_key
 from storage.hashing import is_sha256_hex
 
 SCHEMA_VERSION = 1
@@ -128,9 +129,23 @@ def validate(table: pa.Table, schema: pa.Schema = MANIFEST_SCHEMA) -> None:
             for sha in table.column(f"{panel}_sha256").to_pylist():
                 if not is_sha256_hex(sha):
                     raise SchemaError(f"column '{panel}_sha256' has a malformed sha256: {sha!r}")
+        _check_uris(table)
         ids = table.column("triplet_id")
         if len(set(ids.to_pylist())) != len(ids):
             raise SchemaError("column 'triplet_id' has duplicates")
+
+
+def _check_uris(table: pa.Table) -> None:
+    """Image columns hold exactly the blob key of their sha256: never a path of their own choosing
+    (`../`, `/etc/...`, another bucket), so a manifest can only ever point inside blobs/."""
+    for panel in (*PANELS, "footprint"):
+        uris, shas = table.column(f"{panel}_uri").to_pylist(), table.column(f"{panel}_sha256").to_pylist()
+        for tid, uri, sha in zip(table.column("triplet_id").to_pylist(), uris, shas):
+            if uri is None and sha is None:
+                continue
+            if uri is None or sha is None or not is_sha256_hex(sha) or uri != blob_key(sha):
+                raise SchemaError(f"triplet {tid}: column '{panel}_uri' is {uri!r}, not the blob key of "
+                                  f"its {panel}_sha256 {sha!r}")
 
 
 def _check_values(table: pa.Table, column: str, allowed: tuple[str, ...]) -> None:

@@ -15,6 +15,7 @@ from prefect.utilities.annotations import unmapped
 
 from configs import load_config
 from models.bootstrap import plan_shards
+from storage.lock import WorkdirLock
 from storage.store import Store
 from storage.work import RoundWork
 from tasks import round as t
@@ -62,14 +63,17 @@ def bootstrap_flow(config: str = "configs/tiny.yaml", workdir: str = "runs/tiny"
     not committed yet; finished shards of an interrupted round are kept and not recomputed."""
     cfg, store = load_config(config), Store(workdir)
     logger = get_run_logger()
-    t.seed_round(config, workdir)
-    done = set(store.committed_rounds())
-    results = []
-    for r in range(1, (rounds or cfg.bootstrap.rounds) + 1):
-        if r in done:
-            logger.info("round %d already committed: skipping", r)
-            continue
-        results.append(round_flow(config, workdir, r))
+    # one writer per workdir, also for deployment runs on workers (`layerboot run` already holds it)
+    with WorkdirLock(store.loc, "layerboot-bootstrap flow",
+                     on_takeover=lambda h, why: logger.warning("taking over the lock of %s: %s", h.describe(), why)):
+        t.seed_round(config, workdir)
+        done = set(store.committed_rounds())
+        results = []
+        for r in range(1, (rounds or cfg.bootstrap.rounds) + 1):
+            if r in done:
+                logger.info("round %d already committed: skipping", r)
+                continue
+            results.append(round_flow(config, workdir, r))
     return results
 
 

@@ -90,8 +90,9 @@ def seed(
         cfg, store = _open(config, workdir)
         n_seeds = cfg.data.n_seeds if n is None else n
         n_held = cfg.data.n_test if n_test is None else n_test
-        rows = seed_rows(store, cfg, n_seeds, n_held, str(from_dir) if from_dir else None)
-        info = store.commit_round(0, to_table(rows))
+        with _workdir_lock(store, "layerboot seed"):  # it writes blobs: never during `fsck --repair` or a run
+            rows = seed_rows(store, cfg, n_seeds, n_held, str(from_dir) if from_dir else None)
+            info = store.commit_round(0, to_table(rows))
         if info.noop:
             typer.echo(f"round 0 already committed in {store.uri} with identical content: nothing to do")
         else:

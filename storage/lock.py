@@ -97,7 +97,8 @@ def _holder_of(body: dict | None) -> Holder | None:
 
 class WorkdirLock:
     """`with WorkdirLock(location, "run"):` holds the lock for the block (released on exit, also on
-    errors; a killed process leaves a stale lock that the next acquire takes over)."""
+    errors; a killed process leaves a stale lock that the next acquire takes over). Re-entrant
+    within one process: an inner acquire of a lock this process holds is a no-op."""
 
     def __init__(self, loc: Location, command: str, on_takeover: Callable[[Holder, str], None] | None = None):
         self.loc, self.command, self.on_takeover = loc, command, on_takeover
@@ -164,6 +165,9 @@ class WorkdirLock:
 
     def acquire(self) -> None:
         me = Holder.me(self.command)
+        current = self.holder()
+        if current is not None and (current.host, current.pid, current.pid_started) == (me.host, me.pid, me.pid_started):
+            return  # this process holds it already (`layerboot run` calling the flow): nested, the outer one releases
         body = json.dumps(asdict(me), indent=1).encode()
         for _ in range(5):
             if self._create(self.path, body):

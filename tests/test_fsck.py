@@ -5,9 +5,12 @@ round (and no unfinished round's work) references."""
 from __future__ import annotations
 
 import json
-import os
 import posixpath
+import socket
+import subprocess
 from pathlib import Path
+
+import psutil
 
 import pytest
 from typer.testing import CliRunner
@@ -15,7 +18,7 @@ from typer.testing import CliRunner
 from flows.cli import app
 from storage import schema
 from storage.fsck import fsck
-from storage.lock import WorkdirLock
+from storage.lock import LOCK_KEY
 from storage.store import Store
 from storage.work import RoundWork
 from tests.conftest import make_row
@@ -175,12 +178,19 @@ def test_cli_exit_codes_json_and_the_lock(micro_config_path: Path, tmp_path: Pat
     assert res.exit_code == 1 and f"orphan_blob      {orphan}  (referenced by no committed round)" in res.stdout
     assert "1 removable with `layerboot fsck --repair`" in res.stdout
 
-    with WorkdirLock(store.loc, "layerboot run"):  # a run is writing: --repair must not touch anything
-        res = runner.invoke(app, args + ["--repair"])
-        assert res.exit_code == 2 and f"is locked by `layerboot run` on host" in res.stderr and f"pid {os.getpid()}" in res.stderr
+    run = subprocess.Popen(["sleep", "300"])  # stands for a live `layerboot run` holding the lock
+    try:
+        lock = {"host": socket.gethostname(), "pid": run.pid, "started_at": "2026-01-01T00:00:00+00:00",
+                "command": "layerboot run", "token": "a" * 32, "pid_started": psutil.Process(run.pid).create_time()}
+        store.loc.write_atomic(store.loc.join(LOCK_KEY), json.dumps(lock).encode())
+        res = runner.invoke(app, args + ["--repair"])  # a run is writing: --repair must not touch anything
+        assert res.exit_code == 2 and f"is locked by `layerboot run` on host {lock['host']}, pid {run.pid}" in res.stderr
         assert store.loc.exists(store.loc.join(orphan))
         res = runner.invoke(app, args)  # a plain check is read-only: allowed, and says who holds the lock
-        assert res.exit_code == 1 and "locked by `layerboot run` on host" in res.stdout
+        assert res.exit_code == 1 and f"locked by `layerboot run` on host {lock['host']}, pid {run.pid}" in res.stdout
+    finally:
+        run.kill()
+        run.wait()
 
     res = runner.invoke(app, args + ["--repair"])
     assert res.exit_code == 0 and f"removed          {orphan}" in res.stdout, res.output

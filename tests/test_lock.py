@@ -21,6 +21,7 @@ import pytest
 from storage.fs import Location
 from storage.lock import LOCK_KEY, Holder, LockHeld, WorkdirLock, stale_reason
 from storage.store import Store, StoreError
+from tests.conftest import MICRO_YAML
 
 EXE = shutil.which("layerboot", path=str(Path(sys.executable).parent))
 HOST = socket.gethostname()
@@ -40,24 +41,36 @@ def write_lock(store: Store, **fields) -> None:
     store.loc.write_atomic(store.loc.join(LOCK_KEY), json.dumps(body).encode())
 
 
-def test_second_acquire_is_refused_naming_the_holder_and_release_frees_it(store: Store):
-    first = WorkdirLock(store.loc, "layerboot run")
-    first.acquire()
-    body = json.loads(store.loc.read_bytes(store.loc.join(LOCK_KEY)))
-    assert (body["host"], body["pid"], body["command"]) == (HOST, os.getpid(), "layerboot run")
-    assert body["pid_started"] == psutil.Process().create_time()
+@pytest.fixture
+def live_pid():
+    """Another process that is alive for the whole test."""
+    proc = subprocess.Popen(["sleep", "300"])
+    yield proc.pid
+    proc.kill()
+    proc.wait()
+
+
+def test_acquire_writes_the_holder_and_release_removes_it_nested_acquire_is_a_noop(store: Store):
+    with WorkdirLock(store.loc, "layerboot run") as outer:
+        body = json.loads(store.loc.read_bytes(store.loc.join(LOCK_KEY)))
+        assert (body["host"], body["pid"], body["command"]) == (HOST, os.getpid(), "layerboot run")
+        assert body["pid_started"] == psutil.Process().create_time() and body["token"] == outer.me.token
+        with WorkdirLock(store.loc, "layerboot-bootstrap flow"):  # the CLI calling the flow in-process
+            pass
+        assert WorkdirLock(store.loc, "x").holder().token == outer.me.token  # still held by the outer one
+    assert not store.loc.exists(store.loc.join(LOCK_KEY))
+
+
+def test_lock_of_another_live_process_is_refused_naming_it(store: Store, live_pid: int):
+    write_lock(store, pid=live_pid, pid_started=psutil.Process(live_pid).create_time())
     with pytest.raises(LockHeld) as err:
         WorkdirLock(store.loc, "layerboot resume").acquire()
     assert isinstance(err.value, StoreError)  # a user error: one line, exit 2
-    msg = str(err.value)
-    assert f"`layerboot run` on host {HOST}, pid {os.getpid()}, started {body['started_at']}" in msg
     workdir = store.loc.root if store.loc.is_local else store.uri
-    assert "\n" not in msg and msg.endswith(f"delete {workdir}/{LOCK_KEY}")
-    first.release()
-    assert not store.loc.exists(store.loc.join(LOCK_KEY))
-    with WorkdirLock(store.loc, "layerboot resume") as second:
-        assert second.holder().command == "layerboot resume"
-    assert not store.loc.exists(store.loc.join(LOCK_KEY))
+    assert str(err.value) == (f"{workdir} is locked by `layerboot run` on host {HOST}, pid {live_pid}, started "
+                              f"2026-01-01T00:00:00+00:00; wait for it to finish, or if that process is gone, "
+                              f"delete {workdir}/{LOCK_KEY}")
+    assert json.loads(store.loc.read_bytes(store.loc.join(LOCK_KEY)))["pid"] == live_pid  # untouched
 
 
 def test_lock_of_a_dead_process_is_taken_over(store: Store):
@@ -139,10 +152,12 @@ HOLD = textwrap.dedent("""
 """)
 
 
-def test_cli_run_and_resume_are_refused_while_another_process_holds_the_lock(micro_config_path: Path, tmp_path: Path):
+def test_cli_run_and_resume_are_refused_while_another_process_holds_the_lock(tmp_path: Path):
     """A real holder process; `run` and `resume` refuse before Prefect starts (no .prefect folder is
     made); once the holder is SIGKILLed, `fsck --repair` takes its lock over and gives it back."""
     work = tmp_path / "w"
+    micro_config_path = tmp_path / "micro.yaml"
+    micro_config_path.write_text(MICRO_YAML.format(base="models/tiny_base"))  # no model is loaded before the refusal
     env = os.environ | {"PYTHONPATH": str(Path(__file__).parents[1])}
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(work)], env=env, stdout=subprocess.PIPE, text=True)
     try:

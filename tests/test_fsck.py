@@ -21,7 +21,7 @@ from storage.fsck import fsck
 from storage.lock import LOCK_KEY
 from storage.store import Store
 from storage.work import RoundWork
-from tests.conftest import make_row
+from tests.conftest import MICRO_YAML, make_row
 
 TEMP = ".tmp-" + "0123456789abcdef" * 2 + "-"
 
@@ -160,8 +160,9 @@ def rewrite_manifest(store: Store, r: int, rows: list[dict]) -> None:
 runner = CliRunner()
 
 
-def test_cli_exit_codes_json_and_the_lock(micro_config_path: Path, tmp_path: Path):
-    work = tmp_path / "w"
+def test_cli_exit_codes_json_and_the_lock(tmp_path: Path):
+    work, micro_config_path = tmp_path / "w", tmp_path / "micro.yaml"
+    micro_config_path.write_text(MICRO_YAML.format(base="models/tiny_base"))  # fsck never loads the model
     store = Store(str(work))
     commit(store, 0, [make_row(store, 0, i) for i in range(2)])
     args = ["fsck", "-c", str(micro_config_path), "-w", str(work)]

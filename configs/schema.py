@@ -210,7 +210,9 @@ def load_config(path_or_profile: str | Path) -> Config:
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
+        hint = "" if path.suffix in (".yaml", ".yml") else \
+            f" (nor a profile: {', '.join(sorted(p.stem for p in PROFILES_DIR.glob('*.yaml')))})"
+        raise ConfigError(f"{path}: config file not found{hint}") from None
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config ({e.strerror})") from None
     try:

@@ -16,6 +16,7 @@ from prefect.utilities.annotations import unmapped
 from configs import load_config
 from flows.runners import task_runner_factory
 from models.bootstrap import plan_shards
+from storage.lock import WorkdirLock
 from storage.store import Store
 from storage.work import RoundWork
 from tasks import round as t
@@ -65,15 +66,18 @@ def bootstrap_flow(config: str = "configs/tiny.yaml", workdir: str = "runs/tiny"
     `task_runner` is threads or dask (a LocalCluster, or the cluster at `dask_address`)."""
     cfg, store = load_config(config), Store(workdir)
     logger = get_run_logger()
-    t.seed_round(config, workdir)
-    done = set(store.committed_rounds())
-    results = []
-    with task_runner_factory(task_runner, dask_address) as make_runner:
-        for r in range(1, (rounds or cfg.bootstrap.rounds) + 1):
-            if r in done:
-                logger.info("round %d already committed: skipping", r)
-                continue
-            results.append(round_flow.with_options(task_runner=make_runner())(config, workdir, r))
+    # one writer per workdir, also for deployment runs on workers (`layerboot run` already holds it)
+    with WorkdirLock(store.loc, "layerboot-bootstrap flow",
+                     on_takeover=lambda h, why: logger.warning("taking over the lock of %s: %s", h.describe(), why)):
+        t.seed_round(config, workdir)
+        done = set(store.committed_rounds())
+        results = []
+        with task_runner_factory(task_runner, dask_address) as make_runner:
+            for r in range(1, (rounds or cfg.bootstrap.rounds) + 1):
+                if r in done:
+                    logger.info("round %d already committed: skipping", r)
+                    continue
+                results.append(round_flow.with_options(task_runner=make_runner())(config, workdir, r))
     return results
 
 

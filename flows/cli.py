@@ -39,15 +39,15 @@ def _user_error_types() -> tuple[type[Exception], ...]:
     exception is being matched, so model-layer types count once their module is loaded (importing
     torch just to name them would slow every command)."""
     from configs import ConfigError
+    from storage.blobs import BlobError
     from storage.images import ImageError
     from storage.imports import ImportFailed
     from storage.schema import SchemaError
-    from storage.store import StoreError
-
     from storage.overrides import OverrideError
+    from storage.store import StoreError  # includes storage.lock.LockHeld
 
-    types = [ConfigError, ImportFailed, ImageError, SchemaError, StoreError, OverrideError, FileNotFoundError,
-             typer.BadParameter]
+    types = [ConfigError, ImportFailed, ImageError, SchemaError, StoreError, BlobError, OverrideError,
+             FileNotFoundError, typer.BadParameter]
     backbone = sys.modules.get("models.backbone")
     if backbone is not None:
         types.append(backbone.AdapterError)
@@ -92,8 +92,9 @@ def seed(
         cfg, store = _open(config, workdir)
         n_seeds = cfg.data.n_seeds if n is None else n
         n_held = cfg.data.n_test if n_test is None else n_test
-        rows = seed_rows(store, cfg, n_seeds, n_held, str(from_dir) if from_dir else None)
-        info = store.commit_round(0, to_table(rows))
+        with _workdir_lock(store, "layerboot seed"):  # it writes blobs: never during `fsck --repair` or a run
+            rows = seed_rows(store, cfg, n_seeds, n_held, str(from_dir) if from_dir else None)
+            info = store.commit_round(0, to_table(rows))
         if info.noop:
             typer.echo(f"round 0 already committed in {store.uri} with identical content: nothing to do")
         else:
@@ -198,12 +199,24 @@ def _prefect_logging() -> None:
 EXIT_FAILED = 1
 
 
-def _run_flow(config: str, workdir: str | None, rounds: int | None, runner: str = "threads",
-              dask_address: str | None = None) -> None:
+@contextmanager
+def _workdir_lock(store, command: str) -> Iterator[None]:
+    """Hold the workdir lock (storage/lock.py) for a command that writes rounds: a second one on
+    the same workdir is refused naming the holder; a stale lock of a dead process is taken over."""
+    from storage.lock import WorkdirLock
+
+    def took_over(holder, reason: str) -> None:
+        typer.echo(f"taking over the lock of {holder.describe()}: {reason}", err=True)
+
+    with WorkdirLock(store.loc, command, on_takeover=took_over):
+        yield
+
+
+def _run_flow(config: str, store, rounds: int | None, runner: str = "threads", dask_address: str | None = None) -> None:
+    """Run the bootstrap flow (the caller holds the workdir lock)."""
     from configs import resolve_config_path
     from storage.status import round_status
 
-    cfg, store = _open(config, workdir)
     _prefect_env(store)
     _prefect_logging()
     from flows.bootstrap import bootstrap_flow  # (configures logging: our level must be set after it)
@@ -225,6 +238,8 @@ def _run_flow(config: str, workdir: str | None, rounds: int | None, runner: str 
 
 
 RoundsOpt = Annotated[Optional[int], typer.Option("--rounds", min=1, help="Rounds to reach (default: bootstrap.rounds).")]
+
+
 class TaskRunner(str, Enum):
     threads = "threads"
     dask = "dask"
@@ -244,7 +259,9 @@ def run(config: ConfigOpt = "configs/tiny.yaml", workdir: WorkdirOpt = None, rou
     """Run the bootstrap loop as a Prefect flow: seed, then train / generate / judge / cycle /
     evaluate / commit for each round. Exit 0 done, 1 failed, 2 bad usage or input."""
     with user_errors():
-        _run_flow(config, workdir, rounds, task_runner.value, dask_address)
+        _, store = _open(config, workdir)
+        with _workdir_lock(store, "layerboot run"):  # before Prefect starts: a refusal costs nothing
+            _run_flow(config, store, rounds, task_runner.value, dask_address)
 
 
 @app.command()
@@ -256,17 +273,68 @@ def resume(config: ConfigOpt = "configs/tiny.yaml", workdir: WorkdirOpt = None, 
         from storage.work import RoundWork
 
         _, store = _open(config, workdir)
-        for r in round_status(store):
-            if r["state"] == "committed":
-                typer.echo(f"round {r['round']}: committed, skipping")
-                continue
-            work = RoundWork(store, r["round"])
-            done = {s: work.done_shards(s) for s in ("generate", "judge", "cycle")}
-            finished = [k for k in ("train", "evaluate") if work.read_result(k) is not None]
-            typer.echo(f"round {r['round']}: {r['state']} in stage {r['stage'] or '-'}; keeping "
-                       f"{', '.join(finished) or 'no stage results'} and shards "
-                       + ", ".join(f"{k} {v}" for k, v in done.items() if v))
-        _run_flow(config, workdir, rounds, task_runner.value, dask_address)
+        with _workdir_lock(store, "layerboot resume"):
+            for r in round_status(store):
+                if r["state"] == "committed":
+                    typer.echo(f"round {r['round']}: committed, skipping")
+                    continue
+                work = RoundWork(store, r["round"])
+                done = {s: work.done_shards(s) for s in ("generate", "judge", "cycle")}
+                finished = [k for k in ("train", "evaluate") if work.read_result(k) is not None]
+                typer.echo(f"round {r['round']}: {r['state']} in stage {r['stage'] or '-'}; keeping "
+                           f"{', '.join(finished) or 'no stage results'} and shards "
+                           + ", ".join(f"{k} {v}" for k, v in done.items() if v))
+            _run_flow(config, store, rounds, task_runner.value, dask_address)
+
+
+@app.command()
+def fsck(
+    config: ConfigOpt = "configs/tiny.yaml",
+    workdir: WorkdirOpt = None,
+    repair: Annotated[bool, typer.Option("--repair", help="Remove what no committed round needs (orphan blobs, "
+                                         "temp files, unfinished commits), holding the workdir lock.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Check the workdir: every committed row's blobs present and hashing right; report orphan
+    blobs, leftover temp files and unfinished commits by name. Exit 0 clean (or all repaired),
+    1 problems left, 2 bad usage (or the workdir is locked by a run, with --repair)."""
+    with user_errors():
+        from storage.fsck import fsck as check
+
+        _, store = _open(config, workdir)
+
+        def took_over(holder, reason: str) -> None:
+            typer.echo(f"taking over the lock of {holder.describe()}: {reason}", err=True)
+
+        report = check(store, repair=repair, on_takeover=took_over)
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), indent=1))
+    else:
+        _print_fsck(report, repair)
+    if report.unrepaired:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _print_fsck(report, repair: bool) -> None:
+    typer.echo(f"workdir: {report.workdir}")
+    typer.echo(f"checked {len(report.rounds)} committed round(s), {report.rows} rows, {report.blobs_checked} blobs"
+               + (f"; {report.kept_for_work} blob(s) kept for unfinished rounds" if report.kept_for_work else ""))
+    if report.lock:
+        typer.echo(f"locked by `{report.lock['command']}` on host {report.lock['host']}, pid {report.lock['pid']}, "
+                   f"started {report.lock['started_at']}")
+    removed = set(report.repaired)
+    for f in report.findings:
+        typer.echo(f"{'removed' if f.path in removed else f.kind:<16} {f.path}  ({f.detail})")
+    if report.clean:
+        typer.echo("clean")
+        return
+    left = report.unrepaired
+    fixable = sum(f.repairable for f in left)
+    summary = ", ".join(f"{n} {k}" for k, n in report.counts().items())
+    typer.echo(f"{len(report.findings)} problem(s): {summary}"
+               + (f"; removed {len(removed)}" if repair else "")
+               + (f"; {fixable} removable with `layerboot fsck --repair`" if fixable else "")
+               + (f"; {len(left) - fixable} cannot be repaired here" if len(left) - fixable else ""))
 
 
 @app.command()

@@ -27,6 +27,7 @@ from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxFillPi
 from peft import LoraConfig
 from peft.tuners.tuners_utils import BaseTunerLayer
 from peft.utils import get_peft_model_state_dict
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tokenizers import pre_tokenizers
 from torch import nn
@@ -628,6 +629,12 @@ def load_adapter(backbone: Backbone, directory: str | Path) -> None:
     for entry in sorted(d.iterdir()):
         if not entry.is_file() or entry.suffix not in (".safetensors", ".json"):
             raise AdapterError(f"{entry}: refusing an adapter directory holding {entry.name!r} (only .safetensors/.json)")
+        if entry.suffix == ".safetensors":
+            try:  # reads the header only: a pickle (or anything else) named .safetensors fails here, unexecuted
+                with safe_open(str(entry), framework="pt"):
+                    pass
+            except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+                raise AdapterError(f"{entry}: not a safetensors file ({' '.join(str(e).split())})") from None
     if not (d / LORA_WEIGHTS).is_file():
         raise FileNotFoundError(f"{d / LORA_WEIGHTS}: no LoRA weights")
     transformer = backbone.transformer

@@ -9,6 +9,9 @@ from __future__ import annotations
 import posixpath
 import re
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from storage.fs import Location
 from storage.hashing import sha256_hex
 
@@ -21,6 +24,11 @@ class BlobError(RuntimeError):
 
 def blob_key(sha256: str) -> str:
     return f"blobs/{sha256[:2]}/{sha256}.png"
+
+
+def blob_keys(sha256s: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """blob_key over a whole column at once (nulls stay null)."""
+    return pc.binary_join_element_wise("blobs/", pc.utf8_slice_codeunits(sha256s, 0, 2), "/", sha256s, ".png", "")
 
 
 def parse_blob_key(key: str) -> str:

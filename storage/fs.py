@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 import uuid
 from dataclasses import dataclass
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
+
+
+TEMP_PREFIX = ".tmp-"  # write_atomic's temp files: `.tmp-<32 hex>-<final name>`, next to the final file
+_TEMP_NAME = re.compile(r"^\.tmp-[0-9a-f]{32}-")
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether a file name is one of write_atomic's temp files (a crash can leave them behind)."""
+    return bool(_TEMP_NAME.match(name))
 
 
 @dataclass(frozen=True)
@@ -54,7 +64,7 @@ class Location:
             self.fs.pipe_file(path, data)
             return
         os.makedirs(parent, exist_ok=True)
-        tmp = posixpath.join(parent, f".tmp-{uuid.uuid4().hex}-{posixpath.basename(path)}")
+        tmp = posixpath.join(parent, f"{TEMP_PREFIX}{uuid.uuid4().hex}-{posixpath.basename(path)}")
         try:
             with open(tmp, "wb") as f:
                 f.write(data)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 
 SHA256_PATTERN = r"^[0-9a-f]{64}$"  # lower-case hex, as hexdigest() writes it
 
@@ -26,3 +27,6 @@ def derive_seed(*parts: object) -> int:
     """A deterministic 63-bit seed for (run, round, shard, index, ...): re-running a step gives the same bytes."""
     return int.from_bytes(hashlib.sha256(_joined(parts)).digest()[:8], "big") >> 1
 
+
+def is_sha256_hex(text: str) -> bool:
+    return isinstance(text, str) and re.fullmatch(SHA256_PATTERN, text) is not None

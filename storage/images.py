@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+import re
 import warnings
 
 from PIL import Image, UnidentifiedImageError
 
-# Panels are at most 1024 px; anything far larger is a mistake or a decompression bomb.
+# Panels are at most 1024 px; anything far larger is a mistake or a decompression bomb. The one
+# place Pillow's limit is set: every image layerboot reads goes through decode_image below.
 MAX_PIXELS = 4096 * 4096
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
@@ -39,7 +41,9 @@ def decode_image(data: bytes, name: str, size: int | None = None, mode: str = "R
             img = Image.open(io.BytesIO(data))
             img.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageError(f"{name}: too many pixels (limit {MAX_PIXELS}): {e}") from None
+        found = re.search(r"\((\d+) pixels\)", str(e))  # Pillow: "Image size (N pixels) exceeds limit ..."
+        raise ImageError(f"{name}: too many pixels ({found.group(1) + ', ' if found else ''}limit {MAX_PIXELS}): "
+                         "refusing a possible decompression bomb") from None
     except UnidentifiedImageError:
         raise ImageError(f"{name}: cannot decode image (not a recognised image format)") from None
     except (OSError, SyntaxError, ValueError) as e:  # Pillow's ways of saying "not an image"

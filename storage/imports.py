@@ -26,6 +26,9 @@ class ImportFailed(ValueError):
 
     def __init__(self, directory: Path, problems: list[str]):
         self.problems = problems
+        if len(problems) == 1:  # the usual case: one clear line
+            super().__init__(f"{problems[0]} (nothing imported)")
+            return
         shown = "\n  ".join(problems[:20]) + (f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else "")
         super().__init__(f"{directory}: {len(problems)} problem(s), nothing imported:\n  {shown}")
 
@@ -51,6 +54,9 @@ def read_triplet_dir(directory: str | os.PathLike[str], panel_size: int) -> list
     if not folders:
         problems.append(f"{root}: no triplet folders (expected <name>/composite.png, logo.png, object.png)")
     for folder in folders:
+        if not folder.resolve().is_relative_to(real_root):  # a symlinked folder: its files live elsewhere
+            problems.append(f"{folder}: points outside the import folder ({folder.resolve()})")
+            continue
         panels, prompt = {}, folder.name.replace("_", " ").replace("-", " ")
         for panel in PANEL_NAMES:
             candidates = [folder / f"{panel}{s}" for s in IMAGE_SUFFIXES if (folder / f"{panel}{s}").exists()]
@@ -65,8 +71,10 @@ def read_triplet_dir(directory: str | os.PathLike[str], panel_size: int) -> list
         if prompt_file.exists():
             try:
                 prompt = _read_inside(prompt_file, real_root).decode("utf-8").strip()
-            except (ImageError, UnicodeDecodeError) as e:
-                problems.append(f"{prompt_file}: {e}")
+            except ImageError as e:
+                problems.append(str(e))
+            except UnicodeDecodeError as e:
+                problems.append(f"{prompt_file}: not UTF-8 text ({e.reason} at byte {e.start})")
         if len(panels) == len(PANEL_NAMES):
             triplets.append(ImportedTriplet(folder.name, panels["composite"], panels["logo"], panels["object"], prompt))
     if problems:

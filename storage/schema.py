@@ -11,6 +11,7 @@ from typing import Any, Iterable
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from storage.blobs import blob_keys
 from storage.hashing import SHA256_PATTERN
 
 SCHEMA_VERSION = 1
@@ -131,9 +132,24 @@ def validate(table: pa.Table, schema: pa.Schema = MANIFEST_SCHEMA) -> None:
             if pc.any(bad).as_py():
                 first = column.filter(bad)[0].as_py()
                 raise SchemaError(f"column '{panel}_sha256' has a malformed sha256: {first!r}")
+        _check_uris(table)
         ids = table.column("triplet_id")
         if pc.count_distinct(ids).as_py() != len(ids):
             raise SchemaError("column 'triplet_id' has duplicates")
+
+
+def _check_uris(table: pa.Table) -> None:
+    """Image columns hold exactly the blob key of their sha256: never a path of their own choosing
+    (`../`, `/etc/...`, another bucket), so a manifest can only ever point inside blobs/."""
+    for panel in (*PANELS, "footprint"):
+        uris, shas = table.column(f"{panel}_uri"), table.column(f"{panel}_sha256")
+        ok = pc.and_(pc.match_substring_regex(shas, SHA256_PATTERN), pc.equal(uris, blob_keys(shas)))
+        both_null = pc.and_(pc.is_null(uris), pc.is_null(shas))
+        bad = pc.invert(pc.or_(both_null, pc.fill_null(ok, False)))
+        if pc.any(bad).as_py():
+            i = pc.index(bad, True).as_py()
+            raise SchemaError(f"triplet {table['triplet_id'][i]}: column '{panel}_uri' is {uris[i].as_py()!r}, not the "
+                              f"blob key of its {panel}_sha256 {shas[i].as_py()!r}")
 
 
 def _check_values(table: pa.Table, column: str, allowed: tuple[str, ...]) -> None:

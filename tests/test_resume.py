@@ -49,6 +49,7 @@ def test_sigkill_during_judge_then_resume(prefect_api, micro_config_path: Path, 
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     out = resumed.stdout + resumed.stderr
     assert "round 1: committed, skipping" in out and "kept finished shard judge-r02-s000" in out
+    assert "taking over the lock of `layerboot run`" in resumed.stderr and "its process is gone" in resumed.stderr
 
     before, after = set(FINISHED.findall(killed.stdout + killed.stderr)), set(FINISHED.findall(out))
     assert {"train-r02", "generate-r02-s000", "generate-r02-s001", "judge-r02-s000"} <= before

@@ -5,13 +5,17 @@ bytes (PNG as stored in blobs). Whatever goes wrong with one item (it does not d
 wrong size or mode, or the model returns NaN for it) rejects that item with a reason; the rest
 of the batch, and the round, go on.
 
-Accept rule: every criterion's score >= its threshold. A score that is not a finite number is a
-failure of that criterion (stored as 0.0, with the reason saying why).
+Accept rule: every criterion's score >= its threshold. A score that is missing, not a finite
+number, or outside [0, 1] is a failure of that criterion (stored as 0.0, with the reason saying
+why); a result that is not a `Scored` at all, or a wrong number of results, rejects the items
+concerned, never the batch.
 """
 from __future__ import annotations
 
 import math
+import numbers
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Sequence, Union
 
@@ -55,6 +59,22 @@ def failing(scores: dict[str, float], criteria: Sequence[Criterion]) -> list[str
         if not (isinstance(s, (int, float)) and math.isfinite(s) and s >= c.threshold):
             out.append(c.name)
     return out
+
+
+SCORE_TOLERANCE = 1e-6  # scores this far outside [0, 1] are rounding error; further out, garbage
+
+
+def bad_score(v: object) -> str | None:
+    """Why `v` is not a usable score in [0, 1], or None when it is."""
+    if v is None:
+        return "missing score"
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        return f"non-numeric score ({v!r:.40})"
+    if not math.isfinite(float(v)):
+        return f"non-finite score ({float(v)})"
+    if not -SCORE_TOLERANCE <= float(v) <= 1 + SCORE_TOLERANCE:
+        return f"out-of-range score ({float(v):g}, expected 0..1)"
+    return None
 
 
 def _short(text: str) -> str:
@@ -163,22 +183,26 @@ class Judge(ABC):
         return self._finish(batch, prompts, scored)
 
     def _finish(self, batch, prompts, scored: list[Scored]) -> list[Judgement]:
-        results = []  # (scores, reasons, failed criteria, criteria that were not finite)
+        results = []  # (scores, reasons, failed criteria, criteria with garbage scores); None: garbage item
         for s in scored:
+            if not isinstance(s, Scored) or not isinstance(s.scores, Mapping):
+                results.append(None)
+                continue
+            given = s.reasons if isinstance(s.reasons, Mapping) else {}
             scores, reasons, broken = {}, {}, []
             for c in self.criteria:
-                v = s.scores.get(c.name, math.nan)
-                v = float(v) if isinstance(v, (int, float)) else math.nan
-                if math.isfinite(v):
-                    scores[c.name] = min(max(v, 0.0), 1.0)
-                    reasons[c.name] = _short(s.reasons.get(c.name, ""))
-                else:  # NaN/inf logits or a missing score: a failure, never a pass
+                v = s.scores.get(c.name)
+                problem = bad_score(v)
+                if problem is None:
+                    scores[c.name] = min(max(float(v), 0.0), 1.0)  # only rounding error is clipped
+                    reasons[c.name] = _short(given.get(c.name, ""))
+                else:  # NaN/inf logits, a missing, non-numeric or out-of-range score: a failure, never a pass
                     scores[c.name] = 0.0
-                    reasons[c.name] = f"non-finite score ({v}) from the judge"
+                    reasons[c.name] = f"{problem} from the judge"
                     broken.append(c.name)
             failed = list(dict.fromkeys(broken + failing(scores, self.criteria)))
             results.append((scores, reasons, failed, broken))
-        todo = [k for k, r in enumerate(results) if set(r[2]) - set(r[3])]
+        todo = [k for k, r in enumerate(results) if r is not None and set(r[2]) - set(r[3])]
         if todo:
             try:
                 extra = self.explain([batch[k] for k in todo], [prompts[k] for k in todo],
@@ -186,11 +210,17 @@ class Judge(ABC):
             except Exception as e:  # a reason is a nicety: never lose the scores over it
                 extra = [{n: f"score {results[k][0][n]:.2f} (no reason: {type(e).__name__})"
                           for n in results[k][2] if n not in results[k][3]} for k in todo]
-            for k, more in zip(todo, extra):
-                for n, text in more.items():
-                    results[k][1][n] = _short(text)
+            for k, more in zip(todo, extra if isinstance(extra, list) else []):
+                for n, text in (more.items() if isinstance(more, Mapping) else ()):
+                    if n in results[k][2] and n not in results[k][3]:  # reasons only for what failed
+                        results[k][1][n] = _short(text)
         out = []
-        for scores, reasons, failed, _ in results:
+        for s, result in zip(scored, results):
+            if result is None:
+                what = type(s).__name__ if not isinstance(s, Scored) else f"scores of type {type(s.scores).__name__}"
+                out.append(rejected(self.criteria, f"judge returned garbage for this item ({what})"))
+                continue
+            scores, reasons, failed, _ = result
             why = "; ".join(f"{n}: {reasons[n] or f'score {scores[n]:.2f}'}" for n in failed)
             out.append(Judgement(scores, reasons, not failed, _short(why) if failed else None))
         return out

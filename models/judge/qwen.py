@@ -88,12 +88,13 @@ class QwenVLJudge(Judge):
     @classmethod
     def from_pretrained(cls, name_or_path: str, criteria: Sequence[Criterion], *, dtype: str = "bfloat16",
                         device: str = "auto", attn_implementation: str = "sdpa", **kw) -> "QwenVLJudge":
-        """Load a Qwen2.5-VL / Qwen3-VL checkpoint (hub id or local folder)."""
+        """Load a Qwen2.5-VL / Qwen3-VL checkpoint (hub id or local folder); safetensors weights only,
+        never a pickle (.bin) fallback."""
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         dev = resolve_device(device)
         torch_dtype = getattr(torch, dtype) if dev.type == "cuda" else torch.float32  # bf16 is for CUDA
-        model = AutoModelForImageTextToText.from_pretrained(name_or_path, dtype=torch_dtype,
+        model = AutoModelForImageTextToText.from_pretrained(name_or_path, dtype=torch_dtype, use_safetensors=True,
                                                             attn_implementation=attn_implementation)
         processor = AutoProcessor.from_pretrained(name_or_path)
         return cls(model.to(dev), processor, criteria, name=str(name_or_path), **kw)

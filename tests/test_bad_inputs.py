@@ -1,0 +1,495 @@
+"""The bad-input corpus: one test per case.
+
+A user error ends in one line `error: ...` on stderr naming the input and what is wrong with it,
+exit code 2, no traceback, and the workdir byte-for-byte unchanged (every file and its sha256).
+A bad judge output never stops a round: that item alone is rejected (kept in the manifest as a
+quarantined row) with a reason, and the other items score exactly as if judged alone.
+
+Unusual but valid images (16-bit, CMYK, palette, alpha) are not errors: they are converted to RGB
+on import (last test), with pinned pixel values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import os
+import shutil
+import struct
+import zlib
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import yaml
+from PIL import Image
+from typer.testing import CliRunner
+
+from flows.cli import app
+from models.judge import Criterion, Judge, Scored
+from models.synthetic import make_triplet
+from storage import schema
+from storage.imports import MAX_FILE_BYTES
+from storage.images import MAX_PIXELS
+from storage.schema import SchemaError
+from storage.store import Store
+from tests.conftest import MICRO_YAML, make_row
+from tests.test_fsck import rewrite_manifest
+
+runner = CliRunner()
+SIZE = 32
+
+
+# ----------------------------------------------------------------------------- helpers
+def encode(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_header_only(width: int, height: int, bit_depth: int = 8, colour: int = 2) -> bytes:
+    """A PNG that claims width x height and holds no pixel data (what a header bomb looks like)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, colour, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IEND", b"")
+
+
+def png_rgb16(size: int, rgb16: tuple[int, int, int]) -> bytes:
+    """A real 48-bit (16 bits per channel) RGB PNG, which Pillow cannot write itself."""
+    row = b"\x00" + struct.pack(">HHH", *rgb16) * size
+    ihdr = struct.pack(">IIBBBBB", size, size, 16, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", zlib.compress(row * size))
+            + png_chunk(b"IEND", b""))
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every file under the workdir (lock and Prefect state included) with its sha256."""
+    if not root.exists():
+        return {}
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def write_triplet(folder: Path, seed: int = 1) -> None:
+    t = make_triplet(seed, SIZE)
+    folder.mkdir(parents=True)
+    for name in ("composite", "logo", "object"):
+        getattr(t, name).save(folder / f"{name}.png")
+    (folder / "prompt.txt").write_text(t.prompt)
+
+
+def assert_user_error(res, *needles: str) -> str:
+    assert res.exit_code == 2, res.output
+    assert isinstance(res.exception, SystemExit) and "Traceback" not in res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def config_path(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("cfg") / "micro.yaml"
+    path.write_text(MICRO_YAML.format(base="models/tiny_base"))  # seeding never loads the model
+    return path
+
+
+@pytest.fixture(scope="module")
+def seeded(config_path: Path, tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("seeded") / "w"
+    res = runner.invoke(app, ["seed", "-c", str(config_path), "-w", str(work)])
+    assert res.exit_code == 0, res.output
+    return work
+
+
+@pytest.fixture
+def workdir(seeded: Path, tmp_path: Path) -> Path:
+    """A copy of a seeded workdir (round 0 committed: 12 triplets, 48 blobs) to be left unchanged."""
+    work = tmp_path / "w"
+    shutil.copytree(seeded, work)
+    return work
+
+
+# ----------------------------------------------------------------------------- import cases
+# Each case damages a valid import folder `src` (one triplet `t0`) and returns what the one error
+# line must contain. `outside` is a folder next to `src`, outside the import.
+def _replace(path: Path, data: bytes, suffix: str | None = None) -> Path:
+    path.unlink()
+    target = path.with_suffix(suffix) if suffix else path
+    target.write_bytes(data)
+    return target
+
+
+def _png_bad_crc(src: Path, outside: Path) -> list[str]:
+    p = src / "t0" / "logo.png"
+    data = bytearray(p.read_bytes())
+    data[data.index(b"IDAT") + 8] ^= 0xFF
+    p.write_bytes(bytes(data))
+    return [f"{p}: cannot decode image (broken data stream"]
+
+
+def _jpeg(src: Path) -> tuple[Path, bytes]:
+    return src / "t0" / "logo.png", encode(Image.open(src / "t0" / "logo.png").convert("RGB"), "JPEG")
+
+
+def _jpeg_bad_header(src: Path, outside: Path) -> list[str]:
+    p, data = _jpeg(src)
+    k = data.index(b"\xff\xc0")  # start-of-frame marker destroyed
+    target = _replace(p, data[: k + 1] + b"\x00" + data[k + 2 :], ".jpg")
+    return [f"{target}: cannot decode image (not a recognised image format)"]
+
+
+def _jpeg_huge_header(src: Path, outside: Path) -> list[str]:
+    p, data = _jpeg(src)
+    k = data.index(b"\xff\xc0")
+    target = _replace(p, data[: k + 5] + struct.pack(">HH", 60000, 60000) + data[k + 9 :], ".jpg")
+    return [f"{target}: too many pixels (3600000000, limit {MAX_PIXELS}): refusing a possible decompression bomb"]
+
+
+def _bomb(src: Path, outside: Path) -> list[str]:
+    side = int(math.isqrt(MAX_PIXELS)) + 64  # a real image, tiny on disk, 17 M pixels decoded
+    data = encode(Image.new("1", (side, side)))
+    assert len(data) < 10_000
+    p = src / "t0" / "object.png"
+    p.write_bytes(data)
+    return [f"{p}: too many pixels ({side * side}, limit {MAX_PIXELS}): refusing a possible decompression bomb"]
+
+
+def _symlink(src: Path, outside: Path, relative: bool) -> list[str]:
+    secret = outside / "elsewhere.png"
+    shutil.copy(src / "t0" / "logo.png", secret)
+    p = src / "t0" / "logo.png"
+    p.unlink()
+    os.symlink(os.path.relpath(secret, p.parent) if relative else secret, p)
+    return [f"{p}: points outside the import folder ({secret})"]
+
+
+def _folder_symlink(src: Path, outside: Path) -> list[str]:
+    write_triplet(outside / "theirs", seed=5)
+    os.symlink(outside / "theirs", src / "t1")
+    return [f"{src / 't1'}: points outside the import folder ({outside / 'theirs'})"]
+
+
+def _prompt_symlink(src: Path, outside: Path) -> list[str]:
+    (outside / "credentials").write_text("aws_secret_access_key = not-for-the-manifest")
+    p = src / "t0" / "prompt.txt"
+    p.unlink()
+    os.symlink(outside / "credentials", p)
+    return [f"{p}: points outside the import folder"]
+
+
+def _oversized(src: Path, outside: Path) -> list[str]:
+    p = src / "t0" / "composite.png"
+    with open(p, "r+b") as f:
+        f.truncate(MAX_FILE_BYTES + 1)  # sparse: costs no disk
+    return [f"{p}: larger than {MAX_FILE_BYTES} bytes"]
+
+
+def _panel(name: str, data: Callable[[Path], bytes], suffix: str | None = None, expect: str = "") -> Callable:
+    def case(src: Path, outside: Path) -> list[str]:
+        p = src / "t0" / f"{name}.png"
+        target = _replace(p, data(p), suffix)
+        return [f"{target}: {expect}"]
+    return case
+
+
+def _jpeg_bytes(p: Path) -> bytes:
+    return encode(Image.open(p).convert("RGB"), "JPEG")
+
+
+def _webp_bytes(p: Path) -> bytes:
+    return encode(Image.open(p).convert("RGB"), "WEBP")
+
+
+def _dir_panel(src: Path, outside: Path) -> list[str]:
+    p = src / "t0" / "logo.png"
+    p.unlink()
+    p.mkdir()
+    return [f"{p}: not a regular file"]
+
+
+def _missing(src: Path, outside: Path) -> list[str]:
+    (src / "t0" / "composite.png").unlink()
+    return [f"{src / 't0'}/composite.*: expected exactly one image, found 0"]
+
+
+def _twice(src: Path, outside: Path) -> list[str]:
+    (src / "t0" / "logo.jpg").write_bytes(_jpeg_bytes(src / "t0" / "logo.png"))
+    return [f"{src / 't0'}/logo.*: expected exactly one image, found 2"]
+
+
+def _prompt_not_utf8(src: Path, outside: Path) -> list[str]:
+    (src / "t0" / "prompt.txt").write_bytes(b"caf\xe9 mug")  # Latin-1
+    return [f"{src / 't0' / 'prompt.txt'}: not UTF-8 text (invalid continuation byte at byte 3)"]
+
+
+IMPORT_CASES: dict[str, Callable[[Path, Path], list[str]]] = {
+    "png-zero-byte": _panel("logo", lambda p: b"", expect="empty file"),
+    "png-truncated": _panel("logo", lambda p: p.read_bytes()[:60], expect="cannot decode image"),
+    "png-bad-crc": _png_bad_crc,
+    "png-not-an-image": _panel("logo", lambda p: b"<html>a web page, saved as png</html>",
+                               expect="cannot decode image (not a recognised image format)"),
+    "jpeg-zero-byte": _panel("logo", lambda p: b"", ".jpg", "empty file"),
+    "jpeg-truncated": _panel("logo", lambda p: _jpeg_bytes(p)[:300], ".jpg", "cannot decode image"),
+    "jpeg-bad-header": _jpeg_bad_header,
+    "webp-truncated": _panel("logo", lambda p: _webp_bytes(p)[:40], ".webp", "cannot decode image"),
+    "png-decompression-bomb": _bomb,
+    "png-huge-dimensions": _panel("logo", lambda p: png_header_only(100_000, 100_000),
+                                  expect=f"too many pixels (10000000000, limit {MAX_PIXELS})"),
+    "png-over-pixel-limit": _panel("logo", lambda p: png_header_only(4200, 4200),
+                                   expect=f"too many pixels (17640000, limit {MAX_PIXELS})"),
+    "jpeg-huge-dimensions": _jpeg_huge_header,
+    "panel-sizes-mismatch": _panel("logo", lambda p: encode(Image.new("RGB", (48, 48))),
+                                   expect="expected 32x32 pixels, got 48x48"),
+    "panel-not-square": _panel("object", lambda p: encode(Image.new("RGB", (32, 48))),
+                               expect="expected 32x32 pixels, got 32x48"),
+    "panel-missing": _missing,
+    "panel-twice": _twice,
+    "panel-is-a-directory": _dir_panel,
+    "panel-larger-than-limit": _oversized,
+    "symlink-absolute-out-of-import": lambda s, o: _symlink(s, o, relative=False),
+    "symlink-dotdot-out-of-import": lambda s, o: _symlink(s, o, relative=True),
+    "folder-symlink-out-of-import": _folder_symlink,
+    "prompt-symlink-out-of-import": _prompt_symlink,
+    "prompt-not-utf8": _prompt_not_utf8,
+}
+
+
+@pytest.mark.parametrize("case", IMPORT_CASES, ids=list(IMPORT_CASES))
+def test_bad_import(case: str, config_path: Path, workdir: Path, tmp_path: Path):
+    src, outside = tmp_path / "import", tmp_path / "outside"
+    outside.mkdir()
+    write_triplet(src / "t0")
+    needles = IMPORT_CASES[case](src, outside)
+    before = snapshot(workdir)
+    res = runner.invoke(app, ["seed", "-c", str(config_path), "-w", str(workdir), "--from-dir", str(src)])
+    line = assert_user_error(res, *needles)
+    assert line.endswith("(nothing imported)")
+    assert snapshot(workdir) == before
+
+
+@pytest.mark.parametrize("case", ["import-dir-missing", "import-dir-is-a-file", "import-dir-empty"])
+def test_bad_import_folder(case: str, config_path: Path, workdir: Path, tmp_path: Path):
+    src = tmp_path / "import"
+    if case == "import-dir-is-a-file":
+        src.write_text("a list of files, not a folder")
+    elif case == "import-dir-empty":
+        src.mkdir()
+    expect = f"{src}: no triplet folders" if case == "import-dir-empty" else f"{src}: not a directory"
+    before = snapshot(workdir)
+    res = runner.invoke(app, ["seed", "-c", str(config_path), "-w", str(workdir), "--from-dir", str(src)])
+    assert_user_error(res, expect)
+    assert snapshot(workdir) == before
+
+
+# ----------------------------------------------------------------------------- config cases
+def _patched(**sections) -> str:
+    body = yaml.safe_load(MICRO_YAML.format(base="models/tiny_base"))
+    for dotted, value in sections.items():
+        *path, last = dotted.split("__")
+        target = body
+        for p in path:
+            target = target.setdefault(p, {})
+        target[last] = value
+    return yaml.safe_dump(body)
+
+
+CRITERION = {"name": "quality", "question": "Is it sharp?"}
+CONFIG_CASES: dict[str, tuple[str | None, str]] = {
+    # id: (YAML text, or None for a special case; what the error must say after "<file>: ")
+    "yaml-invalid": ("profile: tiny\nrun: {name: [micro\n", "invalid YAML: "),
+    "yaml-empty-file": ("", "expected a mapping at the top level, got NoneType"),
+    "yaml-wrong-type": (_patched(data__panel_size="large"), "data.panel_size: Input should be a valid integer"),
+    "yaml-wrong-type-list": (_patched(bootstrap__candidates=[40]), "bootstrap.candidates: Input should be a valid integer"),
+    "rounds-zero": (_patched(bootstrap__rounds=0), "bootstrap.rounds: Input should be greater than or equal to 1 (got 0)"),
+    "rounds-negative": (_patched(bootstrap__rounds=-3), "bootstrap.rounds: Input should be greater than or equal to 1 (got -3)"),
+    "threshold-nan": (_patched(judge__criteria=[CRITERION | {"threshold": float("nan")}]),
+                      "judge.criteria.0.threshold: Input should be a finite number"),
+    "threshold-above-one": (_patched(judge__criteria=[CRITERION | {"threshold": 1.5}]),
+                            "judge.criteria.0.threshold: Input should be less than or equal to 1 (got 1.5)"),
+    "unknown-profile-in-yaml": (_patched(profile="sdxl"), "profile: Input should be 'tiny' or 'flux' (got 'sdxl')"),
+    "unknown-profile-name": (None, "config file not found (nor a profile: flux, tiny)"),
+    "config-is-a-directory": (None, "cannot read config (Is a directory)"),
+}
+
+
+@pytest.mark.parametrize("case", CONFIG_CASES, ids=list(CONFIG_CASES))
+def test_bad_config(case: str, workdir: Path, tmp_path: Path):
+    text, expect = CONFIG_CASES[case]
+    if case == "unknown-profile-name":
+        path = Path("flux-xl")  # not a file, not a profile
+    elif case == "config-is-a-directory":
+        path = tmp_path / "conf.yaml"
+        path.mkdir()
+    else:
+        path = tmp_path / "bad.yaml"
+        path.write_text(text)
+    before = snapshot(workdir)
+    res = runner.invoke(app, ["run", "-c", str(path), "-w", str(workdir)])
+    assert_user_error(res, f"error: {path}: {expect}")
+    assert snapshot(workdir) == before  # not even a lock file or Prefect state
+
+
+@pytest.mark.parametrize("value", ["0", "-2"], ids=["cli-rounds-zero", "cli-rounds-negative"])
+def test_bad_rounds_option(value: str, config_path: Path, workdir: Path):
+    """Typer's own usage error (a short box, not our one line): still exit 2, no traceback."""
+    before = snapshot(workdir)
+    res = runner.invoke(app, ["run", "-c", str(config_path), "-w", str(workdir), "--rounds", value])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert "Invalid value for '--rounds'" in res.output and "greater than or equal to 1" in res.output
+    assert snapshot(workdir) == before
+
+
+# ----------------------------------------------------------------------------- manifest and store cases
+@pytest.mark.parametrize("uri", ["../../etc/passwd", "/etc/passwd", "s3://someone-elses-bucket/blobs/x.png",
+                                 "blobs/00/../../../../etc/passwd.png"],
+                         ids=["uri-dotdot", "uri-absolute", "uri-other-bucket", "uri-dotdot-inside-blobs"])
+def test_manifest_row_with_a_foreign_uri_is_refused(uri: str, workdir: Path):
+    store = Store(str(workdir))
+    row = make_row(store, 1, 0, source="generated") | {"logo_uri": uri}
+    before = snapshot(workdir)
+    with pytest.raises(SchemaError) as err:
+        store.commit_round(1, schema.to_table([row]))
+    msg = str(err.value)
+    assert "\n" not in msg and msg == (f"triplet {row['triplet_id']}: column 'logo_uri' is {uri!r}, not the blob "
+                                       f"key of its logo_sha256 {row['logo_sha256']!r}")
+    assert snapshot(workdir) == before and store.committed_rounds() == [0]
+
+
+@pytest.mark.parametrize("uri", ["../../etc/passwd", "/etc/passwd"], ids=["committed-uri-dotdot", "committed-uri-absolute"])
+def test_hand_edited_manifest_pointing_outside_is_a_one_line_error(uri: str, config_path: Path, workdir: Path):
+    store = Store(str(workdir))
+    rows = store.read_round(0).to_pylist()
+    tid = rows[0]["triplet_id"]
+    rows[0]["composite_uri"] = uri
+    rewrite_manifest(store, 0, rows)
+    before = snapshot(workdir)
+    res = runner.invoke(app, ["review", "--round", "0", "-c", str(config_path), "-w", str(workdir),
+                              "--out", str(workdir.parent / "sheet.png")])
+    assert_user_error(res, "error: round 0: manifest part-", f"triplet {tid}: column 'composite_uri' is {uri!r}")
+    assert snapshot(workdir) == before and not (workdir.parent / "sheet.png").exists()
+
+
+@pytest.mark.parametrize("case", ["blob-corrupt", "blob-missing"])
+def test_damaged_blob_is_a_one_line_error(case: str, config_path: Path, workdir: Path):
+    store = Store(str(workdir))
+    row = [r for r in store.read_round(0).to_pylist() if r["split"] == "train"][0]
+    path = workdir / row["logo_uri"]
+    if case == "blob-corrupt":
+        data = bytearray(path.read_bytes())
+        data[50] ^= 0x01
+        path.write_bytes(bytes(data))
+        expect = f"error: corrupt blob {row['logo_uri']}: content hashes to "
+    else:
+        path.unlink()
+        expect = f"error: missing blob {row['logo_uri']}"
+    before = snapshot(workdir)
+    res = runner.invoke(app, ["review", "--round", "0", "-c", str(config_path), "-w", str(workdir),
+                              "--out", str(workdir.parent / "sheet.png")])
+    assert_user_error(res, expect)
+    assert snapshot(workdir) == before
+
+
+# ----------------------------------------------------------------------------- judge garbage
+class GarbageJudge(Judge):
+    """A judge backend that answers well for every item except the one whose composite has red = 13."""
+
+    kind = "garbage"
+
+    def __init__(self, garbage: Callable[[], object], **kw):
+        super().__init__([Criterion("quality", "q?", 0.5), Criterion("logo_clean", "l?", 0.5)], panel_size=8, **kw)
+        self.garbage = garbage
+
+    def score(self, batch, prompts):
+        out = []
+        for c, _, _ in batch:
+            red = c.getpixel((0, 0))[0]
+            out.append(self.garbage() if red == 13 else Scored({"quality": 0.25 + red / 400, "logo_clean": 0.9}, {}))
+        if any(c.getpixel((0, 0))[0] == 13 for c, _, _ in batch) and self.garbage is EXTRA:
+            return out + [Scored({"quality": 1.0, "logo_clean": 1.0}, {})]  # one result too many
+        return out
+
+    def explain(self, batch, prompts, failed):
+        return None if self.garbage is EXPLAIN_NONE else [{n: f"explained {n}" for n in names} for names in failed]
+
+
+def EXTRA():  # noqa: N802 - a marker: the batch gets one result too many
+    return Scored({"quality": 0.9, "logo_clean": 0.9}, {})
+
+
+def EXPLAIN_NONE():  # noqa: N802 - a marker: explain() returns garbage; the item's score 0.2 fails on its own
+    return Scored({"quality": 0.2, "logo_clean": 0.9}, {})
+
+
+JUDGE_CASES: dict[str, tuple[Callable[[], object], str]] = {
+    "judge-out-of-range-high": (lambda: Scored({"quality": 7.0, "logo_clean": 0.9}, {}),
+                                "quality: out-of-range score (7, expected 0..1) from the judge"),
+    "judge-out-of-range-negative": (lambda: Scored({"quality": -0.5, "logo_clean": 0.9}, {}),
+                                    "quality: out-of-range score (-0.5, expected 0..1) from the judge"),
+    "judge-string-score": (lambda: Scored({"quality": "0.9", "logo_clean": 0.9}, {}),
+                           "quality: non-numeric score ('0.9') from the judge"),
+    "judge-bool-score": (lambda: Scored({"quality": True, "logo_clean": 0.9}, {}),
+                         "quality: non-numeric score (True) from the judge"),
+    "judge-missing-criterion": (lambda: Scored({"logo_clean": 0.9}, {}), "quality: missing score from the judge"),
+    "judge-nan-everywhere": (lambda: Scored({"quality": math.nan, "logo_clean": -math.inf}, {}),
+                             "quality: non-finite score (nan) from the judge; logo_clean: non-finite score (-inf)"),
+    "judge-returns-none": (lambda: None, "judge returned garbage for this item (NoneType)"),
+    "judge-scores-not-a-mapping": (lambda: Scored([0.9, 0.9], {}),  # type: ignore[arg-type]
+                                   "judge returned garbage for this item (scores of type list)"),
+    "judge-reasons-not-a-mapping": (lambda: Scored({"quality": 0.1, "logo_clean": 0.9}, "bad"),  # type: ignore[arg-type]
+                                    "quality: explained quality"),
+    "judge-wrong-length": (EXTRA, "judge failed on this item: RuntimeError: judge returned 2 results for 1 items"),
+    "judge-explain-returns-garbage": (EXPLAIN_NONE, "quality: score 0.20"),
+}
+
+
+def _panels(red: int):
+    return (Image.new("RGB", (8, 8), (red, 0, 0)), Image.new("RGB", (8, 8)), Image.new("RGB", (8, 8)))
+
+
+@pytest.mark.parametrize("case", JUDGE_CASES, ids=list(JUDGE_CASES))
+def test_judge_garbage_quarantines_only_that_item(case: str):
+    garbage, reason = JUDGE_CASES[case]
+    judge = GarbageJudge(garbage, batch_size=8)
+    reds = [100, 13, 200, 160]
+    out = judge.judge([_panels(v) for v in reds])
+    alone = [GarbageJudge(garbage).judge([_panels(v)])[0] for v in (100, 200, 160)]
+    assert [out[0], out[2], out[3]] == alone  # the rest of the batch is untouched
+    assert all(j.accepted for j in alone)
+    bad = out[1]
+    assert not bad.accepted and bad.reject_reason.startswith(reason), bad.reject_reason
+    assert bad.scores["quality"] <= 0.2  # never a pass
+
+
+# ----------------------------------------------------------------------------- valid, converted
+CONVERTED = {
+    "png-16bit-grey": (lambda: encode(Image.new("I;16", (SIZE, SIZE), 32896)), (128, 128, 128)),
+    "png-16bit-rgb": (lambda: png_rgb16(SIZE, (65535, 32896, 0)), (255, 128, 0)),
+    "jpeg-cmyk": (lambda: encode(Image.new("CMYK", (SIZE, SIZE), (0, 255, 255, 0)), "JPEG", quality=100), (255, 0, 0)),
+    "png-palette": (lambda: encode(Image.new("RGB", (SIZE, SIZE), (0, 128, 255)).convert("P", palette=Image.ADAPTIVE)),
+                    (0, 128, 255)),
+    "png-palette-transparent": (lambda: encode(Image.new("P", (SIZE, SIZE), 0), transparency=0), (255, 255, 255)),
+    "png-rgba-half-transparent": (lambda: encode(Image.new("RGBA", (SIZE, SIZE), (0, 0, 255, 128))), (127, 127, 255)),
+    "png-la": (lambda: encode(Image.new("LA", (SIZE, SIZE), (0, 0))), (255, 255, 255)),
+}
+
+
+@pytest.mark.parametrize("case", CONVERTED, ids=list(CONVERTED))
+def test_unusual_but_valid_images_are_converted_on_import(case: str, config_path: Path, tmp_path: Path):
+    make, expected = CONVERTED[case]
+    src = tmp_path / "import"
+    write_triplet(src / "t0")
+    suffix = ".jpg" if case.startswith("jpeg") else ".png"
+    _replace(src / "t0" / "logo.png", make(), suffix)
+    work = tmp_path / "w"
+    res = runner.invoke(app, ["seed", "-c", str(config_path), "-w", str(work), "--from-dir", str(src), "--n-test", "0"])
+    assert res.exit_code == 0, res.output
+    store = Store(str(work))
+    (row,) = store.read_round(0).to_pylist()
+    logo = store.read_image(row["logo_uri"], size=SIZE)
+    assert logo.mode == "RGB" and logo.getpixel((5, 5)) == pytest.approx(expected, abs=2)

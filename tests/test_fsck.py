@@ -1,0 +1,202 @@
+"""`layerboot fsck [--repair]`: every committed row's blobs present and hashing right; orphans,
+strays, temp files and unfinished commits found by name; --repair removes only what no committed
+round (and no unfinished round's work) references."""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import socket
+import subprocess
+from pathlib import Path
+
+import psutil
+
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from storage import schema
+from storage.fsck import fsck
+from storage.lock import LOCK_KEY
+from storage.store import Store
+from storage.work import RoundWork
+from tests.conftest import MICRO_YAML, make_row
+
+TEMP = ".tmp-" + "0123456789abcdef" * 2 + "-"
+
+
+def commit(store: Store, r: int, rows) -> None:
+    store.commit_round(r, schema.to_table(rows))
+
+
+def snapshot(store: Store) -> dict[str, bytes]:
+    return {posixpath.relpath(p, store.loc.root): store.loc.read_bytes(p) for p in store.loc.fs.find(store.loc.root)}
+
+
+def kinds(report) -> set[tuple[str, str]]:
+    return {(f.kind, f.path) for f in report.findings}
+
+
+def test_a_committed_store_is_clean(store: Store):
+    commit(store, 0, [make_row(store, 0, i) for i in range(3)])
+    commit(store, 1, [make_row(store, 1, i, source="generated", accepted=i == 0) for i in range(2)])
+    report = fsck(store)
+    assert report.clean and report.rounds == [0, 1] and report.rows == 5
+    assert report.blobs_checked == 15  # 5 rows x 3 distinct panels, each hashed once
+    assert fsck(store, repair=True).repaired == []
+
+
+def damaged(store: Store):
+    """A store with one of every problem. Returns what the test needs to know about it."""
+    rows = [make_row(store, 0, i) for i in range(3)]
+    commit(store, 0, rows)
+    missing, corrupt = rows[0]["logo_uri"], rows[1]["object_uri"]
+    store.loc.fs.rm_file(store.loc.join(missing))
+    data = bytearray(store.loc.read_bytes(store.loc.join(corrupt)))
+    data[40] ^= 0xFF
+    store.loc.write_atomic(store.loc.join(corrupt), bytes(data))
+    orphan, _ = store.blobs.put(b"written by a round that never committed")
+    stray = "blobs/zz/notes.txt"
+    store.loc.write_atomic(store.loc.join(stray), b"not a blob")
+    temp = f"blobs/{orphan.split('/')[1]}/{TEMP}{orphan.split('/')[2]}"
+    store.loc.write_atomic(store.loc.join(temp), b"half a png")
+    # a commit of round 1 that died before publishing (staging) and a torn publish of round 2
+    staging = "manifests/_staging/round=01.5f1e"
+    store.loc.write_atomic(store.loc.join(staging, "part-x.parquet"), b"staged")
+    torn = "manifests/round=02"
+    store.loc.write_atomic(store.loc.join(torn, "part-y.parquet"), b"copied before the marker")
+    # round 1 is in progress: its work shard references a blob no committed round does (yet)
+    work_row = make_row(store, 1, 0, source="generated")
+    RoundWork(store, 1).write_shard("generate", 0, schema.to_table([work_row]))
+    return dict(missing=missing, corrupt=corrupt, orphan=orphan, stray=stray, temp=temp, staging=staging, torn=torn,
+                kept=[work_row[f"{p}_uri"] for p in ("composite", "logo", "object")], rows=rows)
+
+
+def test_every_problem_is_found_by_name(store: Store):
+    d = damaged(store)
+    report = fsck(store)
+    assert kinds(report) == {
+        ("missing_blob", d["missing"]), ("corrupt_blob", d["corrupt"]), ("orphan_blob", d["orphan"]),
+        ("stray_file", d["stray"]), ("temp_file", d["temp"]), ("staging", d["staging"]), ("torn_round", d["torn"]),
+    }
+    by_kind = {f.kind: f for f in report.findings}
+    tid0 = d["rows"][0]["triplet_id"]
+    assert by_kind["missing_blob"].detail == f"referenced by round 0, triplet {tid0}, logo_uri"
+    assert by_kind["corrupt_blob"].detail.startswith("hashes to ")
+    assert report.kept_for_work == 3 and report.rounds == [0] and report.rows == 3
+    assert [f.kind for f in report.unrepaired if not f.repairable] == ["missing_blob", "corrupt_blob"]
+
+
+def test_repair_removes_only_what_nothing_references(store: Store):
+    d = damaged(store)
+    manifests_before = {k: v for k, v in snapshot(store).items() if k.startswith("manifests/round=00")}
+    report = fsck(store, repair=True)
+    assert sorted(report.repaired) == sorted([d["orphan"], d["stray"], d["temp"], d["staging"], d["torn"]])
+    after = snapshot(store)
+    for key in (d["orphan"], d["stray"], d["temp"]):
+        assert key not in after
+    assert not any(k.startswith((d["staging"], d["torn"])) for k in after)
+    assert {k: v for k, v in after.items() if k.startswith("manifests/round=00")} == manifests_before
+    referenced = {r[f"{p}_uri"] for r in d["rows"] for p in ("composite", "logo", "object")} - {d["missing"]}
+    assert referenced | set(d["kept"]) <= set(after)  # every referenced blob is still there, corrupt one too
+    assert not store.loc.exists(store.loc.join("locks/run.lock"))
+    again = fsck(store)
+    assert kinds(again) == {("missing_blob", d["missing"]), ("corrupt_blob", d["corrupt"])}  # not repairable
+    assert store.read_round(0).num_rows == 3
+
+
+def test_no_blob_is_removed_while_a_committed_manifest_cannot_be_read(store: Store):
+    commit(store, 0, [make_row(store, 0, 0)])
+    orphan, _ = store.blobs.put(b"maybe referenced by the unreadable round")
+    path = posixpath.join(store.round_dir(0), store.marker(0)["file"])
+    store.loc.write_atomic(path, store.loc.read_bytes(path) + b"\0")  # no longer matches its marker
+    blobs = store.blobs.keys()
+    report = fsck(store, repair=True)
+    # its references are unknown: every blob looks unreferenced, and none may be removed
+    assert kinds(report) == {("bad_manifest", "manifests/round=00")} | {("orphan_blob", k) for k in blobs}
+    assert "does not match its commit marker" in report.findings[0].detail
+    assert not any(f.repairable for f in report.findings)
+    assert report.repaired == [] and store.blobs.keys() == blobs and orphan in blobs
+
+
+def test_a_manifest_row_pointing_outside_blobs_is_a_bad_reference(tmp_path: Path):
+    """A hand-edited manifest (marker hash updated to match) naming ../ and absolute paths."""
+    store = Store(str(tmp_path / "w"))
+    commit(store, 0, [make_row(store, 0, i) for i in range(2)])
+    rows = sorted(store.read_round(0).to_pylist(), key=lambda r: r["triplet_id"])
+    dropped = {rows[0]["logo_uri"], rows[1]["object_uri"]}
+    rows[0]["logo_uri"], rows[1]["object_uri"] = "../../etc/passwd", "/etc/passwd"
+    rewrite_manifest(store, 0, rows)
+    report = fsck(store)
+    bad = sorted(f.detail for f in report.findings if f.kind == "bad_reference")
+    assert bad == sorted([
+        f"round 0, triplet {rows[0]['triplet_id']}, logo_uri: '../../etc/passwd' is not the blob key of sha256 "
+        f"{rows[0]['logo_sha256']!r}",
+        f"round 0, triplet {rows[1]['triplet_id']}, object_uri: '/etc/passwd' is not the blob key of sha256 "
+        f"{rows[1]['object_sha256']!r}",
+    ])
+    assert {f.path for f in report.findings if f.kind == "orphan_blob"} == dropped  # what those rows pointed at
+
+
+def rewrite_manifest(store: Store, r: int, rows: list[dict]) -> None:
+    """Tamper with a committed round the way a hand edit would: new rows, marker hash made to match."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from storage.hashing import sha256_hex
+    from storage.store import MARKER
+
+    marker = store.marker(r)
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema.MANIFEST_SCHEMA), buf)
+    store.loc.write_atomic(posixpath.join(store.round_dir(r), marker["file"]), buf.getvalue())
+    marker["manifest_sha256"] = sha256_hex(buf.getvalue())
+    store.loc.write_atomic(posixpath.join(store.round_dir(r), MARKER), json.dumps(marker).encode())
+
+
+runner = CliRunner()
+
+
+def test_cli_exit_codes_json_and_the_lock(tmp_path: Path):
+    work, micro_config_path = tmp_path / "w", tmp_path / "micro.yaml"
+    micro_config_path.write_text(MICRO_YAML.format(base="models/tiny_base"))  # fsck never loads the model
+    store = Store(str(work))
+    commit(store, 0, [make_row(store, 0, i) for i in range(2)])
+    args = ["fsck", "-c", str(micro_config_path), "-w", str(work)]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0 and res.stdout.strip().endswith("clean"), res.output
+
+    orphan, _ = store.blobs.put(b"orphan")
+    res = runner.invoke(app, args + ["--json"])
+    assert res.exit_code == 1
+    body = json.loads(res.stdout)
+    assert body["counts"] == {"orphan_blob": 1} and body["findings"][0]["path"] == orphan
+
+    res = runner.invoke(app, args)
+    assert res.exit_code == 1 and f"orphan_blob      {orphan}  (referenced by no committed round)" in res.stdout
+    assert "1 removable with `layerboot fsck --repair`" in res.stdout
+
+    run = subprocess.Popen(["sleep", "300"])  # stands for a live `layerboot run` holding the lock
+    try:
+        lock = {"host": socket.gethostname(), "pid": run.pid, "started_at": "2026-01-01T00:00:00+00:00",
+                "command": "layerboot run", "token": "a" * 32, "pid_started": psutil.Process(run.pid).create_time()}
+        store.loc.write_atomic(store.loc.join(LOCK_KEY), json.dumps(lock).encode())
+        res = runner.invoke(app, args + ["--repair"])  # a run is writing: --repair must not touch anything
+        assert res.exit_code == 2 and f"is locked by `layerboot run` on host {lock['host']}, pid {run.pid}" in res.stderr
+        assert store.loc.exists(store.loc.join(orphan))
+        res = runner.invoke(app, args)  # a plain check is read-only: allowed, and says who holds the lock
+        assert res.exit_code == 1 and f"locked by `layerboot run` on host {lock['host']}, pid {run.pid}" in res.stdout
+    finally:
+        run.kill()
+        run.wait()
+
+    res = runner.invoke(app, args + ["--repair"])
+    assert res.exit_code == 0 and f"removed          {orphan}" in res.stdout, res.output
+    assert not store.loc.exists(store.loc.join(orphan))
+
+    store.loc.fs.rm_file(store.loc.join(store.read_round(0).to_pylist()[0]["logo_uri"]))
+    res = runner.invoke(app, args + ["--repair"])
+    assert res.exit_code == 1 and "1 cannot be repaired here" in res.stdout

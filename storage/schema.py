@@ -132,13 +132,13 @@ def validate(table: pa.Table, schema: pa.Schema = MANIFEST_SCHEMA) -> None:
             if pc.any(bad).as_py():
                 first = column.filter(bad)[0].as_py()
                 raise SchemaError(f"column '{panel}_sha256' has a malformed sha256: {first!r}")
-        _check_uris(table)
+        check_uris(table)
         ids = table.column("triplet_id")
         if pc.count_distinct(ids).as_py() != len(ids):
             raise SchemaError("column 'triplet_id' has duplicates")
 
 
-def _check_uris(table: pa.Table) -> None:
+def check_uris(table: pa.Table) -> None:
     """Image columns hold exactly the blob key of their sha256: never a path of their own choosing
     (`../`, `/etc/...`, another bucket), so a manifest can only ever point inside blobs/."""
     for panel in (*PANELS, "footprint"):

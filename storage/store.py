@@ -137,8 +137,10 @@ class Store:
         return sorted({int(n.split(".")[0].removeprefix("round=")) for n in names if n.startswith("round=")})
 
     def read_round(self, r: int, validate: bool = True) -> pa.Table:
-        """A committed round's rows, hash-checked against its marker and (unless `validate` is False,
-        for `fsck`, which reports bad rows one by one) validated like a commit."""
+        """A committed round's rows, hash-checked against its marker. The commit validated every
+        row; here (unless `validate` is False, for `fsck`, which reports bad rows one by one) the
+        image columns are checked again to be blob keys, so a manifest and marker rewritten behind
+        our back still cannot point a reader outside blobs/. Cheap: ~0.05 s per 100k rows."""
         marker = self.marker(r)
         if marker is None:
             raise StoreError(f"round {r} is not committed in {self.uri}")
@@ -148,7 +150,7 @@ class Store:
         table = pq.read_table(io.BytesIO(data)).cast(schema.MANIFEST_SCHEMA)
         if validate:
             try:
-                schema.validate(table)
+                schema.check_uris(table)
             except schema.SchemaError as e:
                 raise StoreError(f"round {r}: manifest {marker['file']}: {e}") from None
         return table

@@ -16,7 +16,7 @@ from prefect.utilities.annotations import unmapped
 from configs import load_config
 from models.bootstrap import plan_shards
 from storage.store import Store
-from storage.work import RoundWork
+from storage.work import RoundWork, tidy_committed
 from tasks import round as t
 
 
@@ -63,6 +63,7 @@ def bootstrap_flow(config: str = "configs/tiny.yaml", workdir: str = "runs/tiny"
     cfg, store = load_config(config), Store(workdir)
     logger = get_run_logger()
     t.seed_round(config, workdir)
+    tidy_committed(store)
     done = set(store.committed_rounds())
     results = []
     for r in range(1, (rounds or cfg.bootstrap.rounds) + 1):

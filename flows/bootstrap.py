@@ -18,7 +18,7 @@ from flows.runners import task_runner_factory
 from models.bootstrap import plan_shards
 from storage.lock import WorkdirLock
 from storage.store import Store
-from storage.work import RoundWork
+from storage.work import RoundWork, tidy_committed
 from tasks import round as t
 
 
@@ -70,6 +70,7 @@ def bootstrap_flow(config: str = "configs/tiny.yaml", workdir: str = "runs/tiny"
     with WorkdirLock(store.loc, "layerboot-bootstrap flow",
                      on_takeover=lambda h, why: logger.warning("taking over the lock of %s: %s", h.describe(), why)):
         t.seed_round(config, workdir)
+        tidy_committed(store)
         done = set(store.committed_rounds())
         results = []
         with task_runner_factory(task_runner, dask_address) as make_runner:

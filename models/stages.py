@@ -42,7 +42,9 @@ def _shard_stage(stage: str, config_path: str, workdir: str, round: int, shard: 
         log.info("kept finished shard %s", name)
         return work
     failpoint(f"{name}-start")
-    work.write_shard(stage, shard, compute())
+    table = compute()
+    failpoint(f"{name}-computed")  # generate/cycle: its blobs are written, the shard is not
+    work.write_shard(stage, shard, table)
     log.info("finished shard %s", name)
     failpoint(f"{name}-done")
     return work
@@ -90,7 +92,9 @@ def train_stage(config_path: str, workdir: str, round: int) -> dict[str, Any]:
         result = train_adapter(
             backbone, cfg, [(t["composite"], t["logo"], t["object"]) for t in pool], [t["prompt"] for t in pool],
             out, warm_start=warm, seed=derive_seed(cfg.run.seed, "train", round), steps=steps, fingerprint=fingerprint,
+            on_checkpoint=lambda step: failpoint(f"train-r{round:02d}-checkpoint"),
         )
+    failpoint(f"train-r{round:02d}-saved")
     if not store.loc.is_local:
         for f in out.iterdir():
             store.loc.write_atomic(f"{work.adapter_dir}/{f.name}", f.read_bytes())
@@ -105,6 +109,7 @@ def train_stage(config_path: str, workdir: str, round: int) -> dict[str, Any]:
     }
     work.write_result("train", summary)
     log.info("finished stage train-r%02d", round)
+    failpoint(f"train-r{round:02d}-done")
     return summary
 
 
@@ -167,6 +172,7 @@ def evaluate_stage(config_path: str, workdir: str, round: int) -> dict[str, Any]
         report = evaluate_decomposition(_sampler(cfg, store, round), test, seeds) if test else {}
     work.write_result("evaluate", report)
     log.info("finished stage evaluate-r%02d", round)
+    failpoint(f"evaluate-r{round:02d}-done")
     return report
 
 
@@ -176,7 +182,8 @@ def commit_stage(config_path: str, workdir: str, round: int, extra: dict[str, An
     cfg, store = open_run(config_path, workdir)
     work = RoundWork(store, round)
     if (marker := store.marker(round)) is not None:
-        work.clear()  # a crash between the commit and this cleanup leaves the folder behind
+        store.metrics()  # a crash right after the commit can leave metrics/rounds.parquet behind it
+        work.clear()  # ... and this folder
         return {"round": round, "rows": marker["rows"], "skipped": True}
     shards = [s.index for s in bootstrap.plan_shards(cfg.bootstrap.candidates, cfg.bootstrap.shard_size)]
     table = pa.concat_tables([work.read_stage("judge", shards), work.read_stage("cycle", shards)])
@@ -194,11 +201,14 @@ def seed_stage(config_path: str, workdir: str) -> dict[str, Any]:
     """Round 0 (seeds + held-out test split), unless it is already committed."""
     cfg, store = open_run(config_path, workdir)
     if (marker := store.marker(0)) is not None:
+        store.metrics()  # refreshed if a crash came between the commit and its metrics
         return {"round": 0, "rows": marker["rows"], "skipped": True}
     from models.seeding import seed_rows
     from storage.schema import to_table
 
-    info = store.commit_round(0, to_table(seed_rows(store, cfg, cfg.data.n_seeds, cfg.data.n_test)))
+    rows = seed_rows(store, cfg, cfg.data.n_seeds, cfg.data.n_test)
+    failpoint("seed-r00-rows")
+    info = store.commit_round(0, to_table(rows))
     return {"round": 0, "rows": info.rows}
 
 

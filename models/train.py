@@ -14,7 +14,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from PIL import Image
@@ -125,11 +125,13 @@ def train_adapter(
     seed: int = 0,
     steps: int | None = None,
     fingerprint: str | None = None,
+    on_checkpoint: Callable[[int], None] | None = None,
 ) -> TrainResult:
     """Train (or resume training) an adapter on `triplets` and save it to `out_dir`.
 
     `fingerprint` names the inputs (config, pool, warm start); when `out_dir` already holds a
-    finished adapter with the same fingerprint, nothing is recomputed."""
+    finished adapter with the same fingerprint, nothing is recomputed. `on_checkpoint(step)` is
+    called after each checkpoint is saved."""
     tc = config.train
     total = steps or tc.steps
     out_dir = Path(out_dir)
@@ -171,6 +173,8 @@ def train_adapter(
         bar.set_postfix(rec=f"{rec.item():.3f}", cyc=f"{cyc.item():.3f}")
         if (step + 1) % tc.checkpoint_every == 0 and step + 1 < total:
             _checkpoint(backbone, config, opt, gen, step + 1, log, ckpt)
+            if on_checkpoint is not None:
+                on_checkpoint(step + 1)
     backbone.transformer.eval()
     save_adapter(backbone.transformer, out_dir, tuple(config.lora.extra_trainable))
     (out_dir / LOG_FILE).write_text(json.dumps(log))

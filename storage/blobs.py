@@ -73,7 +73,8 @@ class BlobStore:
         return self.loc.exists(self.path(key))
 
     def keys(self) -> list[str]:
+        """Every blob's key (not the hidden temp file of a write that was killed half-way)."""
         root = self.loc.join("blobs")
         if not self.loc.exists(root):
             return []
-        return sorted(posixpath.relpath(p, self.loc.root) for p in self.loc.fs.find(root))
+        return sorted(k for p in self.loc.fs.find(root) if _KEY.match(k := posixpath.relpath(p, self.loc.root)))

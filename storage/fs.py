@@ -7,6 +7,7 @@ import posixpath
 import re
 import uuid
 from dataclasses import dataclass
+from typing import Callable
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -75,20 +76,24 @@ class Location:
             if os.path.exists(tmp):
                 os.unlink(tmp)
 
-    def publish_dir(self, src: str, dst: str, last: str) -> None:
+    def publish_dir(self, src: str, dst: str, last: str, before_last: Callable[[], None] | None = None) -> None:
         """Move directory `src` to `dst` (which must not exist) so that file `last` appears last.
 
         Locally one rename publishes everything at once. Object stores have no rename: files are
-        copied one by one with `last` (the commit marker) copied after all the others.
+        copied one by one (each copy appears whole), `last` after all the others; `before_last()`
+        runs between the two (a failpoint for tests).
         """
         if self.is_local:
             os.makedirs(posixpath.dirname(dst), exist_ok=True)
             os.rename(src, dst)  # fails if dst exists and is non-empty: never overwrite a round
             return
         files = sorted(self.fs.find(src))
-        marker = posixpath.join(src, last)
-        for f in [f for f in files if f != marker] + [marker]:
+        final = posixpath.join(src, last)
+        for f in [f for f in files if f != final]:
             self.fs.copy(f, posixpath.join(dst, posixpath.relpath(f, src)))
+        if before_last is not None:
+            before_last()
+        self.fs.copy(final, posixpath.join(dst, last))
         self.fs.rm(src, recursive=True)
 
     def remove_tree(self, path: str) -> None:

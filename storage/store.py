@@ -9,13 +9,15 @@ Layout (readable without layerboot; see README "Dashboards"):
     <workdir>/metrics/rounds.parquet                one row per committed round
     <workdir>/adapters/round=NN/                    the IC-LoRA adapter trained in round NN
 
-A round exists for readers only once its marker exists. The marker is written last inside a
-staging folder that is then published in one rename (locally) or copied marker-last (object
-stores), so a crash at any point leaves either the whole round or nothing visible.
+A round exists once its marker and the manifest the marker names are both in round=NN/. Both
+are written to a staging folder that is then published in one rename (locally) or copied with
+the manifest last (object stores, where each copy appears whole): a crash at any point leaves
+either the whole round or nothing visible, also to readers that only look at the Parquet files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import json
@@ -33,7 +35,8 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from storage import schema
-from storage.blobs import BlobStore
+from storage.blobs import BlobStore, blob_key
+from storage.faults import failpoint
 from storage.fs import Location
 from storage.hashing import sha256_hex, stable_id
 from storage.images import decode_image, encode_png
@@ -112,21 +115,26 @@ class Store:
 
     # ---- reading committed rounds ---------------------------------------------------------
     def marker(self, r: int) -> dict[str, Any] | None:
+        """Round r's commit marker, or None while r is not committed (no marker, or the manifest
+        it names not published yet: an object-store commit that stopped half-way)."""
         path = posixpath.join(self.round_dir(r), MARKER)
         if not self.loc.exists(path):
             return None
-        return json.loads(self.loc.read_bytes(path))
+        marker = json.loads(self.loc.read_bytes(path))
+        return marker if self.loc.exists(posixpath.join(self.round_dir(r), marker["file"])) else None
 
     def committed_rounds(self) -> list[int]:
+        """Rounds whose folder holds the marker and a manifest (published last: a commit is complete)."""
         root = self.loc.join("manifests")
         if not self.loc.exists(root):
             return []
-        rounds = []
-        for entry in self.loc.fs.ls(root, detail=False):
-            m = _ROUND_DIR.match(posixpath.basename(entry.rstrip("/")))
-            if m and self.loc.exists(posixpath.join(entry, MARKER)):
-                rounds.append(int(m.group(1)))
-        return sorted(rounds)
+        files: dict[int, set[str]] = {}
+        for path in self.loc.fs.find(root):
+            parts = posixpath.relpath(path, root).split("/")
+            if len(parts) == 2 and (m := _ROUND_DIR.match(parts[0])):
+                files.setdefault(int(m.group(1)), set()).add(parts[1])
+        return sorted(r for r, names in files.items()
+                      if MARKER in names and any(n.startswith("part-") and n.endswith(".parquet") for n in names))
 
     def staged_rounds(self) -> list[int]:
         """Rounds with a commit that started and never finished (a crash mid-commit)."""
@@ -213,6 +221,7 @@ class Store:
             raise StoreError(f"round {r}: unknown metric(s) {sorted(unknown)}; see storage/schema.py")
 
         adapter_uri = self._copy_adapter(r, adapter_dir) if adapter_dir else None
+        failpoint(f"commit-r{r:02d}-adapter")
         buf = io.BytesIO()
         pq.write_table(table, buf, compression="zstd")
         data = buf.getvalue()
@@ -220,13 +229,29 @@ class Store:
         marker = self._marker_body(r, table, digest, name, sha256_hex(data), adapter_uri) | (metrics or {})
 
         stage = self.loc.join("manifests", STAGING, f"round={r:02d}.{uuid.uuid4().hex}")
-        self.loc.write_atomic(posixpath.join(stage, name), data)
-        self.loc.write_atomic(posixpath.join(stage, MARKER), json.dumps(marker, indent=1).encode())
-        final = self.round_dir(r)
-        self.loc.remove_tree(final)  # only ever a torn, marker-less copy: the marker check above
-        self.loc.publish_dir(stage, final, last=MARKER)
+        try:
+            self.loc.write_atomic(posixpath.join(stage, name), data)
+            failpoint(f"commit-r{r:02d}-manifest")
+            self.loc.write_atomic(posixpath.join(stage, MARKER), json.dumps(marker, indent=1).encode())
+            failpoint(f"commit-r{r:02d}-staged")
+            final = self.round_dir(r)
+            self.loc.remove_tree(final)  # only ever a torn copy without its manifest: see marker()
+            self.loc.publish_dir(stage, final, last=name, before_last=lambda: failpoint(f"commit-r{r:02d}-publishing"))
+        except Exception:
+            with contextlib.suppress(Exception):  # e.g. no space left: free what this attempt wrote
+                self.loc.remove_tree(stage)
+            raise
+        failpoint(f"commit-r{r:02d}-published")
+        self._remove_staging(r)  # left behind by commits of this round that were killed
         self.refresh_metrics()
         return CommitInfo(r, table.num_rows, digest, noop=False)
+
+    def _remove_staging(self, r: int) -> None:
+        root = self.loc.join("manifests", STAGING)
+        if self.loc.exists(root):
+            for path in self.loc.fs.ls(root, detail=False):
+                if posixpath.basename(path.rstrip("/")).startswith(f"round={r:02d}."):
+                    self.loc.remove_tree(path)
 
     def _check_blobs(self, table: pa.Table) -> None:
         for panel in (*schema.PANELS, "footprint"):  # schema.validate made sure each key is its sha's

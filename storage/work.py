@@ -96,3 +96,11 @@ class RoundWork:
 
     def clear(self) -> None:
         self.store.loc.remove_tree(self.root)
+
+
+def tidy_committed(store: Store) -> None:
+    """Finish what a kill right after a commit left undone: the work folders of committed rounds,
+    and a metrics index that lags behind the committed rounds."""
+    for r in store.committed_rounds():
+        RoundWork(store, r).clear()
+    store.metrics()

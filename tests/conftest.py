@@ -60,10 +60,16 @@ def random_tiny_base(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def micro_yaml(random_tiny_base: Path) -> str:
+    """The micro config's text, for session-scoped fixtures that write a config of their own."""
+    return MICRO_YAML.format(base=random_tiny_base)
+
+
 @pytest.fixture
-def micro_config_path(tmp_path: Path, random_tiny_base: Path) -> Path:
+def micro_config_path(tmp_path: Path, micro_yaml: str) -> Path:
     path = tmp_path / "micro.yaml"
-    path.write_text(MICRO_YAML.format(base=random_tiny_base))
+    path.write_text(micro_yaml)
     return path
 
 
@@ -119,6 +125,12 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def free_port():
+    """A function returning a free TCP port on 127.0.0.1 (for services a test starts)."""
+    return _free_port
 
 
 def _standing_prefect_server(home: Path, extra_env: dict[str, str]):

@@ -182,28 +182,51 @@ def test_crash_before_marker_leaves_nothing_visible(store: Store, monkeypatch):
 
 
 def test_torn_object_store_publish_is_invisible_and_repaired(tmp_path):
-    """Object stores have no rename: a crash while copying leaves files without a marker."""
+    """Object stores have no rename: a crash while copying leaves some files in round=NN/. The
+    manifest is copied last, so until it lands neither layerboot nor a raw Parquet reader sees the round."""
     import uuid
 
     store = Store(f"memory://layerboot-tests/{uuid.uuid4().hex}")
     rows = [make_row(store, 0, i) for i in range(3)]
     real_copy = store.loc.fs.copy
 
-    def copy_until_marker(src, dst, **kw):
-        if src.endswith(MARKER):
+    def copy_until_manifest(src, dst, **kw):
+        if src.endswith(".parquet"):
             raise ConnectionError("503 Slow Down")
         return real_copy(src, dst, **kw)
 
-    store.loc.fs.copy = copy_until_marker
+    store.loc.fs.copy = copy_until_manifest
     try:
         with pytest.raises(ConnectionError):
             commit(store, 0, rows)
     finally:
         del store.loc.fs.copy
-    assert store.loc.fs.find(store.round_dir(0))  # the data file got there ...
-    assert store.committed_rounds() == []  # ... but without its marker the round does not exist
+    torn = store.loc.fs.find(store.round_dir(0))
+    assert [posixpath.basename(p) for p in torn] == [MARKER]  # the marker got there ...
+    assert store.committed_rounds() == [] and store.marker(0) is None  # ... but without its manifest no round
+    raw = ds.dataset(store.loc.join("manifests"), filesystem=store.loc.fs, partitioning="hive").to_table()
+    assert raw.num_rows == 0
+    assert store.staged_rounds() == []  # the failed attempt removed its staging folder
     commit(store, 0, rows)
     assert store.committed_rounds() == [0] and store.read_round(0).num_rows == 3
+
+
+def test_failed_commit_frees_its_staging_and_a_later_commit_clears_killed_ones(store: Store, monkeypatch):
+    """A commit that fails (disk full, injected at a failpoint) removes what it staged; staging
+    left by a killed commit is removed once the round commits."""
+    commit(store, 0, [make_row(store, 0, 0)])
+    rows = [make_row(store, 1, i, source="generated") for i in range(2)]
+    killed = store.loc.join("manifests", "_staging", "round=01.killed")
+    store.loc.write_atomic(posixpath.join(killed, "part-x.parquet"), b"half")
+    monkeypatch.setenv("LAYERBOOT_FAIL_AT", "commit-r01-manifest:ENOSPC")
+    with pytest.raises(OSError, match=r"No space left on device \(injected at failpoint commit-r01-manifest\)"):
+        commit(store, 1, rows)
+    monkeypatch.delenv("LAYERBOOT_FAIL_AT")
+    staging = store.loc.fs.ls(store.loc.join("manifests", "_staging"), detail=False)
+    assert [posixpath.basename(p.rstrip("/")) for p in staging] == ["round=01.killed"]
+    assert store.committed_rounds() == [0]
+    commit(store, 1, rows)
+    assert store.committed_rounds() == [0, 1] and store.staged_rounds() == []
 
 
 def test_manifest_tampering_is_detected(store: Store):

@@ -4,7 +4,7 @@ import pytest
 
 from storage import schema
 from storage.store import Store
-from storage.work import RoundWork
+from storage.work import RoundWork, tidy_committed
 from tests.conftest import make_row
 
 
@@ -32,3 +32,13 @@ def test_stage_results_and_clear(store: Store):
     assert work.read_result("evaluate") is None
     with pytest.raises(ValueError, match="bad stage name"):
         work.shard_path("../x", 0)
+
+
+def test_tidy_committed_finishes_what_a_kill_after_a_commit_left(store: Store):
+    store.commit_round(0, schema.to_table([make_row(store, 0, 0)]))
+    RoundWork(store, 0).write_result("train", {"steps": 1})  # killed after the commit, before its cleanup
+    RoundWork(store, 1).write_result("train", {"steps": 1})  # a round in progress: kept
+    store.loc.fs.rm(store.metrics_path())  # ... and before the metrics refresh
+    tidy_committed(store)
+    assert RoundWork(store, 0).read_result("train") is None and RoundWork(store, 1).read_result("train") == {"steps": 1}
+    assert store.loc.exists(store.metrics_path()) and store.metrics()["round"].to_pylist() == [0]

@@ -27,9 +27,10 @@ from pathlib import Path
 
 import yaml
 
-from configs import resolve_config_path
-from storage.store import Store
-from tests.conftest import _standing_prefect_server, _stop
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the test suite's Prefect server helper
+from configs import resolve_config_path  # noqa: E402
+from storage.store import Store  # noqa: E402
+from tests.conftest import _standing_prefect_server, _stop  # noqa: E402
 
 EXE = str(Path(sys.executable).parent / "layerboot")
 FINISHED = re.compile(r"layerboot - finished (?:shard|stage) ([a-z]+-r\d\d(?:-s\d{3})?)")
@@ -51,20 +52,22 @@ def small_config(root: Path) -> Path:
     return path
 
 
-def launch(command: str, config: Path, workdir: Path, env: dict, kill_after: float | None) -> tuple[str, float]:
+def launch(command: str, config: Path, workdir: Path, env: dict, kill_after: float | None) -> tuple[str, float, bool]:
     """Run `layerboot COMMAND`; SIGKILL its process group after `kill_after` seconds. Returns
-    (output, seconds)."""
+    (output, seconds, killed)."""
     t0 = time.monotonic()
     with tempfile.TemporaryFile("w+") as out:
         proc = subprocess.Popen([EXE, command, "-c", str(config), "-w", str(workdir)], env=env, stdout=out,
                                 stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        killed = False
         try:
             proc.wait(timeout=kill_after)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+            killed = True
         out.seek(0)
-        return out.read(), time.monotonic() - t0
+        return out.read(), time.monotonic() - t0, killed
 
 
 def content(store: Store, r: int) -> list[dict]:
@@ -82,19 +85,20 @@ def main() -> None:
     try:
         env = os.environ | {"PREFECT_API_URL": url, "PYTHONUNBUFFERED": "1"}
         config = small_config(root)
-        ref_out, ref_s = launch("run", config, root / "ref", env, None)
+        ref_out, ref_s, _ = launch("run", config, root / "ref", env, None)
         ref_work = Counter(FINISHED.findall(ref_out))
         print(f"reference run: {ref_s:.0f} s, {sum(ref_work.values())} finished shards/stages", flush=True)
 
         finished: Counter[str] = Counter()
         crashed = root / "crashed"
-        for k in range(args.kills):
-            moment = rng.uniform(3.0, ref_s * 0.9)
-            out, took = launch("run" if k == 0 else "resume", config, crashed, env, moment)
+        for k in range(args.kills):  # spread the kills over the run: each process gets a slice of it
+            moment = rng.uniform(5.0, 5.0 + 1.5 * ref_s / args.kills)
+            out, took, killed = launch("run" if k == 0 else "resume", config, crashed, env, moment)
             names = FINISHED.findall(out)
             finished.update(set(names))
-            print(f"kill {k + 1}: after {took:.0f} s ({len(names)} finished in this process)", flush=True)
-        out, took = launch("resume", config, crashed, env, None)
+            print(f"process {k + 1}: {'killed' if killed else 'finished'} after {took:.0f} s "
+                  f"({len(names)} shards/stages finished in it)", flush=True)
+        out, took, _ = launch("resume", config, crashed, env, None)
         finished.update(set(FINISHED.findall(out)))
         print(f"final resume: {took:.0f} s", flush=True)
 

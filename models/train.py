@@ -33,9 +33,8 @@ from models.backbone import (
     unpack,
 )
 from models.encoded import TASKS, EncodedGrids, encode_grids, make_batch
-from models.grid import PANELS, Task, grid_tensor, split_grid_tensor, task_mask
+from models.grid import Task, grid_tensor, split_grid_tensor, task_mask
 from models.objective import FlowMatching
-from storage.hashing import derive_seed
 from storage.store import TRAIN_LOG
 
 CHECKPOINT = "checkpoint"

@@ -35,10 +35,10 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from storage import schema
-from storage.blobs import BlobStore, blob_key
+from storage.blobs import BlobStore
 from storage.faults import failpoint
 from storage.fs import Location
-from storage.hashing import sha256_hex, stable_id
+from storage.hashing import sha256_hex
 from storage.images import decode_image, encode_png
 from storage.overrides import effective_accepted, in_effect, load_overrides
 
@@ -201,8 +201,9 @@ class Store:
         """
         table = table.cast(schema.MANIFEST_SCHEMA)
         schema.validate(table)
-        if table.num_rows and set(table["round"].to_pylist()) != {r}:
-            raise StoreError(f"round {r}: rows carry round(s) {sorted(set(table['round'].to_pylist()))}")
+        carried = set(pc.unique(table["round"]).to_pylist())
+        if table.num_rows and carried != {r}:
+            raise StoreError(f"round {r}: rows carry round(s) {sorted(carried)}")
         digest = content_digest(table)
         existing = self.marker(r)
         if existing is not None:

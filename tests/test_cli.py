@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pyarrow.dataset as ds
-import pytest
 from PIL import Image
 from typer.testing import CliRunner
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import psutil
 
-import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app

@@ -9,7 +9,6 @@ The run calls the round's stage functions in-process, in the order the Prefect f
 from __future__ import annotations
 
 import io
-import json
 import os
 import shutil
 import time

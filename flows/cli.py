@@ -511,7 +511,8 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     figure: Annotated[Optional[Path], typer.Option("--figure", help="Also write a PNG: truth beside prediction.")] = None,
 ) -> None:
-    """Decomposition quality on the held-out test split: model vs trivial baseline vs codec ceiling.
+    """Decomposition quality on the held-out test split: model vs trivial baseline (raw and through
+    the codec) vs codec ceiling.
     Without --adapter, evaluates the untrained base."""
     with user_errors():
         from models.dataio import read_triplets
@@ -534,9 +535,9 @@ def evaluate(
             typer.echo(json.dumps(result, indent=1))
             return
         typer.echo(f"{result['n']} held-out composites, adapter: {adapter or '(untrained)'}")
-        typer.echo(f"{'':<10}" + "".join(f"{k:>23}" for k in result["model"]))
-        for who in ("model", "baseline", "codec"):
-            typer.echo(f"{who:<10}" + "".join(f"{v:>23}" for v in result[who].values()))
+        typer.echo(f"{'':<15}" + "".join(f"{k:>23}" for k in result["model"]))
+        for who in ("model", "baseline", "baseline_codec", "codec"):
+            typer.echo(f"{who:<15}" + "".join(f"{v:>23}" for v in result[who].values()))
 
 
 @app.command()
@@ -589,20 +590,24 @@ def compose(
 @app.command("pretrain-tiny")
 def pretrain_tiny(
     out: Annotated[Path, typer.Option("--out", help="Where to write the base (diffusers layout).")] = Path("models/tiny_base"),
-    stage: Annotated[list[str], typer.Option("--stage", help="vae and/or transformer (default: both).")] = ["vae", "transformer"],
+    stage: Annotated[list[str], typer.Option(
+        "--stage", help="encoder, decoder and/or transformer (default: all, in that order). decoder and "
+        "transformer need only the encoder: run them in two processes to use two machines' worth of cores.")
+    ] = ["encoder", "decoder", "transformer"],
     threads: Annotated[int, typer.Option("--threads", min=1, help="torch CPU threads.")] = 2,
 ) -> None:
-    """Pretrain the tiny profile's base (VAE, then the Fill transformer) on procedural families
-    that never include the logo-on-object domain; writes safetensors + RECIPE.json."""
+    """Pretrain the tiny profile's base: the codec (a PCA encoder, then its decoder) and the Fill
+    transformer, on single images and generic in-context families of the procedural world, never
+    on a (composite, logo, object) triplet; writes safetensors + RECIPE.json."""
     with user_errors():
         import torch
 
         from models.backbone import TinySpec
-        from models.pretrain import PretrainRecipe, pretrain_tiny as run_pretrain
+        from models.pretrain import STAGES, PretrainRecipe, pretrain_tiny as run_pretrain
 
-        bad = set(stage) - {"vae", "transformer"}
+        bad = set(stage) - set(STAGES)
         if bad:
-            raise typer.BadParameter(f"unknown stage(s) {sorted(bad)}")
+            raise typer.BadParameter(f"unknown stage(s) {sorted(bad)}; known: {', '.join(STAGES)}")
         torch.set_num_threads(threads)
         command = "layerboot pretrain-tiny " + " ".join(sys.argv[2:])
         record = run_pretrain(out, TinySpec(), PretrainRecipe(), tuple(stage), log=typer.echo, command=command.strip())

@@ -9,8 +9,9 @@ Two ways to get a Backbone:
     writes either one in the layout that `load_backbone` and `FluxFillPipeline.from_pretrained` read.
 
 Shapes (B batch, H x W pixels, h = H/8, w = W/8 latents, N = (H/16)(W/16) packed tokens,
-L text tokens): latents [B, 16, h, w]; packed [B, N, 64]; Fill condition [B, N, 320];
-transformer input [B, N, 384]; velocity [B, N, 64].
+L text tokens, C latent channels: 16 for FLUX, 64 for the tiny codec): latents [B, C, h, w];
+packed [B, N, 4C]; Fill condition [B, N, 4C + 256]; transformer input [B, N, 8C + 256];
+velocity [B, N, 4C].
 """
 
 from __future__ import annotations
@@ -51,21 +52,24 @@ class TinySpec:
     num_layers: int = 2  # double-stream blocks
     num_single_layers: int = 4
     attention_head_dim: int = 32
-    num_attention_heads: int = 4
+    num_attention_heads: int = 6  # width 192: the 512 latent dims a token carries in (noisy + masked image) must fit
     joint_attention_dim: int = 64  # == t5_d_model: T5 hidden states go in as the text tokens
     pooled_projection_dim: int = 32  # == clip_hidden_size: the pipeline reads CLIP's unprojected pooler_output
     axes_dims_rope: tuple[int, int, int] = (4, 14, 14)  # sums to attention_head_dim
     guidance_embeds: bool = True  # FLUX.1-Fill-dev is guidance-distilled
-    in_channels: int = 384  # 64 noisy + 64 masked-image + 256 mask, all packed 2x2
-    out_channels: int = 64  # packed velocity
+    in_channels: int = 768  # 256 noisy + 256 masked-image + 256 mask, all packed 2x2
+    out_channels: int = 256  # packed velocity
     patch_size: int = 1
-    # VAE (AutoencoderKL), 8x: one downsample per block but the last
-    latent_channels: int = 16
-    vae_block_out_channels: tuple[int, ...] = (32, 64, 64, 64)
+    # VAE (AutoencoderKL), 8x: one downsample per block but the last. 64 latent channels at 8x
+    # (192 pixel values -> 64): an 8x8-patch PCA keeps >= 30 dB on the domain, 16 channels ~23 dB.
+    # The widths are what models/codec.py needs to build the PCA encoder exactly (see there).
+    latent_channels: int = 64
+    vae_block_out_channels: tuple[int, ...] = (16, 64, 64, 128)
     vae_layers_per_block: int = 1
     vae_norm_num_groups: int = 8
-    scaling_factor: float = 0.3611  # FLUX's VAE constants
-    shift_factor: float = 0.1159
+    vae_mid_attention: bool = False
+    scaling_factor: float = 1.0  # replaced by the fitted latents' statistics (models/codec.py)
+    shift_factor: float = 0.0
     # CLIP text encoder: only its pooled vector is used
     clip_hidden_size: int = 32
     clip_layers: int = 2
@@ -131,6 +135,11 @@ class Backbone:
     def vae_scale(self) -> int:
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
+    @property
+    def packed_channels(self) -> int:
+        """Channels of a packed latent token: 2x2 latent cells of `latent_channels` each."""
+        return 4 * self.vae.config.latent_channels
+
     def components(self) -> dict:
         """Exactly the keyword arguments of `FluxFillPipeline(...)`."""
         return dict(
@@ -180,6 +189,11 @@ mug cup bottle can box bag shirt tshirt cap hat book phone laptop sign wall card
 print printed surface curved shaded shading shadow reflection reflections occluded perspective texture
 metal plastic paper fabric glass wood ceramic matte glossy bright small large big tiny center centered
 show shows showing carrying carries bearing placed top front back new same their remove removed
+beige cream frosted kraft mint navy olive sky tan teal checked mottled speckled striped underlined
+band chevron concentric cross diamond disc handle heart hexagon label leaf ribbon shield strap tag
+again all anticlockwise are bent bottom channels clockwise covered cycled cycles darker down each far
+hues inverted inverts keeps laid lighter mirrored moved multiplied over partly pixel plus quarter
+rotated rotates screened seen stretched them turn turned turns twice up wave
 """.split()
 
 
@@ -252,6 +266,7 @@ def build_tiny(spec: TinySpec, seed: int, device: str = "cpu", dtype: torch.dtyp
             layers_per_block=spec.vae_layers_per_block,
             latent_channels=spec.latent_channels,
             norm_num_groups=spec.vae_norm_num_groups,
+            mid_block_add_attention=spec.vae_mid_attention,
             scaling_factor=spec.scaling_factor,
             shift_factor=spec.shift_factor,
             use_quant_conv=False,  # as FLUX's VAE
@@ -391,7 +406,7 @@ def encode_prompts(backbone: Backbone, prompts: list[str]) -> tuple[torch.Tensor
 
 @torch.no_grad()
 def encode_images(backbone: Backbone, x: torch.Tensor) -> torch.Tensor:
-    """x [B, 3, H, W] in [-1, 1] -> latents [B, 16, H/8, W/8], normalised as the pipeline does:
+    """x [B, 3, H, W] in [-1, 1] -> latents [B, C, H/8, W/8], normalised as the pipeline does:
     (z - shift_factor) * scaling_factor.
 
     Uses the posterior's mode, where the pipeline samples it (retrieve_latents' default): with
@@ -405,7 +420,7 @@ def encode_images(backbone: Backbone, x: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def decode_latents(backbone: Backbone, latents: torch.Tensor) -> torch.Tensor:
-    """latents [B, 16, h, w] -> x [B, 3, 8h, 8w] in [-1, 1] (clamped, as the pipeline's postprocess)."""
+    """latents [B, C, h, w] -> x [B, 3, 8h, 8w] in [-1, 1] (clamped, as the pipeline's postprocess)."""
     cfg = backbone.vae.config
     z = latents.to(device=backbone.device, dtype=backbone.vae.dtype) / cfg.scaling_factor + cfg.shift_factor
     return backbone.vae.decode(z, return_dict=False)[0].clamp(-1, 1)
@@ -432,15 +447,15 @@ def latent_image_ids(
 
 def fill_condition(backbone: Backbone, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """What FLUX.1-Fill sees besides the noisy latents, as prepare_mask_latents builds it:
-    packed latents of `image * (1 - mask)` (64 ch) ++ the mask packed at 8x8-pixel blocks (256 ch).
+    packed latents of `image * (1 - mask)` (4C ch) ++ the mask packed at 8x8-pixel blocks (256 ch).
 
-    image [B, 3, H, W] in [-1, 1]; mask [B or 1, 1, H, W], 1 = generate -> [B, N, 320]."""
+    image [B, 3, H, W] in [-1, 1]; mask [B or 1, 1, H, W], 1 = generate -> [B, N, 4C + 256]."""
     b, _, height, width = image.shape
     vs = backbone.vae_scale
     image = image.to(device=backbone.device, dtype=torch.float32)
     mask = mask.to(device=backbone.device, dtype=torch.float32).expand(b, 1, height, width)
     mask = (mask >= 0.5).float()  # the pipeline's mask processor binarizes at 0.5
-    masked = pack(encode_images(backbone, image * (1 - mask)))  # [B, N, 64]
+    masked = pack(encode_images(backbone, image * (1 - mask)))  # [B, N, 4C]
     h, w = height // vs, width // vs
     m = mask[:, 0].reshape(b, h, vs, w, vs).permute(0, 2, 4, 1, 3).reshape(b, vs * vs, h, w)  # [B, 64, h, w]
     m = pack(m)  # [B, N, 256]

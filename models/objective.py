@@ -2,7 +2,7 @@
 
 Convention (FLUX's, see stack-notes): x0 = data latents, x1 = noise, sigma in [0, 1],
 x_sigma = (1 - sigma) * x0 + sigma * x1, and the model predicts the velocity v = x1 - x0.
-Everything is on packed latents: [B, N, 64] tokens, N = (H/16)(W/16) for an H x W grid.
+Everything is on packed latents: [B, N, 4C] tokens, N = (H/16)(W/16) for an H x W grid.
 """
 
 from __future__ import annotations
@@ -54,9 +54,9 @@ class FlowMatching:
         return torch.sigmoid(torch.randn(batch, generator=generator))
 
     def loss(self, x0: torch.Tensor, c: Conditioning, tokens: torch.Tensor, generator=None) -> torch.Tensor:
-        """L_rec: flow matching on the generated (masked) tokens. x0 [B, N, 64] clean grid latents."""
+        """L_rec: flow matching on the generated (masked) tokens. x0 [B, N, 4C] clean grid latents."""
         sigma = self.sample_sigma(x0.shape[0], generator).to(x0.device)  # [B]
-        x1 = torch.randn(x0.shape, generator=generator).to(x0.device)  # [B, N, 64]
+        x1 = torch.randn(x0.shape, generator=generator).to(x0.device)  # [B, N, 4C]
         s = sigma[:, None, None]
         x_t = (1 - s) * x0 + s * x1
         return masked_mse(self.velocity(x_t, sigma, c), x1 - x0, tokens)
@@ -87,7 +87,7 @@ class FlowMatching:
     @torch.no_grad()
     def sample(self, c: Conditioning, steps: int, noise: torch.Tensor) -> torch.Tensor:
         """Euler integration from noise (sigma = 1) to data (sigma = 0) with FLUX's shifted schedule,
-        exactly as FluxFillPipeline sets it up. noise [B, N, 64] -> x0 [B, N, 64]."""
+        exactly as FluxFillPipeline sets it up. noise [B, N, 4C] -> x0 [B, N, 4C]."""
         from diffusers.pipelines.flux.pipeline_flux_fill import calculate_shift, retrieve_timesteps
 
         scheduler = self.backbone.scheduler

@@ -1,18 +1,26 @@
 """Pretraining the tiny base that ships with the package (`layerboot pretrain-tiny`).
 
-Like FLUX.1-Fill-dev for the real profile, the tiny profile starts from a pretrained base:
-  1. the VAE, on single procedural images, until it reconstructs well (aim >= 28 dB);
-  2. the Fill transformer (all weights) as a broad in-context model: three-panel grids of
-     *other* families (models/pretrain_data.py: blends, overlays, copies, shifts, recolours)
-     under the same masks the task uses (keep one side, generate the rest).
-Neither stage ever sees the logo-on-object domain or its test split; the only domain images
-touched here are a fixed probe set, used to *report* VAE reconstruction, never to train.
+Like FLUX.1-Fill-dev for the real profile, the tiny profile starts from a pretrained base: a
+small general model of the procedural world, which knows what objects and emblems look like but
+has never seen the decomposition. Three stages:
+  1. encoder: the VAE's encoder is built as an exact 8x8-patch PCA (models/codec.py) of single
+     images of the world: generic families, plain objects, flat emblems and glyphs, each on its own;
+  2. decoder: the VAE's decoder is fitted to invert those fixed codes (needs only stage 1, so it
+     can run beside stage 3);
+  3. transformer: the Fill transformer (all weights) as a broad in-context model: three-panel
+     grids of *other* families (models/pretrain_data.py: blends, overlays, copies, shifts,
+     recolours) under the task's masks, and text-to-image "drawings": three unrelated single
+     images (object | emblem | object) drawn from their descriptions.
+No stage ever sees a (composite, logo, object) triplet, or any seed of the domain's namespaces
+("synthetic", test, judge calibration): single images come from seed namespaces of their own.
+The domain probe (panels of "vae-domain-probe" triplets) is used to *report* reconstruction only.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,26 +31,31 @@ import torch
 from tqdm.auto import tqdm
 
 from models.backbone import Backbone, TinySpec, build_tiny, save_backbone
+from models.codec import build_pca_encoder, fit_decoder, reconstruction_psnr
 from models.encoded import TASKS, encode_grids, make_batch
 from models.grid import Task
 from models.objective import FlowMatching
 from models.pretrain_data import make_example, make_image
+from models.synthetic import make_single
 from models.train import optimizer_step
 from storage.hashing import derive_seed, stable_id
 
 RECIPE_FILE = "RECIPE.json"
+STAGES = ("encoder", "decoder", "transformer")
 
 
 @dataclass(frozen=True)
 class PretrainRecipe:
     seed: int = 0
     panel_size: int = 64
-    vae_steps: int = 2500
-    vae_batch: int = 8
-    vae_lr: float = 1e-3
-    vae_kl_weight: float = 1e-6
-    transformer_examples: int = 6000  # encoded once, then sampled with replacement
-    transformer_steps: int = 12000
+    pca_images: int = 3000  # single images the PCA encoder is fitted on
+    decoder_steps: int = 8000
+    decoder_batch: int = 8
+    decoder_lr: float = 1e-3
+    transformer_examples: int = 6000  # in-context examples, encoded once, sampled with replacement
+    drawing_examples: int = 3000  # text-to-image drawings, likewise
+    drawing_share: float = 0.35  # of each batch: a fair share of text-to-image
+    transformer_steps: int = 10000
     transformer_batch: int = 8
     transformer_lr: float = 5e-4
     guidance_scale: float = 1.0
@@ -60,144 +73,150 @@ def to_tensor(images) -> torch.Tensor:
     return torch.from_numpy(arr).permute(0, 3, 1, 2) / 127.5 - 1
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR in dB of tensors in [-1, 1] -> [B]."""
-    mse = ((a.float() - b.float()) / 2).pow(2).flatten(1).mean(1).clamp_min(1e-10)
-    return -10 * torch.log10(mse)
-
-
 def cosine_lr(step: int, total: int, base: float, warmup: int = 100) -> float:
     if step < warmup:
         return base * (step + 1) / warmup
     return base * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
-# ---- stage 1: VAE ---------------------------------------------------------------------------
-def _vae_batch(recipe: PretrainRecipe, step: int) -> torch.Tensor:
-    s = recipe.panel_size
-    images = []
-    for i in range(recipe.vae_batch):
-        seed = derive_seed(recipe.seed, "vae", step, i)
-        # half single images, half panels of in-context examples: the VAE must serve both
-        images.append(make_image(seed, s) if i % 2 == 0 else make_example(seed, s).panels[seed % 3])
-    return to_tensor(images)
+# ---- stages 1 and 2: the codec --------------------------------------------------------------
+def single_image(seed: int, size: int, i: int):
+    """The codec's data, in turn: a generic picture, a plain object, a flat emblem or glyph."""
+    kind = i % 3
+    return make_image(seed, size) if kind == 0 else make_single(seed, size, ("object", "logo")[kind - 1])[0]
 
 
-@torch.no_grad()
-def reconstruction_psnr(backbone: Backbone, images: torch.Tensor) -> float:
-    vae = backbone.vae
-    recon = vae.decode(vae.encode(images).latent_dist.mode()).sample.clamp(-1, 1)
-    return psnr(recon, images).mean().item()
+def codec_batch(recipe: PretrainRecipe, namespace: str, step: int, n: int) -> torch.Tensor:
+    return to_tensor([single_image(derive_seed(recipe.seed, namespace, step, i), recipe.panel_size, i) for i in range(n)])
 
 
-def vae_probe_sets(recipe: PretrainRecipe, n: int = 32) -> dict[str, torch.Tensor]:
-    """Held-out images of the pretraining families, and (report only) panels of the task domain."""
+def codec_probes(recipe: PretrainRecipe, n: int = 48) -> dict[str, torch.Tensor]:
+    """Held-out single images, and (report only) each panel kind of the task domain."""
     from models.synthetic import make_triplet  # report only: never a training input
 
     s = recipe.panel_size
-    held_out = to_tensor([make_image(derive_seed(recipe.seed, "vae-heldout", i), s) for i in range(n)])
-    probe = [make_triplet(derive_seed(recipe.seed, "vae-domain-probe", i), s) for i in range(n // 3 + 1)]
-    domain = to_tensor([getattr(t, p) for t in probe for p in ("composite", "logo", "object")][:n])
-    return {"heldout_families": held_out, "domain_probe": domain}
+    probes = {"heldout_singles": codec_batch(recipe, "codec-heldout", 0, n)}
+    triplets = [make_triplet(derive_seed(recipe.seed, "vae-domain-probe", i), s) for i in range(n)]
+    for panel in ("composite", "logo", "object"):
+        probes[f"domain_{panel}"] = to_tensor([getattr(t, panel) for t in triplets])
+    return probes
 
 
-def pretrain_vae(backbone: Backbone, recipe: PretrainRecipe, log: Callable[[str], None] = print) -> dict:
-    vae = backbone.vae
-    vae.train().requires_grad_(True)
-    opt = torch.optim.AdamW(vae.parameters(), lr=recipe.vae_lr, weight_decay=0.0)
-    bar = tqdm(range(recipe.vae_steps), desc="pretrain vae", unit="step", disable=None)
-    history = []
-    for step in bar:
-        for g in opt.param_groups:
-            g["lr"] = cosine_lr(step, recipe.vae_steps, recipe.vae_lr)
-        x = _vae_batch(recipe, step)
-        posterior = vae.encode(x).latent_dist
-        recon = vae.decode(posterior.sample()).sample
-        rec = (recon - x).abs().mean() + (recon - x).pow(2).mean()
-        loss = rec + recipe.vae_kl_weight * posterior.kl().mean()
-        optimizer_step(opt, loss, vae.parameters(), recipe.grad_clip)
-        history.append(loss.item())
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{np.mean(history[-50:]):.4f}")
-        if step % 500 == 0 or step == recipe.vae_steps - 1:
-            vae.eval()
-            scores = {k: round(reconstruction_psnr(backbone, v), 2) for k, v in vae_probe_sets(recipe, 16).items()}
-            vae.train()
-            log(f"vae step {step}: loss {np.mean(history[-50:]):.4f} psnr {scores}")
-    vae.eval().requires_grad_(False)
-    return {k: round(reconstruction_psnr(backbone, v), 2) for k, v in vae_probe_sets(recipe).items()}
+def pretrain_encoder(backbone: Backbone, recipe: PretrainRecipe, log: Callable[[str], None] = print) -> dict:
+    images = torch.cat([codec_batch(recipe, "codec-pca", j, 50) for j in range(recipe.pca_images // 50)])
+    figures = build_pca_encoder(backbone.vae, images)
+    log(f"encoder: {figures}")
+    return figures
 
 
-# ---- stage 2: the Fill transformer as a broad in-context model --------------------------------
+def pretrain_decoder(backbone: Backbone, recipe: PretrainRecipe, log: Callable[[str], None] = print) -> dict:
+    return fit_decoder(
+        backbone.vae, lambda step: codec_batch(recipe, "codec-decoder", step, recipe.decoder_batch),
+        recipe.decoder_steps, recipe.decoder_lr, codec_probes(recipe, 16), recipe.grad_clip, log,
+    ) | {"final_probe_n": 48, **{f"final_{k}": v for k, v in _final_codec(backbone).items()}}
+
+
+def _final_codec(backbone: Backbone) -> dict:
+    return {k: round(reconstruction_psnr(backbone.vae, v), 2) for k, v in codec_probes(PretrainRecipe()).items()}
+
+
+# ---- stage 3: the Fill transformer as a broad in-context model that can draw ------------------
 # Task prompts for pretraining: the same three directions as the real task, in generic words.
 PRETRAIN_PROMPTS = {
     Task.DECOMPOSE: "split the left panel into the two panels it is made of: {prompt}",
     Task.COMPOSE: "make the left panel from the two panels on the right: {prompt}",
     Task.GENERATE: "{prompt}",
 }
+# Drawings: the panels are unrelated, so under every mask the text alone says what to draw.
+DRAWING_PROMPTS = {t: "{prompt}" for t in TASKS}
+
+
+def make_drawing(seed: int, size: int):
+    """Text-to-image: `object | emblem | object`, three single images of their own seeds (never a
+    triplet), and the description of each: "left a red mug; middle a blue star emblem; right ..."."""
+    (a, pa), (b, pb), (c, pc) = (make_single(derive_seed(seed, i), size, kind)
+                                 for i, kind in enumerate(("object", "logo", "object")))
+    return (a, b, c), f"left {pa}; middle {pb}; right {pc}"
 
 
 def pretrain_transformer(backbone: Backbone, recipe: PretrainRecipe, log: Callable[[str], None] = print) -> dict:
     s = recipe.panel_size
     examples = [make_example(derive_seed(recipe.seed, "transformer", i), s) for i in range(recipe.transformer_examples)]
-    enc = encode_grids(backbone, [e.panels for e in examples], [e.prompt for e in examples], desc="encode examples")
+    relations = encode_grids(backbone, [e.panels for e in examples], [e.prompt for e in examples], desc="encode examples")
+    drawings = [make_drawing(derive_seed(recipe.seed, "drawing", i), s) for i in range(recipe.drawing_examples)]
+    drawn = encode_grids(backbone, [d[0] for d in drawings], [d[1] for d in drawings], desc="encode drawings")
     tr = backbone.transformer
     tr.train().requires_grad_(True)
     objective = FlowMatching(backbone, guidance_scale=recipe.guidance_scale)
     opt = torch.optim.AdamW(tr.parameters(), lr=recipe.transformer_lr, weight_decay=0.01)
     gen = torch.Generator().manual_seed(derive_seed(recipe.seed, "transformer-noise"))
     bar = tqdm(range(recipe.transformer_steps), desc="pretrain transformer", unit="step", disable=None)
-    history = []
+    history = {"relations": [], "drawings": []}
     for step in bar:
         for g in opt.param_groups:
             g["lr"] = cosine_lr(step, recipe.transformer_steps, recipe.transformer_lr)
+        drawing = torch.rand((), generator=gen).item() < recipe.drawing_share  # a whole batch of one kind
+        enc, prompts = (drawn, DRAWING_PROMPTS) if drawing else (relations, PRETRAIN_PROMPTS)
         idx = torch.randint(len(enc), (recipe.transformer_batch,), generator=gen).tolist()
         tasks = [TASKS[k] for k in torch.randint(3, (recipe.transformer_batch,), generator=gen).tolist()]
-        x0, c, tokens = make_batch(backbone, enc, idx, tasks, PRETRAIN_PROMPTS)
+        x0, c, tokens = make_batch(backbone, enc, idx, tasks, prompts)
         loss = objective.loss(x0, c, tokens, generator=gen)
         optimizer_step(opt, loss, tr.parameters(), recipe.grad_clip)
-        history.append(loss.item())
+        history["drawings" if drawing else "relations"].append(loss.item())
         if step % 50 == 0:
-            bar.set_postfix(loss=f"{np.mean(history[-50:]):.4f}")
+            bar.set_postfix(loss=f"{np.mean(history['relations'][-50:] or [0]):.4f}")
         if step % 500 == 0 or step == recipe.transformer_steps - 1:
-            log(f"transformer step {step}: loss {np.mean(history[-200:]):.4f}")
+            log(f"transformer step {step}: loss relations {np.mean(history['relations'][-200:] or [0]):.4f} "
+                f"drawings {np.mean(history['drawings'][-100:] or [0]):.4f}")
     tr.eval().requires_grad_(False)
-    return {"final_loss": round(float(np.mean(history[-200:])), 4), "steps": recipe.transformer_steps}
+    return {"final_loss_relations": round(float(np.mean(history["relations"][-200:])), 4),
+            "final_loss_drawings": round(float(np.mean(history["drawings"][-100:])), 4),
+            "steps": recipe.transformer_steps, "drawing_steps": len(history["drawings"])}
 
 
 # ---- the command --------------------------------------------------------------------------------
-def pretrain_tiny(out_dir: str | Path, spec: TinySpec, recipe: PretrainRecipe, stages=("vae", "transformer"),
-                  log: Callable[[str], None] = print, command: str = "") -> dict:
-    """Run the stages and write the base (diffusers layout, safetensors) plus RECIPE.json.
+_RUN = {"encoder": pretrain_encoder, "decoder": pretrain_decoder, "transformer": pretrain_transformer}
 
-    A stage not asked for is taken from an existing base in `out_dir` (so the VAE can be fitted
-    once and the transformer stage re-run on top of it)."""
+
+def pretrain_tiny(out_dir: str | Path, spec: TinySpec, recipe: PretrainRecipe, stages=STAGES,
+                  log: Callable[[str], None] = print, command: str = "") -> dict:
+    """Run the stages in order and write the base (diffusers layout, safetensors) + RECIPE.json.
+
+    "encoder" starts a new base in `out_dir` (the whole folder is written); "decoder" and
+    "transformer" start from the base there and write only their own component folder, so the
+    two can run at the same time in two processes (both need only the encoder)."""
     out_dir = Path(out_dir)
+    stages = tuple(st for st in STAGES if st in stages)
     torch.manual_seed(recipe.seed)
-    backbone = build_tiny(spec, seed=recipe.seed)
-    record = json.loads((out_dir / RECIPE_FILE).read_text()) if (out_dir / RECIPE_FILE).exists() else {}
-    if "vae" not in stages or "transformer" not in stages:
+    if "encoder" in stages:
+        backbone = build_tiny(spec, seed=recipe.seed)
+    else:
         from models.backbone import load_backbone
 
-        previous = load_backbone(str(out_dir), torch.float32, "cpu")
-        if "vae" not in stages:
-            backbone.vae.load_state_dict(previous.vae.state_dict())
-        if "transformer" not in stages:
-            backbone.transformer.load_state_dict(previous.transformer.state_dict())
-    results = dict(record.get("results", {}))
+        backbone = load_backbone(str(out_dir), torch.float32, "cpu")
+    results = {}
     for stage in stages:
         t0 = time.time()
-        metrics = pretrain_vae(backbone, recipe, log) if stage == "vae" else pretrain_transformer(backbone, recipe, log)
-        results[stage] = metrics | {"seconds": round(time.time() - t0, 1)}
+        results[stage] = _RUN[stage](backbone, recipe, log) | {"seconds": round(time.time() - t0, 1)}
         log(f"{stage}: {results[stage]}")
-    save_backbone(backbone, out_dir)
+    if "encoder" in stages:
+        save_backbone(backbone, out_dir)
+    else:
+        for stage in stages:
+            part = "transformer" if stage == "transformer" else "vae"
+            getattr(backbone, part).save_pretrained(str(out_dir / part), safe_serialization=True)
+    # merge into RECIPE.json (a parallel stage may have written it meanwhile): read late, replace atomically
+    path = out_dir / RECIPE_FILE
+    previous = json.loads(path.read_text()) if path.exists() and "encoder" not in stages else {}
     record = {
         "recipe_hash": recipe_hash(spec, recipe),
         "spec": asdict(spec),
         "recipe": asdict(recipe),
-        "results": results,
+        "results": previous.get("results", {}) | results,
         "command": command or "layerboot pretrain-tiny",
         "torch": torch.__version__,
     }
-    (out_dir / RECIPE_FILE).write_text(json.dumps(record, indent=1))
+    tmp = path.with_suffix(f".tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(record, indent=1))
+    tmp.replace(path)
     return record

@@ -26,8 +26,8 @@ def blank(size: int) -> Image.Image:
     return Image.new("RGB", (size, size), (255, 255, 255))
 
 
-def item_noise(seed: int, tokens: int, channels: int = 64) -> torch.Tensor:
-    return torch.randn(tokens, channels, generator=torch.Generator().manual_seed(seed))  # [N, 64]
+def item_noise(seed: int, tokens: int, channels: int) -> torch.Tensor:
+    return torch.randn(tokens, channels, generator=torch.Generator().manual_seed(seed))  # [N, channels]
 
 
 class Sampler:
@@ -51,7 +51,7 @@ class Sampler:
             prompts = [self.prompts[task].format(prompt=d) for d in descriptions[i : i + len(chunk)]]
             embeds, pooled, text_ids = encode_prompts(bb, prompts)
             c = Conditioning(fill_condition(bb, pixels, mask), embeds, pooled, text_ids, img_ids)
-            noise = torch.stack([item_noise(sd, img_ids.shape[0]) for sd in seeds[i : i + len(chunk)]]).to(bb.device)
+            noise = torch.stack([item_noise(sd, img_ids.shape[0], bb.packed_channels) for sd in seeds[i : i + len(chunk)]]).to(bb.device)
             x0 = self.objective.sample(c, self.steps, noise)
             made = split_grid_tensor(decode_latents(bb, unpack(x0, s, 3 * s, bb.vae_scale)).float().cpu())
             made_pil = [to_pil(p) for p in made]  # three lists of B images

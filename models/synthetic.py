@@ -979,6 +979,34 @@ def make_triplet(seed: int, size: int) -> Triplet:
                    prompt=_prompt(p), params=p)
 
 
+def object_prompt(p: dict) -> str:
+    """What the object panel alone shows: the triplet's prompt without its logo."""
+    o, fin = p["object"], p["finish"]
+    word = TEXTURE_WORDS[fin["texture"]]
+    if o["kind"] == "bottle":
+        text = _a(f"{o['glass']} glass bottle with a {word} {fin['colour']} label".replace("  ", " "))
+    else:
+        text = _a(f"{word} {fin['colour']} {o['kind']}".strip())
+    if p["occluder"]:
+        text += f" with {_a(p['occluder']['colour'] + ' ' + p['occluder']['kind'])}"
+    return text
+
+
+def make_single(seed: int, size: int, panel: str) -> tuple[Image.Image, str]:
+    """One image of the procedural world on its own, with its description: panel "object" is a
+    plain object ("a red mug"), "logo" a flat emblem or glyph on white ("a blue star emblem").
+
+    For pretraining the tiny base (codec and text-to-image): a single panel of its own seed, never
+    a (composite, logo, object) triplet, so the base learns what objects and emblems look like but
+    not the decomposition. Callers give seeds from their own namespace (never "synthetic")."""
+    t = make_triplet(seed, size)
+    if panel == "object":
+        return t.object, object_prompt(t.params)
+    if panel == "logo":
+        return t.logo, _logo_phrase(t.params["logo"])
+    raise ValueError(f"panel must be 'object' or 'logo', got {panel!r}")
+
+
 def make_triplets(seeds: Iterable[int], size: int) -> Iterator[Triplet]:
     """Lazily, one triplet per seed, in order; a bad size fails at the call, not at first next()."""
     _check_size(size)

@@ -35,27 +35,42 @@ def masked_mse(a: torch.Tensor, b: torch.Tensor, tokens: torch.Tensor) -> torch.
 class FlowMatching:
     """L_rec and L_cyc of the paper, plus an Euler sampler in the model's own timestep convention."""
 
-    def __init__(self, backbone: Backbone, guidance_scale: float = 1.0, timestep_sampling: str = "logit_normal"):
+    def __init__(self, backbone: Backbone, guidance_scale: float = 1.0, timestep_sampling: str = "logit_normal",
+                 resolution_shift: bool = True):
         if timestep_sampling not in ("logit_normal", "uniform"):
             raise ValueError(f"timestep_sampling must be logit_normal or uniform, got {timestep_sampling!r}")
         self.backbone = backbone
         self.guidance_scale = guidance_scale
         self.timestep_sampling = timestep_sampling
+        self.resolution_shift = resolution_shift  # off: sigma for no resolution in particular (a base's pretraining)
 
     def velocity(self, x_t: torch.Tensor, sigma: torch.Tensor, c: Conditioning) -> torch.Tensor:
         return predict_velocity(
             self.backbone, x_t, c.cond, sigma, c.prompt_embeds, c.pooled, c.text_ids, c.img_ids, self.guidance_scale
         )
 
-    def sample_sigma(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Noise levels for training: logit-normal (SD3) weights the middle, where the task is decided."""
-        if self.timestep_sampling == "uniform":
-            return torch.rand(batch, generator=generator)
-        return torch.sigmoid(torch.randn(batch, generator=generator))
+    def shift_mu(self, image_tokens: int) -> float:
+        """FLUX's resolution-dependent shift, as FluxFillPipeline computes it for `image_tokens`."""
+        from diffusers.pipelines.flux.pipeline_flux_fill import calculate_shift
+
+        cfg = self.backbone.scheduler.config
+        return calculate_shift(image_tokens, cfg.get("base_image_seq_len", 256), cfg.get("max_image_seq_len", 4096),
+                               cfg.get("base_shift", 0.5), cfg.get("max_shift", 1.15))
+
+    def sample_sigma(self, batch: int, image_tokens: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Noise levels for training: logit-normal (SD3) weights the middle, where the task is decided,
+        then shifted exactly as sampling shifts its schedule for this many image tokens. Without the
+        shift, training at FLUX's 3,072-token grid rarely sees sigma > 0.7, where sampling spends
+        most of its steps."""
+        u = torch.rand(batch, generator=generator) if self.timestep_sampling == "uniform" else \
+            torch.sigmoid(torch.randn(batch, generator=generator))
+        if not self.resolution_shift:
+            return u
+        return self.backbone.scheduler.time_shift(self.shift_mu(image_tokens), 1.0, u)
 
     def loss(self, x0: torch.Tensor, c: Conditioning, tokens: torch.Tensor, generator=None) -> torch.Tensor:
         """L_rec: flow matching on the generated (masked) tokens. x0 [B, N, 4C] clean grid latents."""
-        sigma = self.sample_sigma(x0.shape[0], generator).to(x0.device)  # [B]
+        sigma = self.sample_sigma(x0.shape[0], x0.shape[1], generator).to(x0.device)  # [B]
         x1 = torch.randn(x0.shape, generator=generator).to(x0.device)  # [B, N, 4C]
         s = sigma[:, None, None]
         x_t = (1 - s) * x0 + s * x1
@@ -76,7 +91,7 @@ class FlowMatching:
         on the real branch: it is already trained by L_rec, and letting it move toward the cycled
         branch could make both agree by ignoring the input; the cycled branch learns to match it.
         """
-        sigma = self.sample_sigma(x0_real.shape[0], generator).to(x0_real.device)
+        sigma = self.sample_sigma(x0_real.shape[0], x0_real.shape[1], generator).to(x0_real.device)
         x1 = torch.randn(x0_real.shape, generator=generator).to(x0_real.device)
         s = sigma[:, None, None]
         with torch.no_grad():
@@ -88,17 +103,11 @@ class FlowMatching:
     def sample(self, c: Conditioning, steps: int, noise: torch.Tensor) -> torch.Tensor:
         """Euler integration from noise (sigma = 1) to data (sigma = 0) with FLUX's shifted schedule,
         exactly as FluxFillPipeline sets it up. noise [B, N, 4C] -> x0 [B, N, 4C]."""
-        from diffusers.pipelines.flux.pipeline_flux_fill import calculate_shift, retrieve_timesteps
+        from diffusers.pipelines.flux.pipeline_flux_fill import retrieve_timesteps
 
         scheduler = self.backbone.scheduler
         sigmas = torch.linspace(1.0, 1.0 / steps, steps).numpy()
-        mu = calculate_shift(
-            noise.shape[1],
-            scheduler.config.get("base_image_seq_len", 256),
-            scheduler.config.get("max_image_seq_len", 4096),
-            scheduler.config.get("base_shift", 0.5),
-            scheduler.config.get("max_shift", 1.15),
-        )
+        mu = self.shift_mu(noise.shape[1])
         timesteps, _ = retrieve_timesteps(scheduler, steps, noise.device, sigmas=sigmas, mu=mu)
         x = noise.to(self.backbone.dtype)
         for t in timesteps:

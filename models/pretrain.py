@@ -147,7 +147,8 @@ def pretrain_transformer(backbone: Backbone, recipe: PretrainRecipe, log: Callab
     drawn = encode_grids(backbone, [d[0] for d in drawings], [d[1] for d in drawings], desc="encode drawings")
     tr = backbone.transformer
     tr.train().requires_grad_(True)
-    objective = FlowMatching(backbone, guidance_scale=recipe.guidance_scale)
+    # no resolution shift: a base serves every grid size (the adapter's training applies the shift)
+    objective = FlowMatching(backbone, guidance_scale=recipe.guidance_scale, resolution_shift=False)
     opt = torch.optim.AdamW(tr.parameters(), lr=recipe.transformer_lr, weight_decay=0.01)
     gen = torch.Generator().manual_seed(derive_seed(recipe.seed, "transformer-noise"))
     bar = tqdm(range(recipe.transformer_steps), desc="pretrain transformer", unit="step", disable=None)

@@ -104,6 +104,9 @@ class BootstrapSection(_Strict):
     shard_size: int = Field(10, ge=1)  # candidates per generate/judge/cycle task
     warm_steps: int = Field(150, ge=1)  # training steps of rounds after the first (warm start)
     cycle_min_psnr: float = Field(20.0, allow_inf_nan=False)  # re-composition must agree this well (dB)
+    # paper stage (c): composites without layers the cycle stage decomposes each round (imported
+    # with `layerboot add-unlabeled`, else procedural ones from their own seed namespace)
+    unlabeled_per_round: int = Field(0, ge=0, le=100_000)
     eval_n: int = Field(50, ge=1)  # held-out composites evaluated per round
     prompt_bank: str | None = None  # text file, one prompt per line; default: the procedural describer
 
@@ -161,7 +164,10 @@ class JudgeSection(_Strict):
     preamble: str = ("The image shows three panels side by side: left, a product photo; middle, a logo; "
                      "right, the same product without the logo.")
     criteria: tuple[CriterionConfig, ...] = _DEFAULT_CRITERIA
-    target_precision: float = Field(0.99, gt=0, le=1, allow_inf_nan=False)  # calibration picks thresholds for it
+    # None: the loop judges with the thresholds of `criteria`. A number: the loop's judge uses the
+    # thresholds that reach this precision on the held-out calibration benchmark (raw + codec round
+    # trips, models/judge/calibrate.py), computed once when the run starts; rounds.parquet records them
+    target_precision: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
     max_reason_tokens: int = Field(24, ge=1, le=256)  # reasons are generated for rejected items only
     batch_size: int = Field(8, ge=1)
     calibration_size: int = Field(270, ge=20)  # held-out corruption benchmark triplets

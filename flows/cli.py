@@ -101,6 +101,28 @@ def seed(
             typer.echo(f"committed round 0 in {store.uri}: {info.rows} triplets (digest {info.content_digest[:12]})")
 
 
+@app.command("add-unlabeled")
+def add_unlabeled(
+    directory: Annotated[Path, typer.Argument(help="A folder of plain composites (product photos without their layers).")],
+    config: ConfigOpt = "configs/tiny.yaml",
+    workdir: WorkdirOpt = None,
+) -> None:
+    """Import composites without layers for the cycle stage (paper stage (c)): each round decomposes
+    `bootstrap.unlabeled_per_round` of them, re-composes, and keeps the consistent ones as triplets.
+    Every image is validated first (square, data.panel_size pixels; an optional NAME.txt describes
+    NAME.png); bad files are named and nothing is imported."""
+    with user_errors():
+        from storage.imports import read_image_dir
+        from storage.unlabeled import add_unlabeled as add
+
+        cfg, store = _open(config, workdir)
+        images = read_image_dir(directory, cfg.data.panel_size)  # all validated before anything is written
+        with _workdir_lock(store, "layerboot add-unlabeled"):
+            added = add(store, images)
+        typer.echo(f"added {added.added} composite(s) without layers to {store.uri} "
+                   f"({added.already} already there; {added.total} in all)")
+
+
 @app.command()
 def status(
     config: ConfigOpt = "configs/tiny.yaml",

@@ -5,7 +5,8 @@ Prefect tasks wrap these; they know nothing of Prefect. Every seed is derived fr
 
     generate_rows   N candidate triplets from the prompt bank, one shard at a time
     judge_rows      per-criterion scores + reasons, accept / reject (rejected rows are kept)
-    cycle_rows      decompose accepted composites, re-compose, keep the consistent ones
+    cycle_rows      decompose composites (accepted candidates, and composites without layers:
+                    paper stage (c)), re-compose, keep the consistent ones
 """
 
 from __future__ import annotations
@@ -90,21 +91,63 @@ def judge_rows(judge, store: Store, table: pa.Table) -> pa.Table:
     return schema.to_table(rows)
 
 
-def cycle_rows(sampler: Sampler, judge, store: Store, config: Config, round: int, parents: pa.Table,
+def cycle_parents(store: Store, table: pa.Table) -> list[dict]:
+    """Accepted candidates as cycle parents: their composite, prompt and id."""
+    return [{"composite": t["composite"], "prompt": t["prompt"], "parent_id": t["triplet_id"]}
+            for t in read_triplets(store, table)]
+
+
+def unlabeled_for_round(config: Config, store: Store, round: int) -> list[dict]:
+    """Paper stage (c): the round's composites without layers, `bootstrap.unlabeled_per_round` of them.
+
+    From the user's imported listing (`layerboot add-unlabeled`) when there is one, in turn, skipping
+    composites a committed round already turned into a kept triplet; else procedural composites
+    from their own seed namespace ("unlabeled": disjoint from seeds, candidates, test and
+    calibration), of which only the composite is used: their layers are never looked at."""
+    from storage.unlabeled import read_unlabeled
+
+    k, size = config.bootstrap.unlabeled_per_round, config.data.panel_size
+    if k == 0:
+        return []
+    listed = read_unlabeled(store)
+    if not listed:
+        from models.synthetic import make_triplet
+
+        out = []
+        for i in range(k):
+            seed = derive_seed(config.run.seed, "unlabeled", round, i)
+            t = make_triplet(seed, size)
+            out.append({"composite": t.composite, "prompt": t.prompt, "parent_id": f"unlabeled:procedural:{seed}"})
+        return out
+    kept = set(store.pool(round - 1)["parent_id"].drop_null().to_pylist())
+    fresh = [r for r in listed if f"unlabeled:{r['composite_sha256']}" not in kept]
+    start = ((round - 1) * k) % max(len(fresh), 1)
+    chosen = (fresh[start:] + fresh[:start])[:k]
+    return [{"composite": store.read_image(r["composite_uri"], size=size), "prompt": r["prompt"],
+             "parent_id": f"unlabeled:{r['composite_sha256']}"} for r in chosen]
+
+
+def shard_slice(items: list, shard: Shard, n_shards: int) -> list:
+    """This shard's share of a round-wide list (the cycle stage runs on the candidates' shard plan)."""
+    per = -(-len(items) // n_shards)
+    return items[shard.index * per: (shard.index + 1) * per]
+
+
+def cycle_rows(sampler: Sampler, judge, store: Store, config: Config, round: int, parents: list[dict],
                adapter_version: str) -> pa.Table:
-    """The cycle model on accepted composites: I -> <A', B'> -> I''. A new triplet (I, A', B') is
-    kept when the re-composition agrees with I (PSNR >= bootstrap.cycle_min_psnr) and the judge
-    accepts its layers; rejected ones are kept as rows too, with the reason."""
-    if parents.num_rows == 0:
+    """The cycle model on composites: I -> <A', B'> -> I''. `parents`: dicts with `composite`,
+    `prompt`, `parent_id` (accepted candidates, and composites without layers). A new triplet
+    (I, A', B') is kept when the re-composition agrees with I (PSNR >= bootstrap.cycle_min_psnr)
+    and the judge accepts its layers; rejected ones are kept as rows too, with the reason."""
+    if not parents:
         return schema.empty()
-    items = read_triplets(store, parents)
-    composites = [t["composite"] for t in items]
-    seeds = [derive_seed(config.run.seed, "cycle", round, t["triplet_id"]) for t in items]
+    composites = [t["composite"] for t in parents]
+    seeds = [derive_seed(config.run.seed, "cycle", round, t["parent_id"]) for t in parents]
     layers = sampler.decompose(composites, seeds)
     again = sampler.compose([a for a, _ in layers], [b for _, b in layers], seeds)
-    verdicts = judge.judge([(c, a, b) for c, (a, b) in zip(composites, layers)], [t["prompt"] for t in items])
+    verdicts = judge.judge([(c, a, b) for c, (a, b) in zip(composites, layers)], [t["prompt"] for t in parents])
     created, rows = now_utc(), []
-    for item, (logo, obj), recomposed, verdict, seed in zip(items, layers, again, verdicts, seeds):
+    for item, (logo, obj), recomposed, verdict, seed in zip(parents, layers, again, verdicts, seeds):
         agreement = psnr(to_unit_tensor([recomposed]), to_unit_tensor([item["composite"]]))
         consistent = agreement >= config.bootstrap.cycle_min_psnr
         accepted = consistent and verdict.accepted
@@ -115,7 +158,7 @@ def cycle_rows(sampler: Sampler, judge, store: Store, config: Config, round: int
         rows.append(put_triplet(
             store, composite=item["composite"], logo=logo, object=obj, run_id=config.run_id, round=round,
             source="cycle", split="train", prompt=item["prompt"], seed=seed, created_at=created,
-            accepted=accepted, parent_id=item["triplet_id"], adapter_version=adapter_version,
+            accepted=accepted, parent_id=item["parent_id"], adapter_version=adapter_version,
             judge_scores=verdict.scores, judge_reasons=verdict.reasons, reject_reason=reason,
             cycle_scores={"recompose_psnr": round_to(agreement)},
         ))

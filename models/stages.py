@@ -148,9 +148,12 @@ def cycle_stage(config_path: str, workdir: str, round: int, shard: int) -> dict[
 
     def compute() -> pa.Table:
         judged = RoundWork(store, round).read_shard("judge", shard)
+        plan = bootstrap.plan_shards(cfg.bootstrap.candidates, cfg.bootstrap.shard_size)
+        parents = bootstrap.cycle_parents(store, judged.filter(judged["accepted"])) + bootstrap.shard_slice(
+            bootstrap.unlabeled_for_round(cfg, store, round), plan[shard], len(plan))
         with MODEL_LOCK:
             return bootstrap.cycle_rows(_sampler(cfg, store, round), judge_for(cfg), store, cfg, round,
-                                        judged.filter(judged["accepted"]), adapter_version(cfg, round))
+                                        parents, adapter_version(cfg, round))
 
     table = _shard_stage("cycle", config_path, workdir, round, shard, compute).read_shard("cycle", shard)
     return {"shard": shard, "cycled": table.num_rows, "kept": int(pc.sum(table["accepted"]).as_py() or 0)}
@@ -222,7 +225,8 @@ def round_metrics(config_path: str, workdir: str, round: int, stage_seconds: dic
     model, baseline = evaluation.get("model", {}), evaluation.get("baseline", {})
     shards = [s.index for s in bootstrap.plan_shards(cfg.bootstrap.candidates, cfg.bootstrap.shard_size)]
     judged = work.read_stage("judge", shards).to_pylist()
-    thresholds = {c.name: c.threshold for c in cfg.judge.criteria}
+    with MODEL_LOCK:
+        thresholds = {c.name: c.threshold for c in judge_for(cfg).criteria}  # what the round judged with
     scored = [r["judge_scores"] for r in judged if r["judge_scores"]]
     pass_rates = {
         name: round_to(sum(dict(s).get(name, 0.0) >= t for s in scored) / len(judged), 4) if judged else 0.0
@@ -236,5 +240,8 @@ def round_metrics(config_path: str, workdir: str, round: int, stage_seconds: dic
         **{f"eval_{k}": model.get(k) for k in ("logo_psnr", "logo_ssim", "object_psnr", "object_ssim", "object_psnr_footprint")},
         "baseline_logo_psnr": baseline.get("logo_psnr"),
         "baseline_object_psnr_footprint": baseline.get("object_psnr_footprint"),
+        "baseline_codec_logo_psnr": evaluation.get("baseline_codec", {}).get("logo_psnr"),
+        "baseline_codec_object_psnr_footprint": evaluation.get("baseline_codec", {}).get("object_psnr_footprint"),
+        "judge_thresholds": thresholds,
         "stage_seconds": {k: round_to(v, 2) for k, v in stage_seconds.items()},
     }

@@ -82,6 +82,44 @@ def read_triplet_dir(directory: str | os.PathLike[str], panel_size: int) -> list
     return triplets
 
 
+@dataclass(frozen=True)
+class ImportedImage:
+    name: str  # the file's name without its suffix
+    image: Image.Image
+    prompt: str  # from <name>.txt beside it, else the name in words
+
+
+def read_image_dir(directory: str | os.PathLike[str], panel_size: int) -> list[ImportedImage]:
+    """Read and validate every image directly under `directory` (plain composites, no layers; an
+    optional `<name>.txt` beside an image describes it); raise ImportFailed naming every bad file."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise ImportFailed(root, [f"{root}: not a directory"])
+    real_root = root.resolve()
+    problems: list[str] = []
+    images: list[ImportedImage] = []
+    files = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    if not files:
+        problems.append(f"{root}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    for path in files:
+        prompt = path.stem.replace("_", " ").replace("-", " ")
+        try:
+            image = decode_image(_read_inside(path, real_root), str(path), size=panel_size)
+            text = path.with_suffix(".txt")
+            if text.exists():
+                prompt = _read_inside(text, real_root).decode("utf-8").strip()
+        except ImageError as e:
+            problems.append(str(e))
+            continue
+        except UnicodeDecodeError as e:
+            problems.append(f"{path.with_suffix('.txt')}: not UTF-8 text ({e.reason} at byte {e.start})")
+            continue
+        images.append(ImportedImage(path.stem, image, prompt))
+    if problems:
+        raise ImportFailed(root, problems)
+    return images
+
+
 def _read_inside(path: Path, real_root: Path) -> bytes:
     """Read a regular file that really lives under the import folder (no symlinks out of it)."""
     real = path.resolve()

@@ -69,28 +69,30 @@ def calibrate(
     workdir: WorkdirOpt = None,
     n: Annotated[Optional[int], typer.Option("--n", min=20, help="Benchmark triplets (default: judge.calibration_size).")] = None,
     size: Annotated[Optional[int], typer.Option("--size", min=32, max=1024, help="Panel size (default: data.panel_size).")] = None,
+    target_precision: Annotated[Optional[float], typer.Option(
+        "--target-precision", min=0.01, max=1.0,
+        help="Precision the reported thresholds reach (default: judge.target_precision, else 0.99).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the calibration JSON.")] = False,
 ) -> None:
-    """Score a held-out corruption benchmark; report AUROC, precision/recall and thresholds per criterion."""
+    """Score a held-out corruption benchmark, each triplet raw and through the base's codec (what the
+    loop judges are decodes); report AUROC, precision/recall and thresholds per criterion."""
     with user_errors():
-        from models.judge import build_judge
-        from models.judge.calibrate import calibrate as run_calibration
-        from models.judge.corruptions import build_benchmark
+        from models.runtime import MODEL_LOCK, calibrate_judge
 
         cfg, store = _open(config, workdir)
         size = size or cfg.data.panel_size
         if size % 16:
             raise typer.BadParameter(f"must be a multiple of 16 (got {size})", param_hint="--size")
-        items = build_benchmark(cfg.run.seed, n or cfg.judge.calibration_size, size)
-        report = run_calibration(build_judge(cfg, panel_size=size), items, cfg.judge.target_precision)
-        report["run_seed"] = cfg.run.seed
+        with MODEL_LOCK:
+            report = calibrate_judge(cfg, n, size, target_precision)
+        items = report["benchmark"]["items"]
         uri = calibration_uri(cfg, store)
         report["path"] = uri
         _write(uri, json.dumps(report, indent=1, sort_keys=True).encode())
         if as_json:
             typer.echo(json.dumps(report, indent=1, sort_keys=True))
             return
-        typer.echo(f"judge {report['judge']['kind']}: {len(items)} benchmark triplets at {size} px "
+        typer.echo(f"judge {report['judge']['kind']}: {items} benchmark triplets (raw + codec) at {size} px "
                    f"in {report['seconds']:.1f} s; target precision {report['target_precision']}")
         typer.echo(f"{'criterion':<16} {'AUROC':>6} {'threshold':>9} {'precision':>9} {'recall':>6} {'pos':>4} {'neg':>4}")
         for name, r in report["criteria"].items():

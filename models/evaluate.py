@@ -4,6 +4,8 @@ For each test composite the adapter predicts (logo, object); we report per-layer
 against ground truth, and the object's PSNR inside the logo footprint, where the work is (most
 object pixels already equal the composite). Side by side:
   - baseline: logo = blank white panel, object = the composite itself;
+  - baseline_codec: the same through the VAE and back (the model's panels are decodes too, so
+    this is the like-for-like floor);
   - codec: the ground truth through the VAE and back, the ceiling of any latent model.
 """
 
@@ -68,12 +70,14 @@ def evaluate_decomposition(sampler: Sampler, test: Sequence[dict], seeds: Sequen
     if predicted is not None:
         predicted.extend(made)
     predicted = made
-    codec = codec_roundtrip(sampler.backbone, [(t["composite"], t["logo"], t["object"]) for t in test])
     s = composites[0].size[0]
+    codec = codec_roundtrip(sampler.backbone, [(t["composite"], t["logo"], t["object"]) for t in test])
+    baseline_codec = codec_roundtrip(sampler.backbone, [(c, blank(s), c) for c in composites])
     return {
         "n": len(test),
         "model": layer_metrics([p[0] for p in predicted], [p[1] for p in predicted], *truth),
         "baseline": layer_metrics([blank(s)] * len(test), composites, *truth),
+        "baseline_codec": layer_metrics([b[1] for b in baseline_codec], [b[2] for b in baseline_codec], *truth),
         "codec": layer_metrics([c[1] for c in codec], [c[2] for c in codec], *truth),
     }
 

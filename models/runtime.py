@@ -45,10 +45,8 @@ _BASES: dict[str, tuple[Backbone, dict[str, dict[str, torch.Tensor]]]] = {}
 MODEL_LOCK = threading.RLock()
 
 
-def backbone_for(config: Config, adapter_dir: str | Path | None = None) -> Backbone:
-    """The config's base with `adapter_dir` loaded (or with no adapter). Call under MODEL_LOCK."""
+def _cached_base(config: Config) -> tuple[Backbone, dict[str, dict[str, torch.Tensor]]]:
     from configs import config_hash
-    from models.backbone import ADAPTER_NAME, load_adapter
 
     key = config_hash(config)
     if key not in _BASES:
@@ -56,7 +54,14 @@ def backbone_for(config: Config, adapter_dir: str | Path | None = None) -> Backb
         extra = {n: {k: v.clone() for k, v in getattr(backbone.transformer, n).state_dict().items()}
                  for n in config.lora.extra_trainable}
         _BASES[key] = (backbone, extra)
-    backbone, extra = _BASES[key]
+    return _BASES[key]
+
+
+def backbone_for(config: Config, adapter_dir: str | Path | None = None) -> Backbone:
+    """The config's base with `adapter_dir` loaded (or with no adapter). Call under MODEL_LOCK."""
+    from models.backbone import ADAPTER_NAME, load_adapter
+
+    backbone, extra = _cached_base(config)
     if getattr(backbone.transformer, "peft_config", None):
         backbone.transformer.delete_adapters(ADAPTER_NAME)
     for name, state in extra.items():  # adapters overwrite these modules in place: restore the base
@@ -67,15 +72,44 @@ def backbone_for(config: Config, adapter_dir: str | Path | None = None) -> Backb
     return backbone
 
 
+def codec_for(config: Config):
+    """(composite, logo, object) triplets -> the same through the base's VAE and back. Uses the
+    shared base without touching its adapter (the VAE never carries one). Call under MODEL_LOCK."""
+    from models.evaluate import codec_roundtrip
+
+    backbone = _cached_base(config)[0]
+    return lambda triplets: codec_roundtrip(backbone, triplets)
+
+
+def calibrate_judge(config: Config, n: int | None = None, panel_size: int | None = None,
+                    target_precision: float | None = None) -> dict:
+    """The config's judge scored on its held-out corruption benchmark, raw and through the codec
+    (models/judge/calibrate.py): AUROC per criterion and the thresholds reaching the precision
+    target (`target_precision`, else the config's, else 0.99). Deterministic. Call under MODEL_LOCK."""
+    from models.judge import build_judge
+    from models.judge.calibrate import calibrate
+    from models.judge.corruptions import build_benchmark
+
+    size = panel_size or config.data.panel_size
+    items = build_benchmark(config.run.seed, n or config.judge.calibration_size, size, codec=codec_for(config))
+    target = target_precision or config.judge.target_precision or 0.99
+    report = calibrate(build_judge(config, panel_size=size), items, target)
+    report["run_seed"] = config.run.seed
+    return report
+
+
 _JUDGES: dict[str, object] = {}
 
 
 def judge_for(config: Config):
-    """The config's judge, built once per process (a Qwen2.5-VL-7B judge loads in minutes)."""
+    """The config's judge, built once per process (a Qwen2.5-VL-7B judge loads in minutes). With
+    `judge.target_precision` set, its thresholds are the calibrated ones (same numbers every time:
+    the benchmark is a pure function of the config, so a resumed run judges alike)."""
     from configs import config_hash
     from models.judge import build_judge
 
     key = config_hash(config)
     if key not in _JUDGES:
-        _JUDGES[key] = build_judge(config)
+        thresholds = calibrate_judge(config)["thresholds"] if config.judge.target_precision is not None else None
+        _JUDGES[key] = build_judge(config, thresholds=thresholds)
     return _JUDGES[key]

@@ -261,7 +261,9 @@ def charts(data: ReportData) -> list[Chart]:
     for col, label, dash in (("eval_logo_psnr", "logo", None), ("eval_object_psnr", "object", None),
                              ("eval_object_psnr_footprint", "object in logo footprint", None),
                              ("baseline_logo_psnr", "baseline: logo", "dash"),
-                             ("baseline_object_psnr_footprint", "baseline: object in footprint", "dash")):
+                             ("baseline_object_psnr_footprint", "baseline: object in footprint", "dash"),
+                             ("baseline_codec_logo_psnr", "baseline through codec: logo", "dot"),
+                             ("baseline_codec_object_psnr_footprint", "baseline through codec: object in footprint", "dot")):
         fig.add_trace(go.Scatter(x=ex, y=[r[col] for r in ev], mode="lines+markers", name=label,
                                  line_dash=dash), row=1, col=1)
     for col, label in (("eval_logo_ssim", "logo SSIM"), ("eval_object_ssim", "object SSIM")):
@@ -269,7 +271,8 @@ def charts(data: ReportData) -> list[Chart]:
     _layout(fig)
     fig.update_xaxes(title="round", dtick=1)
     out.append(Chart("eval", "Held-out evaluation per round",
-                     "decomposition of the held-out test split by the round's adapter; dashed: the trivial baseline", fig))
+                     "decomposition of the held-out test split by the round's adapter; dashed: the trivial baseline; "
+                     "dotted: the same baseline through the codec (like for like: the model's panels are decodes)", fig))
 
     timed = _rounds_with(data, "stage_seconds")
     stages = [s for s in STAGE_ORDER if any(s in r["stage_seconds"] for r in timed)]

@@ -87,6 +87,10 @@ ROUNDS_SCHEMA = pa.schema(
         pa.field("eval_object_psnr_footprint", pa.float64()),
         pa.field("baseline_logo_psnr", pa.float64()),
         pa.field("baseline_object_psnr_footprint", pa.float64()),
+        # the trivial baseline through the codec: what a perfect model's decodes are compared with
+        pa.field("baseline_codec_logo_psnr", pa.float64()),
+        pa.field("baseline_codec_object_psnr_footprint", pa.float64()),
+        pa.field("judge_thresholds", _scores),  # criterion -> threshold the round's judge used
         pa.field("stage_seconds", _scores),  # stage -> wall seconds
     ],
     metadata={SCHEMA_VERSION_KEY: str(SCHEMA_VERSION).encode()},

@@ -74,16 +74,39 @@ def test_calibrate_writes_and_prints_the_report(cfg, tmp_path):
     printed = json.loads(res.output)
     saved = json.loads((Path(wd) / "judge" / "calibration.json").read_text())
     assert printed == saved
-    assert saved["benchmark"]["items"] == 30 and saved["benchmark"]["panel_size"] == 64 and saved["run_seed"] == 3
+    # 30 benchmark triplets, each raw and through the shipped codec
+    assert saved["benchmark"]["items"] == 60 and saved["benchmark"]["panel_size"] == 64 and saved["run_seed"] == 3
+    assert saved["benchmark"]["kinds"]["clean"] == saved["benchmark"]["kinds"]["clean+codec"] == 12
     assert set(saved["criteria"]) == {"logo_clean", "object_clean", "composite_match", "panels_agree", "quality"}
     for name, r in saved["criteria"].items():
-        assert r["positives"] + r["negatives"] == 30 and r["threshold"] == saved["thresholds"][name]
+        assert r["positives"] + r["negatives"] == 60 and r["threshold"] == saved["thresholds"][name]
         assert r["auroc"] >= 0.9 and r["precision"] >= 0.99 or r["recall"] == 0.0  # target or accept nothing
+        assert r["auroc_raw"] >= 0.9 and r["auroc_codec"] >= 0.9
     assert saved["selection_rate"]["clean"] == 1.0 and saved["selection_rate"]["missing"] == 0.0
+    assert saved["selection_rate_configured"]["clean+codec"] >= 0.9  # decodes of ground truth pass
+    assert saved["selection_rate_configured"]["missing+codec"] == 0.0
 
-    table = cli("calibrate", "--config", cfg, "--workdir", wd, "--n", "20")
+    table = cli("calibrate", "--config", cfg, "--workdir", wd, "--n", "20", "--target-precision", "0.9")
     assert table.exit_code == 0 and "AUROC" in table.output and "selection rate" in table.output
-    assert json.loads((Path(wd) / "judge" / "calibration.json").read_text())["benchmark"]["items"] == 20
+    saved = json.loads((Path(wd) / "judge" / "calibration.json").read_text())
+    assert saved["benchmark"]["items"] == 40 and saved["target_precision"] == 0.9
+
+
+def test_loop_judge_uses_calibrated_thresholds_only_when_target_precision_is_set(tmp_path):
+    from configs import load_config
+    from models.runtime import MODEL_LOCK, calibrate_judge, judge_for
+
+    fixed = tmp_path / "fixed.yaml"
+    fixed.write_text(CONFIG)
+    calibrated = tmp_path / "calibrated.yaml"
+    calibrated.write_text(CONFIG.replace("calibration_size: 30}", "calibration_size: 30, target_precision: 0.99}"))
+    with MODEL_LOCK:
+        assert {c.threshold for c in judge_for(load_config(fixed)).criteria} == {0.5}
+        cfg = load_config(calibrated)
+        report = calibrate_judge(cfg)
+        used = {c.name: c.threshold for c in judge_for(cfg).criteria}
+    assert used == report["thresholds"] and report["target_precision"] == 0.99
+    assert used != {name: 0.5 for name in used}  # the calibrated numbers, not the config's
 
 
 def test_score_rescores_a_round_beside_it_never_over_it(cfg, workdir):

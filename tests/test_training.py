@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from models.backbone import LORA_WEIGHTS, EXTRA_MODULES, load_adapter
 from models.encoded import encode_grids, make_batch
-from models.evaluate import evaluate_decomposition, psnr, layer_metrics
+from models.evaluate import codec_roundtrip, evaluate_decomposition, layer_metrics, psnr
 from models.grid import Task
 from models.objective import FlowMatching
 from models.runtime import load_base
@@ -119,7 +119,9 @@ def test_evaluate_reports_model_baseline_and_codec(micro_config, triplets):
 
     add_lora(sampler.backbone.transformer, 4, 4)
     result = evaluate_decomposition(sampler, test, [0, 1])
-    assert set(result) == {"n", "model", "baseline", "codec"} and result["n"] == 2
-    assert result["baseline"] == layer_metrics([blank(S)] * 2, [t["composite"] for t in test],
-                                               [t["logo"] for t in test], [t["object"] for t in test],
-                                               [t["footprint"] for t in test])
+    assert set(result) == {"n", "model", "baseline", "baseline_codec", "codec"} and result["n"] == 2
+    truth = [t["logo"] for t in test], [t["object"] for t in test], [t["footprint"] for t in test]
+    assert result["baseline"] == layer_metrics([blank(S)] * 2, [t["composite"] for t in test], *truth)
+    # like for like: the baseline's panels through the same codec as the model's
+    coded = codec_roundtrip(sampler.backbone, [(t["composite"], blank(S), t["composite"]) for t in test])
+    assert result["baseline_codec"] == layer_metrics([c[1] for c in coded], [c[2] for c in coded], *truth)

@@ -87,6 +87,11 @@ def selection_rates(scores: list[dict[str, float]], kinds: list[str], thresholds
     return out
 
 
+def _parts(kinds: list[str]) -> dict[str, list[bool]]:
+    codec = [k.endswith("+codec") for k in kinds]
+    return {"raw": [not c for c in codec], "codec": codec} if any(codec) else {}
+
+
 def calibrate(judge, items, target_precision: float) -> dict:
     """Score a labelled benchmark (`corruptions.build_benchmark`) with `judge`, and report per
     criterion: AUROC, the threshold reaching `target_precision` with its precision/recall, and the
@@ -106,6 +111,9 @@ def calibrate(judge, items, target_precision: float) -> dict:
         p, r = precision_recall(s, y, c.threshold)
         rep.update(configured_threshold=c.threshold, configured_precision=p,
                    configured_recall=None if math.isnan(r) else r)
+        for part, keep in _parts(kinds).items():  # raw items and codec round trips, apart
+            a = auroc([x for x, k in zip(s, keep) if k], [x for x, k in zip(y, keep) if k])
+            rep[f"auroc_{part}"] = None if math.isnan(a) else a
         criteria[c.name] = rep
         chosen[c.name] = rep["threshold"]
     configured = {c.name: c.threshold for c in judge.criteria}

@@ -190,9 +190,22 @@ def corrupt(t: Triplet, kind: str, rng: np.random.Generator, make_donor) -> tupl
     raise ValueError(f"unknown corruption kind {kind!r}; known: {', '.join(KINDS)}")
 
 
+CODEC_SUFFIX = "+codec"
+
+
+def through_codec(items: list[BenchItem], codec) -> list[BenchItem]:
+    """The same items after `codec` (a list of (composite, logo, object) -> the same, round-tripped
+    through the VAE): every candidate the loop judges is a decode, so a judge must accept clean
+    triplets after the codec and still reject corrupted ones. Labels are unchanged; kinds get "+codec"."""
+    made = codec([it.panels for it in items])
+    return [BenchItem(it.index, it.seed, it.kind + CODEC_SUFFIX, c, l, o, it.broken, it.detail)
+            for it, (c, l, o) in zip(items, made)]
+
+
 def build_benchmark(run_seed: int, n: int, size: int, kinds: tuple[str, ...] = KINDS,
-                    clean_fraction: float = 0.4) -> list[BenchItem]:
-    """n items: about clean_fraction clean triplets, the rest cycling through `kinds`.
+                    clean_fraction: float = 0.4, codec=None) -> list[BenchItem]:
+    """n items: about clean_fraction clean triplets, the rest cycling through `kinds`; with a
+    `codec`, followed by the same n items through it (`through_codec`): 2n items.
 
     Item i uses triplet `derive_seed(run_seed, "judge-calibration", i)`; its corruption draws and
     donors are derived from the same (run_seed, i), so the benchmark is a pure function of its args.
@@ -214,4 +227,4 @@ def build_benchmark(run_seed: int, n: int, size: int, kinds: tuple[str, ...] = K
         donor = lambda attempt, i=i: make_triplet(derive_seed(run_seed, "judge-calibration", i, "donor", attempt), size)
         (c, l, o), broken, detail = corrupt(t, kind, rng, donor)
         items.append(BenchItem(i, seed, kind, c, l, o, broken, detail))
-    return items
+    return items + (through_codec(items, codec) if codec is not None else [])

@@ -51,7 +51,7 @@ def make_inputs(bb: Backbone, batch: int = 2, seed: int = 0, task: Task = Task.D
     """A flow-matching training batch: x_sigma = sigma * noise + (1 - sigma) * x0."""
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(batch, 3, S, 3 * S, generator=g) * 2 - 1  # [B, 3, 64, 192]
-    x0 = pack(encode_images(bb, x))  # [B, 48, 64]
+    x0 = pack(encode_images(bb, x))  # [B, 48, 256]
     noise = torch.randn(x0.shape, generator=g)
     sigma = torch.rand(batch, generator=g)
     embeds, pooled, text_ids = encode_prompts(bb, [PROMPT] * batch)
@@ -101,8 +101,8 @@ def test_build_tiny_is_deterministic_and_leaves_the_global_rng_alone(tiny: Backb
 
 def test_tiny_components_are_the_real_classes_frozen_and_consistent(tiny: Backbone):
     t = tiny.transformer.config
-    assert (t.in_channels, t.out_channels, t.guidance_embeds) == (384, 64, True)
-    assert tiny.vae_scale == 8 and tiny.vae.config.latent_channels == 16
+    assert (t.in_channels, t.out_channels, t.guidance_embeds) == (768, 256, True)
+    assert tiny.vae_scale == 8 and tiny.vae.config.latent_channels == 64 and tiny.packed_channels == 256
     for m in (tiny.transformer, tiny.vae, tiny.text_encoder, tiny.text_encoder_2):
         assert not m.training and not any(p.requires_grad for p in m.parameters())
     # CLIP pools at the first eos: the config must agree with the tokenizer
@@ -152,12 +152,12 @@ def test_pipeline_runs_on_the_components_and_predict_velocity_matches_its_transf
         assert torch.equal(kwargs["txt_ids"], text_ids)
         assert torch.equal(kwargs["img_ids"], latent_image_ids(S, 3 * S))
         assert torch.equal(kwargs["guidance"], torch.full((1,), 30.0))
-        hidden = kwargs["hidden_states"]  # [1, 48, 384] = noisy 64 ++ masked-image 64 ++ mask 256
+        hidden = kwargs["hidden_states"]  # [1, 48, 768] = noisy 256 ++ masked-image 256 ++ mask 256
         # the mask channels match exactly; the masked-image latents differ only because the pipeline
         # samples the VAE posterior (its generator) where we take the mode: checked separately below
-        assert torch.equal(hidden[..., 128:], ours[..., 64:])
+        assert torch.equal(hidden[..., 512:], ours[..., 256:])
         v = predict_velocity(
-            tiny, hidden[..., :64], hidden[..., 64:], kwargs["timestep"], embeds, pooled, text_ids,
+            tiny, hidden[..., :256], hidden[..., 256:], kwargs["timestep"], embeds, pooled, text_ids,
             latent_image_ids(S, 3 * S), guidance_scale=30.0,
         )  # fmt: skip
         assert torch.equal(v, out)
@@ -167,9 +167,9 @@ def test_fill_condition_is_prepare_mask_latents_on_the_posterior_mode(tiny: Back
     pipe = tiny.pipeline()
     x = torch.rand(2, 3, S, 3 * S, generator=torch.Generator().manual_seed(1)) * 2 - 1
     mask = task_mask(Task.COMPOSE, S).expand(2, -1, -1, -1)
-    z = tiny.vae.encode(x * (1 - mask)).latent_dist.mode()  # 16 channels: the pipeline takes them as latents
+    z = tiny.vae.encode(x * (1 - mask)).latent_dist.mode()  # 64 channels: the pipeline takes them as latents
     packed_mask, packed_masked = pipe.prepare_mask_latents(
-        mask, z, 2, 16, 1, S, 3 * S, torch.float32, torch.device("cpu"), None
+        mask, z, 2, 64, 1, S, 3 * S, torch.float32, torch.device("cpu"), None
     )
     assert torch.equal(fill_condition(tiny, x, mask), torch.cat([packed_masked, packed_mask], dim=-1))
 
@@ -177,17 +177,17 @@ def test_fill_condition_is_prepare_mask_latents_on_the_posterior_mode(tiny: Back
 @pytest.mark.parametrize("task", list(Task))
 def test_packed_mask_channels_are_the_token_mask(tiny: Backbone, task: Task):
     x = torch.zeros(1, 3, S, 3 * S)
-    cond = fill_condition(tiny, x, task_mask(task, S))  # [1, 48, 320]
-    mask_channels = cond[0, :, 64:]  # [48, 256]: every 8x8 block of a 16x16 token
+    cond = fill_condition(tiny, x, task_mask(task, S))  # [1, 48, 512]
+    mask_channels = cond[0, :, 256:]  # [48, 256]: every 8x8 block of a 16x16 token
     assert torch.equal(mask_channels, token_mask(task, S)[0, :, None].float().expand(-1, 256))
 
 
 def test_latent_helpers_round_trip_and_shapes(tiny: Backbone):
     x = torch.rand(2, 3, S, 3 * S) * 2 - 1
     z = encode_images(tiny, x)
-    assert z.shape == (2, 16, S // 8, 3 * S // 8)
+    assert z.shape == (2, 64, S // 8, 3 * S // 8)
     p = pack(z)
-    assert p.shape == (2, (S // 16) * (3 * S // 16), 64)
+    assert p.shape == (2, (S // 16) * (3 * S // 16), 256)
     assert torch.equal(unpack(p, S, 3 * S), z)
     assert torch.equal(encode_images(tiny, x), z)  # the mode: deterministic
     y = decode_latents(tiny, z)
@@ -291,7 +291,7 @@ def test_bf16_base_keeps_lora_in_fp32_and_trains():
     assert lora and all(p.dtype == torch.float32 and p.requires_grad for p in lora.values())
     assert bb.transformer.x_embedder.weight.dtype == torch.bfloat16
     v = predict_velocity(bb, **make_inputs(bb, batch=1))
-    assert v.dtype == torch.bfloat16 and v.shape == (1, 48, 64)
+    assert v.dtype == torch.bfloat16 and v.shape == (1, 48, 256)
     v.float().square().mean().backward()
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in lora.values())
 

@@ -206,6 +206,9 @@ def _prefect_env(store) -> None:
     os.environ.setdefault("PREFECT_HOME", str(home))
     # a fresh database takes ~26 s to migrate on 2 cores; Prefect's default allows 20
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    # the ephemeral server's analytics write races its own startup on SQLite and prints a 60-line
+    # "database is locked" traceback on a healthy run; a local throwaway server has nothing to report
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 def _prefect_logging() -> None:

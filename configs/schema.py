@@ -107,6 +107,9 @@ class BootstrapSection(_Strict):
     # paper stage (c): composites without layers the cycle stage decomposes each round (imported
     # with `layerboot add-unlabeled`, else procedural ones from their own seed namespace)
     unlabeled_per_round: int = Field(0, ge=0, le=100_000)
+    # ablations (`layerboot ablate`): false = every round retrains on round 0's seeds only / no cycle stage
+    grow_pool: bool = True
+    cycle_stage: bool = True
     eval_n: int = Field(50, ge=1)  # held-out composites evaluated per round
     prompt_bank: str | None = None  # text file, one prompt per line; default: the procedural describer
 

@@ -77,7 +77,7 @@ def train_stage(config_path: str, workdir: str, round: int) -> dict[str, Any]:
     failpoint(f"train-r{round:02d}-start")
     from models.train import train_adapter
 
-    pool = read_triplets(store, store.pool(round - 1))
+    pool = read_triplets(store, store.pool(round - 1 if cfg.bootstrap.grow_pool else 0))
     previous = store.marker(round - 1) or {}
     scratch = Path(tempfile.mkdtemp(prefix="layerboot-train-"))
     warm = None
@@ -150,7 +150,7 @@ def cycle_stage(config_path: str, workdir: str, round: int, shard: int) -> dict[
         judged = RoundWork(store, round).read_shard("judge", shard)
         plan = bootstrap.plan_shards(cfg.bootstrap.candidates, cfg.bootstrap.shard_size)
         parents = bootstrap.cycle_parents(store, judged.filter(judged["accepted"])) + bootstrap.shard_slice(
-            bootstrap.unlabeled_for_round(cfg, store, round), plan[shard], len(plan))
+            bootstrap.unlabeled_for_round(cfg, store, round), plan[shard], len(plan)) if cfg.bootstrap.cycle_stage else []
         with MODEL_LOCK:
             return bootstrap.cycle_rows(_sampler(cfg, store, round), judge_for(cfg), store, cfg, round,
                                         parents, adapter_version(cfg, round))
@@ -235,6 +235,7 @@ def round_metrics(config_path: str, workdir: str, round: int, stage_seconds: dic
     return {
         "flow_run_id": flow_run_id,
         "criterion_pass_rates": pass_rates,
+        "train_pool": trained.get("pool"),
         "rec_loss": trained.get("rec_loss"),
         "cyc_loss": trained.get("cyc_loss"),
         **{f"eval_{k}": model.get(k) for k in ("logo_psnr", "logo_ssim", "object_psnr", "object_ssim", "object_psnr_footprint")},

@@ -78,6 +78,7 @@ ROUNDS_SCHEMA = pa.schema(
         # what the orchestrator measured (null for rounds committed without it, e.g. seeding)
         pa.field("flow_run_id", pa.string()),
         pa.field("criterion_pass_rates", _scores),  # criterion -> share of candidates passing it
+        pa.field("train_pool", pa.int64()),  # triplets the round's adapter was trained on
         pa.field("rec_loss", pa.float64()),  # L_rec at the end of the round's training
         pa.field("cyc_loss", pa.float64()),  # L_cyc at the end of the round's training
         pa.field("eval_logo_psnr", pa.float64()),

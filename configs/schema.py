@@ -62,9 +62,11 @@ class LoraSection(_Strict):
 
 
 class TaskWeights(_Strict):
+    """Share of training steps per task. Generation makes every candidate the loop judges (at
+    1 : 1 : 0.5 it got 20% of the steps); compose serves the cycle's re-composition only."""
     decompose: float = Field(1.0, ge=0, allow_inf_nan=False)
-    compose: float = Field(1.0, ge=0, allow_inf_nan=False)
-    generate: float = Field(0.5, ge=0, allow_inf_nan=False)
+    compose: float = Field(0.75, ge=0, allow_inf_nan=False)
+    generate: float = Field(1.0, ge=0, allow_inf_nan=False)
 
 
 class CycleSection(_Strict):

@@ -101,10 +101,14 @@ def train_stage(config_path: str, workdir: str, round: int) -> dict[str, Any]:
     shutil.rmtree(scratch, ignore_errors=True)
     tail = result.log[-50:]
     cyc = [e["cyc"] for e in result.log if e["lambda"] > 0][-20:]
+    by_task = {}
+    for e in result.log[-200:]:
+        by_task.setdefault(e["task"], []).append(e["rec"])
     summary = {
         "pool": len(pool), "steps": result.steps, "warm_start": warm is not None,
         "rec_loss": round_to(statistics.fmean(e["rec"] for e in tail), 5),
         "cyc_loss": round_to(statistics.fmean(cyc), 5) if cyc else None,
+        "rec_loss_by_task": {t: round_to(statistics.fmean(v), 5) for t, v in sorted(by_task.items())},
         "seconds": round_to(time.time() - t0, 2),
     }
     work.write_result("train", summary)
@@ -238,6 +242,7 @@ def round_metrics(config_path: str, workdir: str, round: int, stage_seconds: dic
         "train_pool": trained.get("pool"),
         "rec_loss": trained.get("rec_loss"),
         "cyc_loss": trained.get("cyc_loss"),
+        "rec_loss_by_task": trained.get("rec_loss_by_task"),
         **{f"eval_{k}": model.get(k) for k in ("logo_psnr", "logo_ssim", "object_psnr", "object_ssim", "object_psnr_footprint")},
         "baseline_logo_psnr": baseline.get("logo_psnr"),
         "baseline_object_psnr_footprint": baseline.get("object_psnr_footprint"),

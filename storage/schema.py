@@ -81,6 +81,7 @@ ROUNDS_SCHEMA = pa.schema(
         pa.field("train_pool", pa.int64()),  # triplets the round's adapter was trained on
         pa.field("rec_loss", pa.float64()),  # L_rec at the end of the round's training
         pa.field("cyc_loss", pa.float64()),  # L_cyc at the end of the round's training
+        pa.field("rec_loss_by_task", _scores),  # task -> L_rec over the training's last 200 steps
         pa.field("eval_logo_psnr", pa.float64()),
         pa.field("eval_logo_ssim", pa.float64()),
         pa.field("eval_object_psnr", pa.float64()),

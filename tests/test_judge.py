@@ -128,7 +128,7 @@ def test_measurement_judge_separates_the_benchmark(report, bench):
     (0.5) accept nearly every clean triplet and nearly no corrupted one."""
     got = {k: v["auroc"] for k, v in report["criteria"].items()}
     assert got == pytest.approx({"logo_clean": 0.9981, "object_clean": 1.0, "composite_match": 0.9944,
-                                 "panels_agree": 0.9439, "quality": 1.0}, abs=0.002)
+                                 "panels_agree": 0.9531, "quality": 1.0}, abs=0.002)  # 0.9439 before bins merged
     sel = report["selection_rate_configured"]
     assert sel["clean"] == 0.975  # 39 of 40
     corrupted = [it for it in bench if it.kind != "clean"]
@@ -244,3 +244,25 @@ def test_build_judge_thresholds_and_unknown_criteria(tiny_cfg):
         build_judge(tiny_cfg, thresholds={"sharpness": 0.5})
     with pytest.raises(ValueError, match="no measurement"):
         MeasureJudge([Criterion("sharpness", "?", 0.5)])
+
+
+def test_a_near_lossless_copy_is_judged_like_the_original():
+    """+-2/255 of jitter (~45 dB) must not change a verdict: the logo panel's flat colours are
+    binned finely, and a colour a hair off a bin edge used to split into two "colours" in wrong
+    proportions (the unmerged judge accepted 13 of these 20, the originals 19)."""
+    from configs import load_config
+    from models.judge import build_judge
+    from storage.hashing import derive_seed
+
+    judge = build_judge(load_config("tiny"))
+    ts = [make_triplet(derive_seed(0, "synthetic", "test", i), 64) for i in range(20)]
+    rng = np.random.default_rng(0)
+
+    def jitter(im):
+        a = np.asarray(im, dtype=np.int16) + rng.integers(-2, 3, size=np.asarray(im).shape)
+        return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+
+    raw = judge.judge([(t.composite, t.logo, t.object) for t in ts])
+    copies = judge.judge([(jitter(t.composite), jitter(t.logo), jitter(t.object)) for t in ts])
+    assert sum(j.accepted for j in raw) == 19
+    assert [j.accepted for j in copies] == [j.accepted for j in raw]

@@ -148,6 +148,9 @@ class LogoInk:
     shares: np.ndarray  # (k,) their share of the solid ink
 
 
+MERGE_TOL = 0.05  # bins whose mean colours differ by less (max channel) are one flat colour
+
+
 def logo_ink(logo: np.ndarray, scale: float, levels: int = 32) -> LogoInk:
     """The logo panel's background (median of its frame), its ink, and the ink's flat colours."""
     border, _ = _border(logo, max(1, round(2 * scale)))
@@ -157,14 +160,27 @@ def logo_ink(logo: np.ndarray, scale: float, levels: int = 32) -> LogoInk:
     px = logo[solid]
     if len(px) == 0:
         return LogoInk(bg, ink, np.zeros((0, 3)), np.zeros(0))
-    # flat colours: quantise finely (32 levels a channel) and keep bins holding >= 8% of the
-    # solid ink; a flat graphic piles up in a few bins, a shaded scene spreads over many
+    # flat colours: quantise finely (32 levels a channel), merge neighbouring bins of one colour
+    # (a flat colour a hair off a bin edge - any lossy copy, e.g. a 43 dB codec round trip - falls
+    # into two bins, which read as two colours in "wrong proportions"), and keep colours holding
+    # >= 8% of the solid ink; a flat graphic piles up in a few colours, a shaded scene spreads over many
     q = np.minimum((px * levels).astype(int), levels - 1)
     codes = (q[:, 0] * levels + q[:, 1]) * levels + q[:, 2]
     uniq, counts = np.unique(codes, return_counts=True)
-    keep = uniq[counts >= 0.08 * len(px)]
-    colours = np.array([px[codes == c].mean(axis=0) for c in keep]).reshape(-1, 3)
-    shares = np.array([(codes == c).mean() for c in keep])
+    label = np.empty(len(px), dtype=int)
+    centres: list[np.ndarray] = []
+    for c in uniq[np.argsort(-counts, kind="stable")]:  # biggest bins first: they found the colours
+        members = codes == c
+        mean = px[members].mean(axis=0)
+        near = [j for j, m in enumerate(centres) if np.abs(m - mean).max() < MERGE_TOL]
+        if near:
+            label[members] = near[0]
+        else:
+            label[members] = len(centres)
+            centres.append(mean)
+    keep = [j for j in range(len(centres)) if (label == j).sum() >= 0.08 * len(px)]
+    colours = np.array([px[label == j].mean(axis=0) for j in keep]).reshape(-1, 3)
+    shares = np.array([(label == j).mean() for j in keep])
     return LogoInk(bg, ink, colours, shares)
 
 

@@ -55,7 +55,7 @@ class PretrainRecipe:
     transformer_examples: int = 6000  # in-context examples, encoded once, sampled with replacement
     drawing_examples: int = 3000  # text-to-image drawings, likewise
     drawing_share: float = 0.35  # of each batch: a fair share of text-to-image
-    transformer_steps: int = 10000
+    transformer_steps: int = 5000
     transformer_batch: int = 8
     transformer_lr: float = 5e-4
     guidance_scale: float = 1.0

@@ -653,7 +653,12 @@ def report(
     with user_errors():
         from storage.report import write_report
 
+        from storage.fs import Location
+
         cfg, store = _open(config, workdir, must_exist=True)
+        target = Location.parse(out)
+        if target.exists(target.root) and target.fs.isdir(target.root):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), out)
         info = write_report(store, out, thresholds={c.name: c.threshold for c in cfg.judge.criteria}, per_round=per_round)
         typer.echo(f"wrote {info.path}: {info.bytes / 1e6:.1f} MB, {info.rounds} rounds, {info.charts} charts, "
                    f"{info.thumbnails} triplets in the gallery")

@@ -96,6 +96,11 @@ def user_errors() -> Iterator[None]:
     (unless --debug)."""
     try:
         yield
+    except KeyboardInterrupt:  # Ctrl-C outside run/resume (which handle it themselves): what was written is undone
+        if _debugging():
+            raise
+        typer.echo("\ninterrupted (SIGINT)", err=True)
+        raise typer.Exit(130) from None
     except Exception as e:
         line = _describe(e)
         if line is None or _debugging():

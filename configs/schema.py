@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from storage.hashing import stable_id
 
@@ -16,6 +16,21 @@ PROFILES_DIR = Path(__file__).parent
 
 class ConfigError(ValueError):
     """An unusable config; the message names the file and the field."""
+
+
+def at_most(limit: int, why: str) -> AfterValidator:
+    """An upper bound that says why it exists (counts and sizes past it exhaust memory first)."""
+    def check(v: int) -> int:
+        if v > limit:
+            raise ValueError(f"at most {limit} ({why}) (got {v})")
+        return v
+    return AfterValidator(check)
+
+
+_IN_MEMORY = "the round's rows and images are held in memory"
+_BATCH = "one batch of images is held in memory at once"
+Count = Annotated[int, Field(ge=1), at_most(100_000, _IN_MEMORY)]
+Batch = Annotated[int, Field(ge=1), at_most(1024, _BATCH)]
 
 
 class _Strict(BaseModel):
@@ -29,8 +44,8 @@ class RunConfig(_Strict):
 
 class DataConfig(_Strict):
     panel_size: int = Field(ge=32, le=1024)  # pixels per side of each of the three square panels
-    n_seeds: int = Field(100, ge=1)  # synthetic seed triplets written by `layerboot seed`
-    n_test: int = Field(50, ge=0)  # held-out synthetic test triplets (round 0, split=test)
+    n_seeds: Count = 100  # synthetic seed triplets written by `layerboot seed`
+    n_test: Annotated[int, Field(ge=0), at_most(100_000, _IN_MEMORY)] = 50  # held-out synthetic test triplets
 
     @field_validator("panel_size")
     @classmethod
@@ -55,7 +70,7 @@ class ModelConfig(_Strict):
 
 
 class LoraSection(_Strict):
-    rank: int = Field(8, ge=1)
+    rank: Annotated[int, Field(ge=1), at_most(1024, "LoRA weights and optimiser state grow with the rank")] = 8
     alpha: float = Field(8.0, gt=0, allow_inf_nan=False)
     # whole top-level modules trained besides the LoRA (tiny profile only, measured to help)
     extra_trainable: tuple[str, ...] = ()
@@ -78,8 +93,8 @@ class CycleSection(_Strict):
 
 
 class TrainSection(_Strict):
-    steps: int = Field(ge=1)
-    batch_size: int = Field(8, ge=1)
+    steps: Annotated[int, Field(ge=1), at_most(10_000_000, "the training log holds one entry per step")]
+    batch_size: Batch = 8
     lr: float = Field(1e-3, gt=0, allow_inf_nan=False)
     weight_decay: float = Field(0.0, ge=0, allow_inf_nan=False)
     grad_clip: float = Field(1.0, gt=0, allow_inf_nan=False)
@@ -90,8 +105,8 @@ class TrainSection(_Strict):
 
 
 class SampleSection(_Strict):
-    steps: int = Field(8, ge=1)
-    batch_size: int = Field(16, ge=1)
+    steps: Annotated[int, Field(ge=1), at_most(1000, "each step is one full model pass per batch")] = 8
+    batch_size: Batch = 16
 
 
 class PromptsSection(_Strict):
@@ -101,18 +116,19 @@ class PromptsSection(_Strict):
 
 
 class BootstrapSection(_Strict):
-    rounds: int = Field(10, ge=1)  # R in the round contract
-    candidates: int = Field(40, ge=1)  # generated per round
-    shard_size: int = Field(10, ge=1)  # candidates per generate/judge/cycle task
+    rounds: Annotated[int, Field(ge=1), at_most(1000, "every round keeps an adapter and a manifest")] = 10  # R
+    candidates: Count = 40  # generated per round
+    # candidates per generate/judge/cycle task
+    shard_size: Annotated[int, Field(ge=1), at_most(10_000, "a shard's images are held in memory at once")] = 10
     warm_steps: int = Field(150, ge=1)  # training steps of rounds after the first (warm start)
     cycle_min_psnr: float = Field(20.0, allow_inf_nan=False)  # re-composition must agree this well (dB)
     # paper stage (c): composites without layers the cycle stage decomposes each round (imported
     # with `layerboot add-unlabeled`, else procedural ones from their own seed namespace)
-    unlabeled_per_round: int = Field(0, ge=0, le=100_000)
+    unlabeled_per_round: Annotated[int, Field(ge=0), at_most(100_000, "a round's composites are decomposed in memory")] = 0
     # ablations (`layerboot ablate`): false = every round retrains on round 0's seeds only / no cycle stage
     grow_pool: bool = True
     cycle_stage: bool = True
-    eval_n: int = Field(50, ge=1)  # held-out composites evaluated per round
+    eval_n: Count = 50  # held-out composites evaluated per round
     prompt_bank: str | None = None  # text file, one prompt per line; default: the procedural describer
 
 
@@ -165,7 +181,8 @@ class JudgeSection(_Strict):
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
     # the grid image (composite | logo | object) is resized to this many pixels at least/most
     min_pixels: int = Field(384 * 128, ge=28 * 28)
-    max_pixels: int = Field(1536 * 512, ge=28 * 28)
+    max_pixels: Annotated[int, Field(ge=28 * 28), at_most(4096 * 4096, "the judge's image tokens grow with pixels")] \
+        = 1536 * 512
     preamble: str = ("The image shows three panels side by side: left, a product photo; middle, a logo; "
                      "right, the same product without the logo.")
     criteria: tuple[CriterionConfig, ...] = _DEFAULT_CRITERIA
@@ -174,8 +191,8 @@ class JudgeSection(_Strict):
     # trips, models/judge/calibrate.py), computed once when the run starts; rounds.parquet records them
     target_precision: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
     max_reason_tokens: int = Field(24, ge=1, le=256)  # reasons are generated for rejected items only
-    batch_size: int = Field(8, ge=1)
-    calibration_size: int = Field(270, ge=20)  # held-out corruption benchmark triplets
+    batch_size: Batch = 8
+    calibration_size: Annotated[int, Field(ge=20), at_most(100_000, _IN_MEMORY)] = 270  # held-out corruption benchmark triplets
     calibration_path: str | None = None  # default <workdir>/judge/calibration.json
 
     @field_validator("criteria")
@@ -216,10 +233,38 @@ def resolve_config_path(path_or_profile: str | Path) -> Path:
     return p
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader, refusing a mapping that repeats a key (plain YAML keeps the last one,
+    silently: a config edited twice in two places would run with whichever came later)."""
+
+
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key, first: int, second: int):
+        super().__init__(f"duplicate key {key!r} (lines {first} and {second})")
+
+
+def _unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False):
+    seen: dict = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            if key in seen:
+                raise _DuplicateKey(key, seen[key], key_node.start_mark.line + 1)
+            seen[key] = key_node.start_mark.line + 1
+        except TypeError:  # an unhashable key: construct_mapping says so
+            break
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
 def load_config(path_or_profile: str | Path) -> Config:
     path = resolve_config_path(path_or_profile)
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except FileNotFoundError:
         hint = "" if path.suffix in (".yaml", ".yml") else \
             f" (nor a profile: {', '.join(sorted(p.stem for p in PROFILES_DIR.glob('*.yaml')))})"
@@ -227,7 +272,18 @@ def load_config(path_or_profile: str | Path) -> Config:
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config ({e.strerror})") from None
     try:
-        data = yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}, line {line})") from None
+    try:
+        loader = _UniqueKeyLoader(text)  # what yaml.load does, with our SafeLoader subclass
+        try:
+            data = loader.get_single_data()
+        finally:
+            loader.dispose()
+    except _DuplicateKey as e:
+        raise ConfigError(f"{path}: {e}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: invalid YAML: {' '.join(str(e).split())}") from None
     if not isinstance(data, dict):
@@ -241,6 +297,20 @@ def load_config(path_or_profile: str | Path) -> Config:
         got = f" (got {first['input']!r})" if first["type"] != "missing" and "input" in first else ""
         msg = first["msg"].removeprefix("Value error, ")
         raise ConfigError(f"{path}: {where}: {msg}{'' if 'got' in msg else got}{more}") from None
+
+
+def local_base_problem(base: str) -> str | None:
+    """Why `model.base` cannot be used, when it names a local folder that is not there (else None).
+    A hub id is `org/name`; anything else that looks like a path (absolute, ~, ./, ../, or more
+    than one `/`) is a local folder, looked up as given and then inside the installed package."""
+    looks_local = base.startswith(("/", "~", ".")) or base.count("/") != 1 or base.endswith("/")
+    if not looks_local:
+        return None
+    here = Path(base).expanduser()
+    if here.is_dir() or (PROFILES_DIR.parent / base).is_dir():
+        return None
+    what = "is not a folder" if here.exists() else "does not exist"
+    return f"model.base: local folder {base} {what} (a hub id is org/name)"
 
 
 def config_hash(config: Config) -> str:

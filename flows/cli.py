@@ -1,13 +1,17 @@
 """`layerboot` command line. Each command is a few lines that call flows, models or storage.
 
-User errors (bad config, bad input, refused store operations) print one line and exit 2;
-nothing is half-written. Heavy imports happen inside commands so `--help` stays fast.
+User and environment errors (bad config, bad input, refused store operations, a workdir that is
+a file, read-only, not permitted or full, object-store credentials) print one line and exit 2;
+a refused command writes nothing. `layerboot --debug ...` (or LAYERBOOT_DEBUG=1) shows the full
+traceback instead. Heavy imports happen inside commands so `--help` stays fast.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
 import sys
 from contextlib import contextmanager
 from enum import Enum
@@ -32,6 +36,23 @@ WorkdirOpt = Annotated[
     typer.Option("--workdir", "-w", help="Run folder: a path or fsspec URI (s3://bucket/run). Default: runs/<run name>."),
 ]
 EXIT_USAGE = 2
+_DEBUG = {"on": False}
+
+
+@app.callback()
+def _main(debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback of an error (or set "
+                                              "LAYERBOOT_DEBUG=1).")] = False) -> None:
+    _DEBUG["on"] = debug
+
+
+def _debugging() -> bool:
+    return _DEBUG["on"] or os.environ.get("LAYERBOOT_DEBUG", "") not in ("", "0")
+
+
+# errors of the environment the user can fix: a workdir that is a file or a folder where a file
+# belongs, not permitted, read-only, full; a path that is not there
+_USER_ERRNOS = {errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.ENOENT,
+                errno.EEXIST, errno.EDQUOT, errno.ENAMETOOLONG, errno.ELOOP}
 
 
 def _user_error_types() -> tuple[type[Exception], ...]:
@@ -54,32 +75,74 @@ def _user_error_types() -> tuple[type[Exception], ...]:
     return tuple(types)
 
 
+def _describe(e: BaseException) -> str | None:
+    """The one line for an expected error, or None for a bug (which keeps its traceback)."""
+    if isinstance(e, _user_error_types()):
+        if isinstance(e, OSError) and e.errno is not None and e.strerror:
+            return f"{e.filename}: {e.strerror}" if e.filename else e.strerror
+        return str(e)
+    if isinstance(e, OSError) and e.errno in _USER_ERRNOS:
+        where = e.filename if e.filename is not None else ""
+        return f"{where}: {e.strerror or e}" if where else f"{e.strerror or e}"
+    module = type(e).__module__ or ""
+    if module.startswith(("botocore", "aiobotocore", "s3fs")):  # credentials, endpoint, permissions
+        return f"object store: {type(e).__name__}: {' '.join(str(e).split())}"
+    return None
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Expected failures become one clear line on stderr and exit code 2, never a traceback."""
+    """Expected failures become one clear line on stderr and exit code 2, never a traceback
+    (unless --debug)."""
     try:
         yield
-    except Exception as e:
-        if not isinstance(e, _user_error_types()):
+    except KeyboardInterrupt:  # Ctrl-C outside run/resume (which handle it themselves): what was written is undone
+        if _debugging():
             raise
-        typer.echo(f"error: {e}", err=True)
+        typer.echo("\ninterrupted (SIGINT)", err=True)
+        raise typer.Exit(130) from None
+    except Exception as e:
+        line = _describe(e)
+        if line is None or _debugging():
+            raise
+        typer.echo(f"error: {line}", err=True)
         raise typer.Exit(EXIT_USAGE) from None
 
 
-def _open(config: str, workdir: str | None):
+def _open(config: str, workdir: str | None, must_exist: bool = False):
+    """The config and the workdir's store. A workdir that is there must be a folder; with
+    `must_exist` (commands that only read one) it must be there."""
     from configs import load_config
-    from storage.store import Store
+    from storage.store import Store, StoreError
 
     cfg = load_config(config)
-    return cfg, Store(workdir or str(Path("runs") / cfg.run.name))
+    store = Store(workdir or str(Path("runs") / cfg.run.name))
+    shown = store.loc.root if store.loc.is_local else store.uri
+    if store.loc.exists(store.loc.root):
+        if not store.loc.fs.isdir(store.loc.root):
+            raise StoreError(f"workdir {shown} is not a directory")
+    elif must_exist:
+        raise StoreError(f"workdir {shown} does not exist")
+    return cfg, store
+
+
+def _refuse_unmarked(store) -> None:
+    """A command that commits rounds must not run past a round whose marker was lost."""
+    from storage.store import StoreError
+
+    if unmarked := store.unmarked_rounds():
+        raise StoreError(f"round(s) {unmarked} in {store.uri} hold a manifest without a commit marker; "
+                         "`layerboot fsck` says how to re-mark them before rounds are run")
 
 
 @app.command()
 def seed(
     config: ConfigOpt = "configs/tiny.yaml",
     workdir: WorkdirOpt = None,
-    n: Annotated[Optional[int], typer.Option("--n", min=1, help="Seed triplets (default: data.n_seeds).")] = None,
-    n_test: Annotated[Optional[int], typer.Option("--n-test", min=0, help="Held-out test triplets (default: data.n_test).")] = None,
+    n: Annotated[Optional[int], typer.Option("--n", min=1, max=100_000,
+                                             help="Seed triplets (default: data.n_seeds).")] = None,
+    n_test: Annotated[Optional[int], typer.Option("--n-test", min=0, max=100_000,
+                                                  help="Held-out test triplets (default: data.n_test).")] = None,
     from_dir: Annotated[
         Optional[Path], typer.Option("--from-dir", help="Import your own triplets: DIR/<name>/{composite,logo,object}.png")
     ] = None,
@@ -93,8 +156,10 @@ def seed(
         n_seeds = cfg.data.n_seeds if n is None else n
         n_held = cfg.data.n_test if n_test is None else n_test
         with _workdir_lock(store, "layerboot seed"):  # it writes blobs: never during `fsck --repair` or a run
-            rows = seed_rows(store, cfg, n_seeds, n_held, str(from_dir) if from_dir else None)
-            info = store.commit_round(0, to_table(rows))
+            _refuse_unmarked(store)
+            with store.blobs.rollback_on_error():  # refused (e.g. round 0 committed otherwise): blobs removed
+                rows = seed_rows(store, cfg, n_seeds, n_held, str(from_dir) if from_dir else None)
+                info = store.commit_round(0, to_table(rows))
         if info.noop:
             typer.echo(f"round 0 already committed in {store.uri} with identical content: nothing to do")
         else:
@@ -138,7 +203,7 @@ def status(
     with user_errors():
         from storage.status import round_status
 
-        _, store = _open(config, workdir)
+        _, store = _open(config, workdir, must_exist=True)
         if watch:
             _watch_status(store, interval, iterations)
             return
@@ -225,7 +290,7 @@ EXIT_FAILED = 1
 
 
 @contextmanager
-def _workdir_lock(store, command: str) -> Iterator[None]:
+def _workdir_lock(store, command: str) -> Iterator:
     """Hold the workdir lock (storage/lock.py) for a command that writes rounds: a second one on
     the same workdir is refused naming the holder; a stale lock of a dead process is taken over."""
     from storage.lock import WorkdirLock
@@ -233,12 +298,80 @@ def _workdir_lock(store, command: str) -> Iterator[None]:
     def took_over(holder, reason: str) -> None:
         typer.echo(f"taking over the lock of {holder.describe()}: {reason}", err=True)
 
-    with WorkdirLock(store.loc, command, on_takeover=took_over):
+    with WorkdirLock(store.loc, command, on_takeover=took_over) as lock:
+        yield lock
+
+
+def _stop_children(grace_s: float = 3.0) -> None:
+    """Stop the processes this one started (the ephemeral Prefect server, Dask workers): SIGTERM,
+    then SIGKILL for those still there after `grace_s`."""
+    import psutil
+
+    try:
+        children = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return
+    for child in children:
+        try:
+            child.terminate()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(children, timeout=grace_s)
+    for child in alive:
+        try:
+            child.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(alive, timeout=2.0)
+
+
+@contextmanager
+def _stop_on_signals(store, held: dict) -> Iterator[None]:
+    """SIGINT (Ctrl-C) and SIGTERM stop `run`/`resume` within seconds: the rounds this process
+    runs are recorded as "interrupted" (in the stage they were in), nothing more is logged (the
+    Prefect API may be gone already), child processes are stopped, the workdir lock (`held["lock"]`)
+    is released and the process exits 130 / 143. What is on disk is then exactly what a kill leaves,
+    so `resume` continues from the finished work. The flow runs in a worker thread (see
+    _run_flow), so the main thread is always free to take the signal."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
         yield
+        return
+
+    def stop(signum, frame) -> None:  # noqa: ARG001
+        from storage.work import mark_interrupted
+
+        name = signal.Signals(signum).name
+        logging.disable(logging.CRITICAL)
+        try:
+            rounds = mark_interrupted(store, f"interrupted by {name}")
+        except Exception:  # noqa: BLE001 - stopping matters more than the record
+            rounds = []
+        _stop_children()
+        if held.get("lock") is not None:
+            held["lock"].release()
+        where = f"round {', '.join(map(str, rounds))} recorded as interrupted; " if rounds else ""
+        typer.echo(f"\n{name}: stopped. {where}`layerboot resume` continues from the finished work", err=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(128 + signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _run_flow(config: str, store, rounds: int | None, runner: str = "threads", dask_address: str | None = None) -> None:
-    """Run the bootstrap flow (the caller holds the workdir lock)."""
+    """Run the bootstrap flow (the caller holds the workdir lock) in a worker thread: the main
+    thread only waits, so it handles SIGINT/SIGTERM at once (_stop_on_signals) and Prefect never
+    installs its own SIGTERM handler (it does so only in the main thread)."""
+    import threading
+
     from configs import resolve_config_path
     from storage.status import round_status
 
@@ -249,15 +382,30 @@ def _run_flow(config: str, store, rounds: int | None, runner: str = "threads", d
     logging.getLogger("layerboot").setLevel(logging.INFO)
 
     config_path = str(resolve_config_path(config).resolve())
-    try:
-        bootstrap_flow(config=config_path, workdir=store.uri, rounds=rounds, task_runner=runner,
-                       dask_address=dask_address)
-    except Exception as exc:  # the store says where it stopped; the traceback is in Prefect's logs
+    outcome: dict = {}
+
+    def body() -> None:
+        try:
+            bootstrap_flow(config=config_path, workdir=store.uri, rounds=rounds, task_runner=runner,
+                           dask_address=dask_address)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=body, name="layerboot-flow", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.25)
+    exc = outcome.get("error")
+    if isinstance(exc, Exception):  # the store says where it stopped; the traceback is in Prefect's logs
+        if _debugging():
+            raise exc
         failed = [r for r in round_status(store) if r["state"] in ("failed", "running")]
         where = f"round {failed[0]['round']} failed in stage {failed[0]['stage']}: " if failed else ""
         typer.echo(f"error: {where}{type(exc).__name__}: {exc}", err=True)
         typer.echo("fix the cause, then `layerboot resume` continues from the finished work", err=True)
         raise typer.Exit(EXIT_FAILED) from None
+    if exc is not None:
+        raise exc
     typer.echo(f"workdir: {store.uri}")
     _print_status(round_status(store))
 
@@ -270,38 +418,86 @@ class TaskRunner(str, Enum):
     dask = "dask"
 
 
-RunnerOpt = Annotated[TaskRunner, typer.Option(
+RunnerOpt = Annotated[Optional[TaskRunner], typer.Option(
     "--task-runner",
-    help="Where the round's tasks run: a thread pool in this process, or Dask worker processes "
-    "(a 2-worker LocalCluster, or the cluster at --dask-address).")]
+    help="Where the round's tasks run: a thread pool in this process (run's default), or Dask worker processes "
+    "(a 2-worker LocalCluster, or the cluster at --dask-address). resume: the interrupted run's.")]
 DaskAddressOpt = Annotated[Optional[str], typer.Option(
     "--dask-address", help="Scheduler of an existing Dask cluster, e.g. tcp://10.0.0.5:8786.")]
 
 
+def _check_can_run(cfg, store) -> None:
+    """Refusals that must come before anything is written or Prefect starts."""
+    from configs import ConfigError, local_base_problem
+
+    if (problem := local_base_problem(cfg.model.base)) is not None:
+        raise ConfigError(problem)
+    _refuse_unmarked(store)
+
+
 @app.command()
 def run(config: ConfigOpt = "configs/tiny.yaml", workdir: WorkdirOpt = None, rounds: RoundsOpt = None,
-        task_runner: RunnerOpt = TaskRunner.threads, dask_address: DaskAddressOpt = None) -> None:
+        task_runner: RunnerOpt = None, dask_address: DaskAddressOpt = None) -> None:
     """Run the bootstrap loop as a Prefect flow: seed, then train / generate / judge / cycle /
-    evaluate / commit for each round. Exit 0 done, 1 failed, 2 bad usage or input."""
+    evaluate / commit for each round. Exit 0 done, 1 failed, 2 bad usage or input, 130/143 stopped
+    by SIGINT/SIGTERM (`resume` continues)."""
     with user_errors():
-        _, store = _open(config, workdir)
-        with _workdir_lock(store, "layerboot run"):  # before Prefect starts: a refusal costs nothing
-            _run_flow(config, store, rounds, task_runner.value, dask_address)
+        from configs import config_hash
+        from storage.target import write_target
+
+        cfg, store = _open(config, workdir)
+        _check_can_run(cfg, store)
+        runner = (task_runner or TaskRunner.threads).value
+        held: dict = {}
+        with _stop_on_signals(store, held), _workdir_lock(store, "layerboot run") as held["lock"]:
+            # (before Prefect starts: a refusal costs nothing)
+            target = rounds or cfg.bootstrap.rounds
+            write_target(store, target, config_hash(cfg), runner, dask_address, "layerboot run")
+            _run_flow(config, store, target, runner, dask_address)
 
 
 @app.command()
 def resume(config: ConfigOpt = "configs/tiny.yaml", workdir: WorkdirOpt = None, rounds: RoundsOpt = None,
-           task_runner: RunnerOpt = TaskRunner.threads, dask_address: DaskAddressOpt = None) -> None:
-    """Continue after a crash or failure: committed rounds and finished shards are kept, the rest runs."""
+           task_runner: RunnerOpt = None, dask_address: DaskAddressOpt = None) -> None:
+    """Continue after a crash, failure or interruption: committed rounds and finished shards are
+    kept, the rest runs, up to the interrupted run's target (its --rounds); --rounds N extends it."""
     with user_errors():
+        from configs import ConfigError, config_hash
         from storage.status import round_status
+        from storage.target import read_target, write_target
         from storage.work import RoundWork
 
-        _, store = _open(config, workdir)
-        with _workdir_lock(store, "layerboot resume"):
+        cfg, store = _open(config, workdir, must_exist=True)
+        _check_can_run(cfg, store)
+        held: dict = {}
+        with _stop_on_signals(store, held), _workdir_lock(store, "layerboot resume") as held["lock"]:
+            recorded = read_target(store)
+            if recorded is not None and recorded["config_hash"] != config_hash(cfg):
+                raise ConfigError(f"{config}: not the config the run started with (config hash {config_hash(cfg)}, the "
+                                  f"run's {recorded['config_hash']}); resume with that config, or start a new workdir")
+            runner = (task_runner.value if task_runner else (recorded or {}).get("runner")) or "threads"
+            address = dask_address or (recorded or {}).get("dask_address") if runner == "dask" else None
+            if rounds is not None:
+                target = rounds
+                if recorded is not None and rounds != recorded["rounds"]:
+                    typer.echo(f"target: {rounds} rounds (--rounds; the run started with {recorded['rounds']})")
+                write_target(store, target, config_hash(cfg), runner, address, "layerboot resume --rounds")
+            elif recorded is not None:
+                target = recorded["rounds"]
+                typer.echo(f"target: {target} rounds, as `{recorded['command']}` set at {recorded['started_at']} "
+                           f"(runner {runner}); `layerboot resume --rounds N` extends it")
+            else:
+                target = cfg.bootstrap.rounds
+                typer.echo(f"target: {target} rounds (bootstrap.rounds: no run target recorded in this workdir)")
+            committed = set(store.committed_rounds())
+            if set(range(target + 1)) <= committed:
+                typer.echo(f"all {target} rounds of the target are committed: nothing to do")
+                return
             for r in round_status(store):
                 if r["state"] == "committed":
                     typer.echo(f"round {r['round']}: committed, skipping")
+                    continue
+                if r["state"] in ("damaged", "unmarked"):
                     continue
                 work = RoundWork(store, r["round"])
                 done = {s: work.done_shards(s) for s in ("generate", "judge", "cycle")}
@@ -309,7 +505,7 @@ def resume(config: ConfigOpt = "configs/tiny.yaml", workdir: WorkdirOpt = None, 
                 typer.echo(f"round {r['round']}: {r['state']} in stage {r['stage'] or '-'}; keeping "
                            f"{', '.join(finished) or 'no stage results'} and shards "
                            + ", ".join(f"{k} {v}" for k, v in done.items() if v))
-            _run_flow(config, store, rounds, task_runner.value, dask_address)
+            _run_flow(config, store, target, runner, address)
 
 
 @app.command()
@@ -347,22 +543,45 @@ def ablate(
 def fsck(
     config: ConfigOpt = "configs/tiny.yaml",
     workdir: WorkdirOpt = None,
-    repair: Annotated[bool, typer.Option("--repair", help="Remove what no committed round needs (orphan blobs, "
-                                         "temp files, unfinished commits), holding the workdir lock.")] = False,
+    repair: Annotated[bool, typer.Option("--repair", help="Move what no manifest needs (orphan blobs, temp files, "
+                                         "unfinished commits) to <workdir>/quarantine/, holding the workdir lock.")] = False,
+    purge: Annotated[bool, typer.Option("--purge", help="Delete <workdir>/quarantine/ (what --repair set aside).")] = False,
+    remark: Annotated[Optional[int], typer.Option("--remark", min=0, help="Give an unmarked round its commit marker "
+                                                  "back, after checking its manifest against metrics/rounds.parquet.")] = None,
+    quarantine_round: Annotated[Optional[int], typer.Option("--quarantine-round", min=0,
+                                                            help="Move an unmarked round's folder to quarantine.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Check the workdir: every committed row's blobs present and hashing right; report orphan
-    blobs, leftover temp files and unfinished commits by name. Exit 0 clean (or all repaired),
-    1 problems left, 2 bad usage (or the workdir is locked by a run, with --repair)."""
+    """Check the workdir: every committed round's marker against its manifest, every row's blobs
+    present and hashing right; report unmarked rounds, orphan blobs, leftover temp files and
+    unfinished commits by name. Exit 0 clean (or all repaired), 1 problems left, 2 bad usage or a
+    refused action (a workdir that does not exist, or locked by a run)."""
     with user_errors():
-        from storage.fsck import fsck as check
+        from storage import fsck as checks
 
-        _, store = _open(config, workdir)
+        actions = [a for a, on in (("--repair", repair), ("--purge", purge), ("--remark", remark is not None),
+                                   ("--quarantine-round", quarantine_round is not None)) if on]
+        if len(actions) > 1:
+            raise typer.BadParameter(f"give one of {', '.join(actions)} at a time")
+        _, store = _open(config, workdir, must_exist=True)
 
         def took_over(holder, reason: str) -> None:
             typer.echo(f"taking over the lock of {holder.describe()}: {reason}", err=True)
 
-        report = check(store, repair=repair, on_takeover=took_over)
+        if purge:
+            batches = checks.purge(store, on_takeover=took_over)
+            typer.echo(f"purged {len(batches)} quarantine batch(es)" + "".join(f"\n  {b}" for b in batches))
+            return
+        if remark is not None:
+            marker = checks.remark(store, remark, on_takeover=took_over)
+            typer.echo(f"round {remark}: commit marker restored ({marker['rows']} rows, manifest {marker['file']}, "
+                       "checked against metrics/rounds.parquet)")
+            return
+        if quarantine_round is not None:
+            batch = checks.quarantine_round(store, quarantine_round, on_takeover=took_over)
+            typer.echo(f"round {quarantine_round}: moved to {batch}/ (record: {batch}.json)")
+            return
+        report = checks.fsck(store, repair=repair, on_takeover=took_over)
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=1))
     else:
@@ -380,7 +599,7 @@ def _print_fsck(report, repair: bool) -> None:
                    f"started {report.lock['started_at']}")
     removed = set(report.repaired)
     for f in report.findings:
-        typer.echo(f"{'removed' if f.path in removed else f.kind:<16} {f.path}  ({f.detail})")
+        typer.echo(f"{'quarantined' if f.path in removed else f.kind:<16} {f.path}  ({f.detail})")
     if report.clean:
         typer.echo("clean")
         return
@@ -388,7 +607,8 @@ def _print_fsck(report, repair: bool) -> None:
     fixable = sum(f.repairable for f in left)
     summary = ", ".join(f"{n} {k}" for k, n in report.counts().items())
     typer.echo(f"{len(report.findings)} problem(s): {summary}"
-               + (f"; removed {len(removed)}" if repair else "")
+               + (f"; moved {len(removed)} to {report.quarantine}/ (`layerboot fsck --purge` deletes it)"
+                  if removed else "; moved nothing" if repair else "")
                + (f"; {fixable} removable with `layerboot fsck --repair`" if fixable else "")
                + (f"; {len(left) - fixable} cannot be repaired here" if len(left) - fixable else ""))
 
@@ -440,7 +660,7 @@ def review(
 
         from storage.overrides import effective_accepted, in_effect, load_overrides
 
-        _, store = _open(config, workdir)
+        _, store = _open(config, workdir, must_exist=True)
         table = store.read_round(round)
         accepted = effective_accepted(table, in_effect(load_overrides(store.loc))).to_pylist()  # overrides count
         rows = [r for r, ok in zip(table.to_pylist(), accepted) if ok and r["split"] == split][:n]
@@ -475,7 +695,7 @@ def override(
 
         if accept == reject:
             raise typer.BadParameter("give exactly one of --accept or --reject")
-        _, store = _open(config, workdir)
+        _, store = _open(config, workdir, must_exist=True)
         o = record_override(store, triplet_id, "accept" if accept else "reject", reason)
         typer.echo(f"recorded: {o.action} {o.triplet_id} (round {o.round}) by {o.who} at {o.when:%Y-%m-%d %H:%M:%S} UTC")
         last = store.committed_rounds()[-1]
@@ -494,7 +714,12 @@ def report(
     with user_errors():
         from storage.report import write_report
 
-        cfg, store = _open(config, workdir)
+        from storage.fs import Location
+
+        cfg, store = _open(config, workdir, must_exist=True)
+        target = Location.parse(out)
+        if target.exists(target.root) and target.fs.isdir(target.root):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), out)
         info = write_report(store, out, thresholds={c.name: c.threshold for c in cfg.judge.criteria}, per_round=per_round)
         typer.echo(f"wrote {info.path}: {info.bytes / 1e6:.1f} MB, {info.rounds} rounds, {info.charts} charts, "
                    f"{info.thumbnails} triplets in the gallery")
@@ -537,7 +762,7 @@ def train(
         from models.runtime import load_base
         from models.train import train_adapter
 
-        cfg, store = _open(config, workdir)
+        cfg, store = _open(config, workdir, must_exist=True)
         rounds = store.committed_rounds()
         if not rounds:
             raise FileNotFoundError(f"no committed rounds in {store.uri}: run `layerboot seed` first")
@@ -576,7 +801,7 @@ def evaluate(
         from models.sample import Sampler
         from storage.hashing import derive_seed
 
-        cfg, store = _open(config, workdir)
+        cfg, store = _open(config, workdir, must_exist=True)
         test = read_triplets(store, store.test_split(), footprint=True)[:n]
         if not test:
             raise FileNotFoundError(f"no test split in {store.uri}: run `layerboot seed` first")

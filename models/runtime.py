@@ -32,6 +32,10 @@ def resolve_base(base: str) -> str:
 def load_base(config: Config) -> Backbone:
     """The frozen base of the config's profile: FLUX.1-Fill-dev or the shipped tiny base."""
     m = config.model
+    from configs import ConfigError, local_base_problem
+
+    if (problem := local_base_problem(m.base)) is not None:  # never fall through to a hub download
+        raise ConfigError(problem)
     device = resolve_device(m.device)
     if device == "cpu":
         torch.set_num_threads(m.cpu_threads)

@@ -6,8 +6,10 @@ manifests store, so a workdir can be copied between a laptop and a bucket unchan
 
 from __future__ import annotations
 
+import contextlib
 import posixpath
 import re
+from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -42,6 +44,7 @@ def parse_blob_key(key: str) -> str:
 class BlobStore:
     def __init__(self, location: Location):
         self.loc = location
+        self._journals: list[list[str]] = []  # keys written inside `rollback_on_error` blocks
 
     def path(self, key: str) -> str:
         parse_blob_key(key)
@@ -54,7 +57,28 @@ class BlobStore:
         path = self.loc.join(key)
         if not self.loc.exists(path):
             self.loc.write_atomic(path, data)
+            for journal in self._journals:
+                journal.append(key)
         return key, sha
+
+    @contextlib.contextmanager
+    def rollback_on_error(self) -> Iterator[None]:
+        """Blobs this block writes (not those that were there before) are removed again when it
+        raises, with the folders they emptied: a refused command leaves the workdir as it found it.
+        Only for a writer holding the workdir lock (nobody else can have referenced them)."""
+        journal: list[str] = []
+        self._journals.append(journal)
+        try:
+            yield
+        except BaseException:
+            for key in journal:
+                path = self.loc.join(key)
+                with contextlib.suppress(FileNotFoundError):
+                    self.loc.fs.rm_file(path)
+                self.loc.prune_empty_dirs(posixpath.dirname(path), stop=self.loc.root)
+            raise
+        finally:
+            self._journals.remove(journal)
 
     def get(self, key: str) -> bytes:
         """Read a blob and verify its hash on every read."""

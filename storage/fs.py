@@ -96,6 +96,33 @@ class Location:
         self.fs.copy(final, posixpath.join(dst, last))
         self.fs.rm(src, recursive=True)
 
+    def prune_empty_dirs(self, path: str, stop: str) -> None:
+        """Remove `path` and its parents up to (not including) `stop` while they are empty folders
+        (local only: object stores have no folders)."""
+        if not self.is_local:
+            return
+        while path.startswith(stop.rstrip("/") + "/") and os.path.isdir(path):
+            try:
+                os.rmdir(path)
+            except OSError:  # not empty
+                return
+            path = posixpath.dirname(path)
+
+    def move(self, src: str, dst: str) -> None:
+        """Move a file or folder to `dst` (which must not exist): a rename locally, copies then
+        deletes on object stores."""
+        if self.is_local:
+            os.makedirs(posixpath.dirname(dst), exist_ok=True)
+            os.rename(src, dst)
+            return
+        if self.fs.isdir(src):
+            for f in sorted(self.fs.find(src)):
+                self.fs.copy(f, posixpath.join(dst, posixpath.relpath(f, src)))
+            self.fs.rm(src, recursive=True)
+        else:
+            self.fs.copy(src, dst)
+            self.fs.rm_file(src)
+
     def remove_tree(self, path: str) -> None:
         if self.fs.exists(path):
             self.fs.rm(path, recursive=True)

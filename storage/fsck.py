@@ -1,25 +1,37 @@
 """`layerboot fsck`: check a workdir against its committed rounds, and optionally clean it up.
 
-Checked: every committed round's marker and manifest (hash against the marker, rows valid), every
-row's blobs (present, and hashing to their address), and what nothing needs any more: blobs no
-committed round and no unfinished round's work references, files under blobs/ that are not blobs,
-temp files of interrupted atomic writes, staging folders of commits that never finished and
-round folders without a commit marker (a torn object-store publish).
+Checked: every committed round's marker against its manifest (Store.verify_round: the folder holds
+exactly the two, hash, row count, content digest, figures) and against metrics/rounds.parquet,
+every row's blobs (present, and hashing to their address), and what nothing needs any more: blobs
+no manifest file in the workdir references, files under blobs/ that are not blobs, temp files of
+interrupted atomic writes, staging folders of commits that never finished and round folders
+holding a marker but not its manifest (a torn object-store publish, which copies the marker first).
 
-`repair` removes only the last group, under the workdir lock (never while a run is writing), and
-never a blob that any committed round or unfinished work references, never a committed manifest.
-A missing or corrupt referenced blob, or an unreadable manifest, is reported: nothing can repair
-it here. While any committed manifest cannot be read, no blob is removed (its references are
-unknown).
+A round folder holding a manifest but no marker is "unmarked": its marker was lost, not its data.
+It is never removed by `repair`; `remark` restores the marker after checking the manifest against
+the round's row in rounds.parquet, or `quarantine_round` moves the folder to quarantine.
+
+`repair` is conservative and reversible: under the workdir lock (never while a run is writing) it
+moves what is removable to `<workdir>/quarantine/<batch>/` (same relative paths), with a record
+`<workdir>/quarantine/<batch>.json` of what and why; `purge` deletes the quarantine, explicitly.
+It never touches a blob that any manifest file in the workdir references (committed rounds,
+unmarked rounds, staged commits, unfinished rounds' work, the quarantine itself), never a committed
+or unmarked manifest. While any such file cannot be read, no blob is touched (its references are
+unknown). A missing or corrupt referenced blob, or a damaged manifest, is reported: nothing can
+repair it here.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import posixpath
+import uuid
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any, Callable
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from storage import schema
@@ -27,14 +39,21 @@ from storage.blobs import BlobError, blob_key, parse_blob_key
 from storage.fs import is_temp_name
 from storage.hashing import is_sha256_hex, sha256_hex
 from storage.lock import Holder, WorkdirLock
-from storage.status import work_rounds
-from storage.store import MARKER, STAGING, Store
+from storage.overrides import operator
+from storage.store import MARKER, PART_NAME, STAGING, Store, StoreError, content_digest, \
+    derived_figures, now_utc
 
-# what can be removed safely, and what cannot be repaired here
+# what can be moved to quarantine safely, and what cannot be repaired here
 REPAIRABLE = ("orphan_blob", "stray_file", "temp_file", "staging", "torn_round")
-UNREPAIRABLE = ("bad_manifest", "bad_reference", "missing_blob", "corrupt_blob", "missing_adapter", "bad_work_file")
+UNREPAIRABLE = ("bad_manifest", "unmarked_round", "metrics_mismatch", "bad_reference", "missing_blob",
+                "corrupt_blob", "missing_adapter", "bad_work_file")
+QUARANTINE = "quarantine"
 _URI_COLUMNS = tuple(f"{p}_uri" for p in (*schema.PANELS, "footprint"))
-_SKIP = (".prefect",)  # ephemeral Prefect state (SQLite) under a local workdir: not ours to judge
+_SKIP = (".prefect", QUARANTINE)  # ephemeral Prefect state (SQLite); what repair set aside: not judged
+
+
+class FsckError(StoreError):
+    """An fsck action that is refused (re-marking a round that does not check out, ...)."""
 
 
 @dataclass(frozen=True)
@@ -51,9 +70,10 @@ class FsckReport:
     rounds: list[int] = field(default_factory=list)  # committed rounds checked
     rows: int = 0  # manifest rows checked
     blobs_checked: int = 0  # distinct referenced blobs hashed
-    kept_for_work: int = 0  # blobs only unfinished rounds' work references (kept for `resume`)
+    kept_for_work: int = 0  # blobs only uncommitted manifests (work, staging, unmarked, quarantine) reference
     findings: list[Finding] = field(default_factory=list)
-    repaired: list[str] = field(default_factory=list)  # paths removed by --repair
+    repaired: list[str] = field(default_factory=list)  # paths moved to quarantine by --repair
+    quarantine: str | None = None  # where --repair moved them (relative to the workdir)
     lock: dict[str, Any] | None = None  # who holds the workdir lock, if anyone
 
     @property
@@ -75,23 +95,112 @@ class FsckReport:
         return asdict(self) | {"counts": self.counts(), "unrepaired": [asdict(f) for f in self.unrepaired]}
 
 
+def _lock(store: Store, command: str, on_takeover) -> WorkdirLock:
+    return WorkdirLock(store.loc, command, on_takeover=on_takeover)
+
+
 def fsck(store: Store, repair: bool = False, on_takeover: Callable[[Holder, str], None] | None = None) -> FsckReport:
-    """Check `store`; with `repair`, hold the workdir lock, check, and remove what is repairable."""
+    """Check `store`; with `repair`, hold the workdir lock, check, and move what is repairable to
+    a new quarantine batch (with a record of what and why)."""
     if not repair:
         return _check(store)
-    with WorkdirLock(store.loc, "layerboot fsck --repair", on_takeover=on_takeover):
+    with _lock(store, "layerboot fsck --repair", on_takeover):
         report = _check(store)
         report.lock = None  # that is us
-        for f in report.findings:
-            if not f.repairable:
-                continue
-            path = store.loc.join(f.path)
-            if f.kind in ("staging", "torn_round"):
-                store.loc.remove_tree(path)
-            elif store.loc.exists(path):
-                store.loc.fs.rm_file(path)
-            report.repaired.append(f.path)
+        chosen = [f for f in report.findings if f.repairable]
+        if chosen:
+            report.quarantine = _quarantine(store, chosen, "layerboot fsck --repair")
+            report.repaired = [f.path for f in chosen]
         return report
+
+
+def _quarantine(store: Store, findings: list[Finding], command: str) -> str:
+    """Move each finding's path into a new batch folder under quarantine/, keeping its relative
+    path, and write the batch's record. Returns the batch folder (relative to the workdir)."""
+    loc = store.loc
+    batch = f"{QUARANTINE}/{now_utc():%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+    record = {"batch": batch, "at": now_utc().isoformat(), "by": operator(), "command": command,
+              "restore": f"move each path from {batch}/ back to the same path in the workdir",
+              "items": [{"path": f.path, "kind": f.kind, "detail": f.detail} for f in findings]}
+    loc.write_atomic(loc.join(batch + ".json"), json.dumps(record, indent=1).encode())  # the record first
+    for f in findings:
+        src = loc.join(f.path)
+        if loc.exists(src):
+            loc.move(src, loc.join(batch, f.path))
+            loc.prune_empty_dirs(posixpath.dirname(src), stop=loc.root)
+    return batch
+
+
+def purge(store: Store, on_takeover: Callable[[Holder, str], None] | None = None) -> list[str]:
+    """Delete the quarantine (every batch and its record), under the workdir lock. Returns the
+    batches deleted."""
+    with _lock(store, "layerboot fsck --purge", on_takeover):
+        root = store.loc.join(QUARANTINE)
+        if not store.loc.exists(root):
+            return []
+        names = sorted(posixpath.basename(p.rstrip("/")) for p in store.loc.fs.ls(root, detail=False))
+        store.loc.remove_tree(root)
+        return [f"{QUARANTINE}/{n}" for n in names if not n.endswith(".json")]
+
+
+def remark(store: Store, r: int, on_takeover: Callable[[Holder, str], None] | None = None) -> dict[str, Any]:
+    """Give unmarked round r its commit marker back, rebuilt from the round's row in
+    metrics/rounds.parquet, once its one manifest checks out against that row (file hash, name,
+    row count, content digest, every figure). Refused (FsckError) otherwise. Returns the marker."""
+    with _lock(store, f"layerboot fsck --remark {r}", on_takeover):
+        if r not in store.unmarked_rounds():
+            raise FsckError(f"round {r} is not unmarked in {store.uri} (nothing to re-mark)")
+        recorded = store.recorded_metrics()
+        rows = [m for m in (recorded.to_pylist() if recorded is not None else []) if m["round"] == r]
+        if not rows:
+            raise FsckError(f"round {r}: metrics/rounds.parquet has no row for it, so its manifest cannot be "
+                            f"checked; `layerboot fsck --quarantine-round {r}` sets it aside")
+        row = rows[0]
+        files = store.round_files(r)
+        if len(files) != 1 or not PART_NAME.match(files[0]):
+            raise FsckError(f"round {r}: its folder must hold exactly one part-<digest>.parquet file, holds {files}")
+        name = files[0]
+        data = store.loc.read_bytes(posixpath.join(store.round_dir(r), name))
+        if sha256_hex(data) != row["manifest_sha256"]:
+            raise FsckError(f"round {r}: manifest {name} does not hash to the manifest_sha256 rounds.parquet records")
+        table = pq.read_table(io.BytesIO(data)).cast(schema.MANIFEST_SCHEMA)
+        digest = content_digest(table)
+        if digest != row["content_digest"] or name != f"part-{digest[:16]}.parquet":
+            raise FsckError(f"round {r}: the content of manifest {name} does not match rounds.parquet")
+        figures = derived_figures(table)
+        figures.pop("train_accepted")
+        wrong = sorted(k for k, v in figures.items() if row[k] != v)
+        if wrong:
+            raise FsckError(f"round {r}: rounds.parquet's {', '.join(wrong)} do not follow from manifest {name}")
+        marker = {k: v for k, v in row.items()}
+        marker["committed_at"] = row["committed_at"].isoformat()
+        for k, v in marker.items():
+            if isinstance(v, list):  # Arrow maps come back as (key, value) pairs
+                marker[k] = dict(v)
+        marker |= {"file": name, "schema_version": schema.SCHEMA_VERSION}
+        store.loc.write_atomic(posixpath.join(store.round_dir(r), MARKER), json.dumps(marker, indent=1).encode())
+        store.verify_round(r)  # the round as readers now see it
+        return marker
+
+
+def quarantine_round(store: Store, r: int, on_takeover: Callable[[Holder, str], None] | None = None) -> str:
+    """Move unmarked round r's folder to a quarantine batch (reversible). Returns the batch."""
+    with _lock(store, f"layerboot fsck --quarantine-round {r}", on_takeover):
+        if r not in store.unmarked_rounds():
+            raise FsckError(f"round {r} is not unmarked in {store.uri}: only an unmarked round can be set aside")
+        path = posixpath.relpath(store.round_dir(r), store.loc.root)
+        return _quarantine(store, [Finding("unmarked_round", path, "set aside by --quarantine-round", False)],
+                           f"layerboot fsck --quarantine-round {r}")
+
+
+def _manifest_refs(loc, path: str) -> set[str]:
+    """Blob keys a Parquet file with manifest columns references (raises when unreadable)."""
+    table = pq.read_table(io.BytesIO(loc.read_bytes(path)))
+    keys: set[str] = set()
+    for col in _URI_COLUMNS:
+        if col in table.column_names:
+            keys.update(k for k in table.column(col).to_pylist() if k)
+    return keys
 
 
 def _check(store: Store) -> FsckReport:
@@ -101,17 +210,28 @@ def _check(store: Store) -> FsckReport:
     holder = WorkdirLock(loc, "fsck").holder()
     report.lock = asdict(holder) if holder else None
 
-    # 1. committed rounds: marker, manifest, row references
-    refs: dict[str, str] = {}  # blob key -> where it is first referenced
-    unreadable: list[str] = []
+    # 1. committed rounds: marker proven against manifest, then row references
+    refs: dict[str, str] = {}  # blob key -> where a committed round first references it
+    verified: set[str] = set()  # manifest files of committed rounds that verified
+    unreadable: list[str] = []  # rounds and files whose references are unknown: no blob is touched
+    recorded = None
+    try:
+        recorded = {m["round"]: m for m in (store.recorded_metrics() or pa.table({"round": []})).to_pylist()}
+    except StoreError as e:
+        report.findings.append(Finding("metrics_mismatch", rel(store.metrics_path()), str(e), False))
     for r in store.committed_rounds():
         report.rounds.append(r)
         try:
-            table = store.read_round(r, validate=False)
-        except Exception as e:  # noqa: BLE001 - whatever is wrong with it, it is reported, never removed
-            report.findings.append(Finding("bad_manifest", rel(store.round_dir(r)), f"round {r}: {e}", False))
-            unreadable.append(f"round {r}")
+            marker, table = store.verify_round(r)
+        except StoreError as e:  # whatever is wrong with it, it is reported, never removed
+            report.findings.append(Finding("bad_manifest", rel(store.round_dir(r)), str(e), False))
+            unreadable.append(f"round {r}")  # what it references is not known: its manifest may lie
             continue
+        if recorded is not None and r in recorded and any(
+                recorded[r][k] != marker.get(k) for k in ("rows", "content_digest", "manifest_sha256", "pool_size")):
+            report.findings.append(Finding("metrics_mismatch", rel(store.round_dir(r)), f"round {r}: its marker and "
+                                           "its row in metrics/rounds.parquet disagree", False))
+        verified.add(posixpath.join(store.round_dir(r), marker["file"]))
         report.rows += table.num_rows
         ids = table.column("triplet_id").to_pylist()
         for col in _URI_COLUMNS:
@@ -125,10 +245,14 @@ def _check(store: Store) -> FsckReport:
                                                    f"{where}: {key!r} is not the blob key of sha256 {sha!r}", False))
                     continue
                 refs.setdefault(key, where)
-        marker = store.marker(r) or {}
         if marker.get("adapter_uri") and not loc.exists(store.adapter_dir(r)):
             report.findings.append(Finding("missing_adapter", rel(store.adapter_dir(r)),
                                            f"round {r}: its marker names an adapter that is not there", False))
+    for r in store.unmarked_rounds():
+        report.findings.append(Finding("unmarked_round", rel(store.round_dir(r)),
+                                       f"round {r}: a manifest without its commit marker (kept); `layerboot fsck "
+                                       f"--remark {r}` restores the marker after checking it against rounds.parquet, "
+                                       f"`--quarantine-round {r}` sets the folder aside", False))
 
     # 2. referenced blobs: present and hashing to their address
     for key, where in sorted(refs.items()):
@@ -141,26 +265,24 @@ def _check(store: Store) -> FsckReport:
         if actual != parse_blob_key(key):
             report.findings.append(Finding("corrupt_blob", key, f"hashes to {actual}; referenced by {where}", False))
 
-    # 3. blobs unfinished rounds still need (`resume` reads their work shards)
-    work_refs: set[str] = set()
-    for r in work_rounds(store):
-        root = loc.join("work", f"round={r:02d}")
-        for path in sorted(loc.fs.find(root)):
-            if not path.endswith(".parquet") or is_temp_name(posixpath.basename(path)):
-                continue
-            try:
-                table = pq.read_table(io.BytesIO(loc.read_bytes(path)))
-            except Exception as e:  # noqa: BLE001
-                report.findings.append(Finding("bad_work_file", rel(path), f"unreadable work shard: {e}", False))
-                unreadable.append(rel(path))
-                continue
-            for col in _URI_COLUMNS:
-                if col in table.column_names:
-                    work_refs.update(k for k in table.column(col).to_pylist() if k)
+    # 3. every other manifest file of the workdir (damaged or unmarked rounds, staged commits,
+    #    unfinished rounds' work, the quarantine): the blobs it references are never touched
+    other_refs: set[str] = set()
+    all_files = sorted(loc.fs.find(loc.root)) if loc.exists(loc.root) else []
+    for path in all_files:
+        key = rel(path)
+        if (not key.endswith(".parquet") or key == rel(store.metrics_path()) or key.split("/", 1)[0] == ".prefect"
+                or is_temp_name(posixpath.basename(path)) or path in verified):
+            continue  # (a verified committed manifest: its references are in `refs`)
+        try:
+            other_refs |= _manifest_refs(loc, path)
+        except Exception as e:  # noqa: BLE001 - unreadable: its references are unknown
+            if key.startswith("work/"):
+                report.findings.append(Finding("bad_work_file", key, f"unreadable work shard: {e}", False))
+            unreadable.append(key)
 
     # 4. every file of the workdir: blobs nothing references, strays, temp files
-    manifests = loc.join("manifests")
-    for path in sorted(loc.fs.find(loc.root)) if loc.exists(loc.root) else []:
+    for path in all_files:
         key = rel(path)
         if key.split("/", 1)[0] in _SKIP:
             continue
@@ -176,16 +298,17 @@ def _check(store: Store) -> FsckReport:
             continue
         if key in refs:
             continue
-        if key in work_refs:
+        if key in other_refs:
             report.kept_for_work += 1
             continue
         if unreadable:
             report.findings.append(Finding("orphan_blob", key, "referenced by no committed round; kept while "
-                                           f"{', '.join(unreadable)} cannot be read", False))
+                                           f"{', '.join(unreadable)} cannot be read or trusted", False))
         else:
-            report.findings.append(Finding("orphan_blob", key, "referenced by no committed round", True))
+            report.findings.append(Finding("orphan_blob", key, "referenced by no manifest in the workdir", True))
 
-    # 5. commits that never finished: staging folders, round folders without a marker
+    # 5. commits that never finished: staging folders, round folders without their manifest
+    manifests = loc.join("manifests")
     staging = posixpath.join(manifests, STAGING)
     if loc.exists(staging):
         for entry in sorted(loc.fs.ls(staging, detail=False)):
@@ -193,7 +316,11 @@ def _check(store: Store) -> FsckReport:
     if loc.exists(manifests):
         for entry in sorted(loc.fs.ls(manifests, detail=False)):
             entry = entry.rstrip("/")
-            if posixpath.basename(entry).startswith("round=") and not loc.exists(posixpath.join(entry, MARKER)):
-                report.findings.append(Finding("torn_round", rel(entry),
-                                               "round folder without a commit marker: not committed", True))
+            name = posixpath.basename(entry)
+            if not name.startswith("round=") or not loc.fs.isdir(entry):
+                continue
+            names = [posixpath.relpath(p, entry) for p in loc.fs.find(entry)]
+            if not any(n.endswith(".parquet") for n in names):  # empty, or a torn object-store publish
+                report.findings.append(Finding("torn_round", rel(entry), "round folder without a manifest: not "
+                                               "committed", True))
     return report

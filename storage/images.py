@@ -6,12 +6,13 @@ import io
 import re
 import warnings
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Panels are at most 1024 px; anything far larger is a mistake or a decompression bomb. The one
 # place Pillow's limit is set: every image layerboot reads goes through decode_image below.
 MAX_PIXELS = 4096 * 4096
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+ORIENTATION = 0x0112  # the EXIF tag
 
 
 class ImageError(ValueError):
@@ -32,6 +33,8 @@ def decode_image(data: bytes, name: str, size: int | None = None, mode: str = "R
 
     Palette, greyscale, alpha and 16-bit inputs are converted to `mode` (alpha is composited on
     white, the plain background of our panels); CMYK is converted; anything else is refused.
+    An EXIF orientation (cameras store photos sideways with a "rotate on display" tag) is applied,
+    so the pixels are what every viewer shows; animated and multi-page images are refused.
     """
     if not data:
         raise ImageError(f"{name}: empty file")
@@ -48,6 +51,14 @@ def decode_image(data: bytes, name: str, size: int | None = None, mode: str = "R
         raise ImageError(f"{name}: cannot decode image (not a recognised image format)") from None
     except (OSError, SyntaxError, ValueError) as e:  # Pillow's ways of saying "not an image"
         raise ImageError(f"{name}: cannot decode image ({e})") from None
+    frames = getattr(img, "n_frames", 1)
+    if frames > 1:
+        raise ImageError(f"{name}: an animated or multi-page image ({frames} frames); a panel is one still image")
+    if img.getexif().get(ORIENTATION, 1) != 1:
+        try:
+            img = ImageOps.exif_transpose(img)
+        except (OSError, ValueError, SyntaxError) as e:
+            raise ImageError(f"{name}: cannot apply its EXIF orientation ({e})") from None
     if size is not None and img.size != (size, size):
         raise ImageError(f"{name}: expected {size}x{size} pixels, got {img.size[0]}x{img.size[1]}")
     return to_mode(img, mode, name)

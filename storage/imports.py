@@ -14,7 +14,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from storage.images import ImageError, decode_image
+from storage.hashing import sha256_hex
+from storage.images import ImageError, decode_image, encode_png
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 PANEL_NAMES = ("composite", "logo", "object")
@@ -77,6 +78,14 @@ def read_triplet_dir(directory: str | os.PathLike[str], panel_size: int) -> list
                 problems.append(f"{prompt_file}: not UTF-8 text ({e.reason} at byte {e.start})")
         if len(panels) == len(PANEL_NAMES):
             triplets.append(ImportedTriplet(folder.name, panels["composite"], panels["logo"], panels["object"], prompt))
+    seen: dict[tuple[str, ...], str] = {}  # the same three panels twice would be one triplet id twice
+    for t in triplets:
+        content = tuple(sha256_hex(encode_png(getattr(t, p))) for p in PANEL_NAMES)
+        if content in seen:
+            problems.append(f"{root / t.name}: the same triplet as {root / seen[content]} (identical composite, "
+                            "logo and object images)")
+        else:
+            seen[content] = t.name
     if problems:
         raise ImportFailed(root, problems)
     return triplets

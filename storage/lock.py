@@ -105,12 +105,18 @@ class WorkdirLock:
         self.path = loc.join(LOCK_KEY)
         self.workdir = loc.root if loc.is_local else loc.uri(loc.root)  # as the user would type it
         self.me: Holder | None = None
+        self._made: str | None = None  # the topmost folder creating the lock made (removed again on release)
 
     # ---- primitive file operations ----------------------------------------------------------
     def _create(self, path: str, body: bytes) -> bool:
         """Create `path` holding `body` unless it exists; True when we created it."""
         if self.loc.is_local:
             parent = posixpath.dirname(path)
+            top = parent
+            while not os.path.exists(posixpath.dirname(top)) and posixpath.dirname(top) != top:
+                top = posixpath.dirname(top)
+            if not os.path.exists(parent) and self._made is None:
+                self._made = top
             os.makedirs(parent, exist_ok=True)
             tmp = posixpath.join(parent, f"{TEMP_PREFIX}{uuid.uuid4().hex}-{posixpath.basename(path)}")
             with open(tmp, "wb") as f:
@@ -214,9 +220,23 @@ class WorkdirLock:
         if current is not None and current.token == self.me.token:
             self._remove(self.path)
         self.me = None
+        self._tidy()
+
+    def _tidy(self) -> None:
+        """Remove the folders acquiring made (locks/, and the workdir itself when the lock was the
+        first thing in it) if nothing else was written there: a command that wrote nothing leaves
+        nothing, not even an empty folder."""
+        if self._made is not None:
+            stop = posixpath.dirname(self._made)
+            self.loc.prune_empty_dirs(posixpath.dirname(self.path), stop=stop)
+            self._made = None
 
     def __enter__(self) -> "WorkdirLock":
-        self.acquire()
+        try:
+            self.acquire()
+        except BaseException:
+            self._tidy()
+            raise
         return self
 
     def __exit__(self, *exc) -> None:

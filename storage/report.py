@@ -107,7 +107,7 @@ def _gallery_order(row: dict[str, Any], overridden: set[str], with_children: set
 def collect(store: Store, thresholds: dict[str, float] | None = None, per_round: int = 12,
             thumb_px: int = 96) -> ReportData:
     """Everything the report shows, read from the store (never written to)."""
-    rounds = [_plain(r) for r in store.metrics(write=False).to_pylist()]
+    rounds = [_plain(r) for r in store.rounds_table(keep_unmarked=False).to_pylist()]  # proven against manifests
     if not rounds:
         raise FileNotFoundError(f"no committed rounds in {store.uri}: nothing to report")
     manifest = store.manifest()

@@ -38,14 +38,26 @@ def work_rounds(store: Store) -> list[int]:
 
 
 def round_status(store: Store) -> list[dict[str, Any]]:
-    """One dict per round: committed rounds from their markers; rounds in progress from their work
-    folder ("running", "failed" with the stage and error, or "crashed" when the process that ran
-    them is gone); "incomplete" when a commit started and never finished."""
+    """One dict per round: committed rounds from their markers, each proven against its manifest
+    first ("damaged", with why and no figures, when it is not); rounds in progress from their work
+    folder ("running", "failed" with the stage and error, "interrupted" by a signal, or "crashed"
+    when the process that ran them is gone); "incomplete" when a commit started and never
+    finished; "unmarked" when a round folder holds a manifest but lost its commit marker."""
+    from storage.store import StoreError
+
     rows = []
     committed = store.committed_rounds()
     for r in committed:
-        marker = store.marker(r) or {}
+        try:
+            marker = store.verify_round(r)[0]
+        except StoreError as e:
+            rows.append({"round": r, "state": "damaged", "stage": None, "error": str(e), **{k: None for k in _FIELDS}})
+            continue
         rows.append({"round": r, "state": "committed", "stage": None, "error": None, **{k: marker.get(k) for k in _FIELDS}})
+    for r in store.unmarked_rounds():
+        rows.append({"round": r, "state": "unmarked", "stage": None, "error": "its manifest has no commit marker: see "
+                     f"`layerboot fsck` (--remark {r} restores it after checking)", **{k: None for k in _FIELDS}})
+    committed = committed + store.unmarked_rounds()
     for r in work_rounds(store):
         if r in committed:
             continue

@@ -43,6 +43,7 @@ from storage.images import decode_image, encode_png
 from storage.overrides import effective_accepted, in_effect, load_overrides
 
 MARKER = "_COMMITTED.json"
+PART_NAME = re.compile(r"^part-[0-9a-f]{16}\.parquet$")  # a round's manifest: part-<content digest[:16]>.parquet
 TRAIN_LOG = "train_log.json"  # in an adapter folder: the per-step losses of its training
 STAGING = "_staging"
 _ROUND_DIR = re.compile(r"^round=(\d+)$")
@@ -54,6 +55,43 @@ class StoreError(RuntimeError):
 
 class RoundAlreadyCommitted(StoreError):
     pass
+
+
+class DamagedRound(StoreError):
+    """A committed round whose marker and manifest do not agree (or whose folder holds more or
+    less than the two): nothing of it is trusted until `layerboot fsck` says why."""
+
+
+def read_json(loc: Location, path: str) -> Any:
+    """A JSON file of the workdir; a malformed one is a StoreError naming it (never a traceback)."""
+    data = loc.read_bytes(path)
+    try:
+        return json.loads(data)
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise StoreError(f"{loc.uri(path)}: malformed JSON ({e})") from None
+
+
+def derived_figures(table: pa.Table) -> dict[str, Any]:
+    """The marker's figures that follow from the manifest alone (all but pool_size, which also
+    depends on earlier rounds and overrides)."""
+    generated, train = pc.equal(table["source"], "generated"), pc.equal(table["split"], "train")
+    accepted = table["accepted"]
+
+    def count(*masks) -> int:  # rows where every mask holds
+        return pc.sum(functools.reduce(pc.and_, masks)).as_py() or 0
+
+    candidates, chosen = count(generated), count(generated, accepted)
+    return {
+        "run_id": table["run_id"][0].as_py() if table.num_rows else "",
+        "rows": table.num_rows,
+        "candidates": candidates,
+        "accepted": chosen,
+        "selection_rate": chosen / candidates if candidates else None,
+        "cycle_added": count(pc.equal(table["source"], "cycle"), accepted),
+        "seeds_added": count(pc.is_in(table["source"], pa.array(["seed", "user"]))),
+        "test_rows": count(pc.equal(table["split"], "test")),
+        "train_accepted": count(train, accepted),
+    }
 
 
 @dataclass(frozen=True)
@@ -84,6 +122,7 @@ class Store:
     def __init__(self, workdir: str):
         self.loc = Location.parse(workdir)
         self.blobs = BlobStore(self.loc)
+        self._verified: set[tuple[int, str]] = set()  # (round, manifest sha256) proven by verify_round
 
     @property
     def uri(self) -> str:
@@ -100,7 +139,7 @@ class Store:
         """Per-step losses of round r's training ({step, task, rec, cyc, lambda}), kept in its
         committed adapter folder; [] for a round without an adapter."""
         path = posixpath.join(self.adapter_dir(r), TRAIN_LOG)
-        return json.loads(self.loc.read_bytes(path)) if self.loc.exists(path) else []
+        return read_json(self.loc, path) if self.loc.exists(path) else []
 
     def metrics_path(self) -> str:
         return self.loc.join("metrics", "rounds.parquet")
@@ -116,12 +155,41 @@ class Store:
     # ---- reading committed rounds ---------------------------------------------------------
     def marker(self, r: int) -> dict[str, Any] | None:
         """Round r's commit marker, or None while r is not committed (no marker, or the manifest
-        it names not published yet: an object-store commit that stopped half-way)."""
+        it names not published yet: an object-store commit that stopped half-way). A marker that
+        is not JSON, or whose `file` is not a plain part-file name inside the round's folder, is
+        refused (DamagedRound): readers never follow it elsewhere. Only its shape is checked
+        here; `verify_round` checks it against the manifest."""
         path = posixpath.join(self.round_dir(r), MARKER)
         if not self.loc.exists(path):
             return None
-        marker = json.loads(self.loc.read_bytes(path))
-        return marker if self.loc.exists(posixpath.join(self.round_dir(r), marker["file"])) else None
+        marker = read_json(self.loc, path)
+        name = marker.get("file") if isinstance(marker, dict) else None
+        if not isinstance(name, str) or not PART_NAME.match(name):
+            raise DamagedRound(f"round {r} is damaged: its commit marker names {name!r}, not a part file "
+                               "inside the round's folder; run `layerboot fsck`")
+        return marker if self.loc.exists(posixpath.join(self.round_dir(r), name)) else None
+
+    def round_files(self, r: int) -> list[str]:
+        """Names of the files in round r's folder."""
+        d = self.round_dir(r)
+        if not self.loc.exists(d):
+            return []
+        return sorted(posixpath.relpath(p, d) for p in self.loc.fs.find(d))
+
+    def unmarked_rounds(self) -> list[int]:
+        """Rounds whose folder holds a manifest but no commit marker (the marker was lost or
+        deleted). Not committed, so invisible to layerboot; never overwritten or removed:
+        `layerboot fsck --remark R` restores the marker after checking it against rounds.parquet."""
+        root = self.loc.join("manifests")
+        if not self.loc.exists(root):
+            return []
+        files: dict[int, set[str]] = {}
+        for path in self.loc.fs.find(root):
+            parts = posixpath.relpath(path, root).split("/")
+            if len(parts) == 2 and (m := _ROUND_DIR.match(parts[0])):
+                files.setdefault(int(m.group(1)), set()).add(parts[1])
+        return sorted(r for r, names in files.items()
+                      if MARKER not in names and any(n.endswith(".parquet") for n in names))
 
     def committed_rounds(self) -> list[int]:
         """Rounds whose folder holds the marker and a manifest (published last: a commit is complete)."""
@@ -144,18 +212,61 @@ class Store:
         names = (posixpath.basename(p.rstrip("/")) for p in self.loc.fs.ls(root, detail=False))
         return sorted({int(n.split(".")[0].removeprefix("round=")) for n in names if n.startswith("round=")})
 
-    def read_round(self, r: int, validate: bool = True) -> pa.Table:
-        """A committed round's rows, hash-checked against its marker. The commit validated every
-        row; here (unless `validate` is False, for `fsck`, which reports bad rows one by one) the
-        image columns are checked again to be blob keys, so a manifest and marker rewritten behind
-        our back still cannot point a reader outside blobs/. Cheap: ~0.05 s per 100k rows."""
+    def verify_round(self, r: int) -> tuple[dict[str, Any], pa.Table]:
+        """A committed round's marker and rows, the marker proven against the manifest it names:
+        the round folder holds exactly the marker and that part file, the file hashes to the
+        marker's manifest_sha256, and its rows give the marker's row count, content digest (also
+        the file's name) and figures (candidates, accepted, ... and a pool size that earlier rounds
+        allow). Anything else raises DamagedRound. The digest is computed once per manifest hash
+        and process."""
         marker = self.marker(r)
         if marker is None:
             raise StoreError(f"round {r} is not committed in {self.uri}")
-        data = self.loc.read_bytes(posixpath.join(self.round_dir(r), marker["file"]))
-        if sha256_hex(data) != marker["manifest_sha256"]:
-            raise StoreError(f"round {r}: manifest {marker['file']} does not match its commit marker")
-        table = pq.read_table(io.BytesIO(data)).cast(schema.MANIFEST_SCHEMA)
+
+        def damaged(why: str) -> DamagedRound:
+            return DamagedRound(f"round {r} is damaged: {why}; run `layerboot fsck`")
+
+        name = marker["file"]
+        files = set(self.round_files(r))
+        if files != {MARKER, name}:
+            extra = sorted(files - {MARKER, name})
+            raise damaged(f"its folder holds {', '.join(extra)} besides {name} and the marker")
+        data = self.loc.read_bytes(posixpath.join(self.round_dir(r), name))
+        sha = sha256_hex(data)
+        if sha != marker.get("manifest_sha256"):
+            raise damaged(f"manifest {name} does not match its commit marker")
+        try:
+            table = pq.read_table(io.BytesIO(data)).cast(schema.MANIFEST_SCHEMA)
+        except (pa.ArrowException, ValueError) as e:
+            raise damaged(f"manifest {name} cannot be read ({e})") from None
+        if (r, sha) not in self._verified:
+            if marker.get("round") != r:
+                raise damaged(f"its marker says round {marker.get('round')!r}")
+            if table.num_rows != marker.get("rows"):
+                raise damaged(f"its marker says {marker.get('rows')!r} rows, manifest {name} holds {table.num_rows}")
+            digest = content_digest(table)
+            if digest != marker.get("content_digest") or name != f"part-{digest[:16]}.parquet":
+                raise damaged(f"the content of manifest {name} does not match its commit marker")
+            figures = derived_figures(table)
+            train_accepted = figures.pop("train_accepted")
+            wrong = sorted(k for k, v in figures.items() if marker.get(k) != v)
+            if wrong:
+                raise damaged(f"its marker's {', '.join(wrong)} do not follow from manifest {name}")
+            pool = marker.get("pool_size")
+            before = 0 if r == 0 else (self.marker(r - 1) or {}).get("pool_size")
+            if not isinstance(pool, int) or not isinstance(before, int) or pool < 0 or (
+                    not load_overrides(self.loc) and pool != before + train_accepted):
+                raise damaged(f"its marker's pool_size {pool!r} does not follow from the rounds before it")
+            self._verified.add((r, sha))
+        return marker, table
+
+    def read_round(self, r: int, validate: bool = True) -> pa.Table:
+        """A committed round's rows, its marker proven against the manifest (`verify_round`). The
+        commit validated every row; here (unless `validate` is False, for `fsck`, which reports bad
+        rows one by one) the image columns are checked again to be blob keys, so a manifest and
+        marker rewritten behind our back still cannot point a reader outside blobs/. Cheap: ~0.05 s
+        per 100k rows."""
+        marker, table = self.verify_round(r)
         if validate:
             try:
                 schema.check_uris(table)
@@ -213,6 +324,9 @@ class Store:
                 f"round {r} is already committed in {self.uri} with different content "
                 f"(committed {existing['committed_at']}); rounds are immutable"
             )
+        if MARKER not in (files := self.round_files(r)) and any(n.endswith(".parquet") for n in files):
+            raise StoreError(f"round {r}: {self.loc.uri(self.round_dir(r))} holds a manifest without its commit "
+                             "marker; refusing to overwrite it (`layerboot fsck` says how to re-mark it)")
         missing = [q for q in range(r) if self.marker(q) is None]
         if missing:
             raise StoreError(f"cannot commit round {r}: round(s) {missing} are not committed yet")
@@ -236,7 +350,7 @@ class Store:
             self.loc.write_atomic(posixpath.join(stage, MARKER), json.dumps(marker, indent=1).encode())
             failpoint(f"commit-r{r:02d}-staged")
             final = self.round_dir(r)
-            self.loc.remove_tree(final)  # only ever a torn copy without its manifest: see marker()
+            self.loc.remove_tree(final)  # only ever a torn copy without its manifest (checked above)
             self.loc.publish_dir(stage, final, last=name, before_last=lambda: failpoint(f"commit-r{r:02d}-publishing"))
         except Exception:
             with contextlib.suppress(Exception):  # e.g. no space left: free what this attempt wrote
@@ -269,29 +383,19 @@ class Store:
         return self.loc.uri(dst)
 
     def _marker_body(self, r, table, digest, name, manifest_sha, adapter_uri) -> dict[str, Any]:
-        generated, train = pc.equal(table["source"], "generated"), pc.equal(table["split"], "train")
-        accepted = table["accepted"]
-
-        def count(*masks) -> int:  # rows where every mask holds
-            return pc.sum(functools.reduce(pc.and_, masks)).as_py() or 0
-
-        candidates, chosen = count(generated), count(generated, accepted)
+        figures = derived_figures(table)
+        train_accepted = figures.pop("train_accepted")
         previous_pool = 0
         if r > 0:  # overrides recorded so far count; without any, the previous marker has the number
             overridden = bool(load_overrides(self.loc))
             previous_pool = self.pool(r - 1).num_rows if overridden else self.marker(r - 1)["pool_size"]
         return {
             "round": r,
-            "run_id": table["run_id"][0].as_py() if table.num_rows else "",
+            "run_id": figures["run_id"],
             "committed_at": now_utc().isoformat(),
-            "rows": table.num_rows,
-            "candidates": candidates,
-            "accepted": chosen,
-            "selection_rate": chosen / candidates if candidates else None,
-            "cycle_added": count(pc.equal(table["source"], "cycle"), accepted),
-            "seeds_added": count(pc.is_in(table["source"], pa.array(["seed", "user"]))),
-            "test_rows": count(pc.equal(table["split"], "test")),
-            "pool_size": previous_pool + count(train, accepted),
+            **{k: figures[k] for k in ("rows", "candidates", "accepted", "selection_rate", "cycle_added",
+                                       "seeds_added", "test_rows")},
+            "pool_size": previous_pool + train_accepted,
             "adapter_uri": adapter_uri,
             "manifest_sha256": manifest_sha,
             "content_digest": digest,
@@ -300,14 +404,32 @@ class Store:
         }
 
     # ---- metrics index --------------------------------------------------------------------
-    def rounds_table(self) -> pa.Table:
-        """The rounds-metrics table built from the commit markers (the markers are the truth)."""
+    def rounds_table(self, keep_unmarked: bool = True) -> pa.Table:
+        """The rounds-metrics table built from the commit markers (the markers are the truth), each
+        proven against its manifest first (a damaged round raises DamagedRound). Rows of unmarked
+        rounds (marker lost) are kept from the current rounds.parquet: it is what `fsck --remark`
+        checks them against, so it must never forget them."""
         rows = []
         for r in self.committed_rounds():
-            m = dict(self.marker(r))
+            m = dict(self.verify_round(r)[0])
             m["committed_at"] = datetime.fromisoformat(m["committed_at"])
             rows.append({k: m.get(k) for k in schema.ROUNDS_SCHEMA.names})
-        return schema.to_table(rows, schema.ROUNDS_SCHEMA)
+        table = schema.to_table(rows, schema.ROUNDS_SCHEMA)
+        unmarked = self.unmarked_rounds() if keep_unmarked else []
+        if unmarked and (recorded := self.recorded_metrics()) is not None:
+            kept = recorded.filter(pc.is_in(recorded["round"], pa.array(unmarked, pa.int32())))
+            table = pa.concat_tables([table, kept]).sort_by("round")
+        return table
+
+    def recorded_metrics(self) -> pa.Table | None:
+        """metrics/rounds.parquet as it is on disk (not rebuilt), or None without one."""
+        path = self.metrics_path()
+        if not self.loc.exists(path):
+            return None
+        try:
+            return pq.read_table(io.BytesIO(self.loc.read_bytes(path))).cast(schema.ROUNDS_SCHEMA)
+        except (pa.ArrowException, ValueError) as e:
+            raise StoreError(f"{self.loc.uri(path)}: cannot be read ({e})") from None
 
     def refresh_metrics(self) -> pa.Table:
         """Rebuild metrics/rounds.parquet from the commit markers."""
@@ -320,9 +442,7 @@ class Store:
     def metrics(self, write: bool = True) -> pa.Table:
         """The rounds-metrics table, rebuilt first if it lags behind the committed rounds
         (and, with write=False, rebuilt in memory only: readers never modify the workdir)."""
-        path = self.metrics_path()
-        if self.loc.exists(path):
-            table = pq.read_table(io.BytesIO(self.loc.read_bytes(path))).cast(schema.ROUNDS_SCHEMA)
-            if table["round"].to_pylist() == self.committed_rounds():
-                return table
+        table = self.recorded_metrics()
+        if table is not None and table["round"].to_pylist() == sorted(self.committed_rounds() + self.unmarked_rounds()):
+            return table
         return self.refresh_metrics() if write else self.rounds_table()

@@ -18,15 +18,19 @@ import os
 import posixpath
 import re
 import socket
+import threading
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from storage import schema
-from storage.store import Store
+from storage.store import Store, StoreError, read_json
 
 _SHARD = re.compile(r"^shard-(\d{5})\.parquet$")
+# Set once this process was told to stop (SIGINT/SIGTERM): from then on only "interrupted" is
+# recorded, so a stage failing as the process goes down cannot overwrite why it stopped.
+INTERRUPTED = threading.Event()
 
 
 class RoundWork:
@@ -76,19 +80,26 @@ class RoundWork:
 
     def read_result(self, stage: str) -> dict[str, Any] | None:
         path = self.result_path(stage)
-        return json.loads(self.store.loc.read_bytes(path)) if self.store.loc.exists(path) else None
+        return read_json(self.store.loc, path) if self.store.loc.exists(path) else None
 
     def set_status(self, stage: str, state: str, error: str | None = None) -> None:
         """Where the round is: the stage running, or the stage that failed and why (for `status`)."""
         from storage.store import now_utc
 
+        if INTERRUPTED.is_set() and state != "interrupted":
+            return
         body = {"stage": stage, "state": state, "error": error, "host": socket.gethostname(), "pid": os.getpid(),
                 "at": now_utc().isoformat()}
         self.store.loc.write_atomic(posixpath.join(self.root, "status.json"), json.dumps(body).encode())
 
     def status(self) -> dict[str, Any] | None:
         path = posixpath.join(self.root, "status.json")
-        return json.loads(self.store.loc.read_bytes(path)) if self.store.loc.exists(path) else None
+        if not self.store.loc.exists(path):
+            return None
+        body = read_json(self.store.loc, path)
+        if not isinstance(body, dict):
+            raise StoreError(f"{self.store.loc.uri(path)}: malformed work status (not a JSON object)")
+        return body
 
     @property
     def adapter_dir(self) -> str:
@@ -96,6 +107,24 @@ class RoundWork:
 
     def clear(self) -> None:
         self.store.loc.remove_tree(self.root)
+
+
+def mark_interrupted(store: Store, why: str) -> list[int]:
+    """Record every round this process is running as "interrupted" (by `why`, e.g. SIGINT), in
+    the stage it was in; later status writes of this process are ignored. Returns those rounds."""
+    INTERRUPTED.set()
+    marked = []
+    root = store.loc.join("work")
+    names = [posixpath.basename(p.rstrip("/")) for p in store.loc.fs.ls(root, detail=False)] if store.loc.exists(root) else []
+    for name in sorted(names):
+        if (m := re.match(r"^round=(\d+)$", name)) is None:
+            continue
+        work = RoundWork(store, int(m.group(1)))
+        status = work.status() or {}
+        if status.get("state") == "running" and status.get("pid") == os.getpid():
+            work.set_status(status.get("stage") or "-", "interrupted", error=why)
+            marked.append(work.round)
+    return marked
 
 
 def tidy_committed(store: Store) -> None:

@@ -223,6 +223,18 @@ def _twice(src: Path, outside: Path) -> list[str]:
     return [f"{src / 't0'}/logo.*: expected exactly one image, found 2"]
 
 
+def _animated(src: Path, outside: Path) -> list[str]:
+    p = src / "t0" / "logo.png"
+    first = Image.open(p).convert("RGB")
+    p.write_bytes(encode(first, save_all=True, append_images=[Image.new("RGB", first.size, (255, 0, 0))]))  # APNG
+    return [f"{p}: an animated or multi-page image (2 frames); a panel is one still image"]
+
+
+def _triplet_twice(src: Path, outside: Path) -> list[str]:
+    shutil.copytree(src / "t0", src / "t1")
+    return [f"{src / 't1'}: the same triplet as {src / 't0'} (identical composite, logo and object images)"]
+
+
 def _prompt_not_utf8(src: Path, outside: Path) -> list[str]:
     (src / "t0" / "prompt.txt").write_bytes(b"caf\xe9 mug")  # Latin-1
     return [f"{src / 't0' / 'prompt.txt'}: not UTF-8 text (invalid continuation byte at byte 3)"]
@@ -257,6 +269,8 @@ IMPORT_CASES: dict[str, Callable[[Path, Path], list[str]]] = {
     "folder-symlink-out-of-import": _folder_symlink,
     "prompt-symlink-out-of-import": _prompt_symlink,
     "prompt-not-utf8": _prompt_not_utf8,
+    "png-animated": _animated,
+    "triplet-twice": _triplet_twice,
 }
 
 
@@ -300,6 +314,12 @@ def _patched(**sections) -> str:
 
 
 CRITERION = {"name": "quality", "question": "Is it sharp?"}
+_MICRO = MICRO_YAML.format(base="models/tiny_base")
+_DUPLICATED = _MICRO.replace("  n_test: 4\n", "  n_test: 4\n  n_seeds: 9\n")
+_DUP_LINES = [i + 1 for i, line in enumerate(_DUPLICATED.splitlines()) if line.strip().startswith("n_seeds:")]
+_LATIN1 = _MICRO.encode().replace(b"name: micro", b"name: caf\xe9")
+_LATIN1_AT = _LATIN1.index(b"\xe9")
+_LATIN1_LINE = _LATIN1[:_LATIN1_AT].count(b"\n") + 1
 CONFIG_CASES: dict[str, tuple[str | None, str]] = {
     # id: (YAML text, or None for a special case; what the error must say after "<file>: ")
     "yaml-invalid": ("profile: tiny\nrun: {name: [micro\n", "invalid YAML: "),
@@ -315,6 +335,15 @@ CONFIG_CASES: dict[str, tuple[str | None, str]] = {
     "unknown-profile-in-yaml": (_patched(profile="sdxl"), "profile: Input should be 'tiny' or 'flux' (got 'sdxl')"),
     "unknown-profile-name": (None, "config file not found (nor a profile: flux, tiny)"),
     "config-is-a-directory": (None, "cannot read config (Is a directory)"),
+    "yaml-duplicate-key": (_DUPLICATED, f"duplicate key 'n_seeds' (lines {_DUP_LINES[0]} and {_DUP_LINES[1]})"),
+    "yaml-not-utf8": (None, f"not UTF-8 text (invalid continuation byte at byte {_LATIN1_AT}, line "
+                            f"{_LATIN1_LINE})"),
+    "count-exhausts-memory": (_patched(data__n_seeds=10**26), "data.n_seeds: at most 100000 (the round's rows and "
+                              "images are held in memory) (got 100000000000000000000000000)"),
+    "batch-exhausts-memory": (_patched(sample__batch_size=10**6), "sample.batch_size: at most 1024 (one batch of "
+                              "images is held in memory at once) (got 1000000)"),
+    "pixels-exhaust-memory": (_patched(judge__max_pixels=10**9), "judge.max_pixels: at most 16777216 (the judge's "
+                              "image tokens grow with pixels) (got 1000000000)"),
 }
 
 
@@ -326,6 +355,9 @@ def test_bad_config(case: str, workdir: Path, tmp_path: Path):
     elif case == "config-is-a-directory":
         path = tmp_path / "conf.yaml"
         path.mkdir()
+    elif case == "yaml-not-utf8":
+        path = tmp_path / "bad.yaml"
+        path.write_bytes(_LATIN1)
     else:
         path = tmp_path / "bad.yaml"
         path.write_text(text)
@@ -493,3 +525,272 @@ def test_unusual_but_valid_images_are_converted_on_import(case: str, config_path
     (row,) = store.read_round(0).to_pylist()
     logo = store.read_image(row["logo_uri"], size=SIZE)
     assert logo.mode == "RGB" and logo.getpixel((5, 5)) == pytest.approx(expected, abs=2)
+
+
+# ----------------------------------------------------------------------------- workdir, environment, store cases
+# Each case prepares `workdir` (a copy of a seeded one) or a path next to it and returns the command
+# line and what its one error line must contain. The workdir is snapshotted after the case prepared
+# it: the refused command must leave every file as it was, and create nothing (`absent` paths).
+def _marker(work: Path) -> Path:
+    return work / "manifests" / "round=00" / "_COMMITTED.json"
+
+
+def _edit_marker(work: Path, **changes) -> None:
+    import json
+
+    body = json.loads(_marker(work).read_text()) | changes
+    _marker(work).write_text(json.dumps(body))
+
+
+def _part(work: Path) -> Path:
+    (part,) = (work / "manifests" / "round=00").glob("part-*.parquet")
+    return part
+
+
+def _errno(code: int, under: Path, monkeypatch, after: int = 0) -> None:
+    """Make every write under `under` fail with `code` (after `after` successful blob writes)."""
+    import errno as errno_mod  # noqa: F401
+
+    from storage.fs import Location
+
+    real_makedirs, real_write = os.makedirs, Location.write_atomic
+    written = []
+
+    def makedirs(name, *a, **kw):
+        if str(name).startswith(str(under)) and not after:
+            raise OSError(code, os.strerror(code), str(name))
+        return real_makedirs(name, *a, **kw)
+
+    def write_atomic(self, path, data):
+        if str(path).startswith(str(under)):
+            if len(written) >= after:
+                raise OSError(code, os.strerror(code), str(path))
+            written.append(path)
+        return real_write(self, path, data)
+
+    monkeypatch.setattr(os, "makedirs", makedirs)
+    monkeypatch.setattr(Location, "write_atomic", write_atomic)
+
+
+def _case_missing(command: list[str]) -> Callable:
+    def case(work: Path, cfg: Path, tmp: Path, monkeypatch):
+        missing = tmp / "mistyped"
+        return [*command, "-c", str(cfg), "-w", str(missing)], [f"error: workdir {missing} does not exist"], [missing]
+    return case
+
+
+def _case_file(command: list[str]) -> Callable:
+    def case(work: Path, cfg: Path, tmp: Path, monkeypatch):
+        target = tmp / "a-file"
+        target.write_text("not a workdir")
+        return [*command, "-c", str(cfg), "-w", str(target)], [f"error: workdir {target} is not a directory"], []
+    return case
+
+
+def _case_env_errno(code: int) -> Callable:
+    def case(work: Path, cfg: Path, tmp: Path, monkeypatch):
+        _errno(code, work, monkeypatch)
+        return ["seed", "--n", "3", "-c", str(cfg), "-w", str(work)], [f"error: {work}/locks: {os.strerror(code)}"], []
+    return case
+
+
+def _case_disk_full(work: Path, cfg: Path, tmp: Path, monkeypatch):
+    new = tmp / "new-run"
+    _errno(28, new, monkeypatch, after=5)  # ENOSPC after 5 blobs: they are removed again
+    return ["seed", "-c", str(cfg), "-w", str(new)], ["error: ", "/blobs/", ": No space left on device"], [new]
+
+
+def _case_seed_committed(work: Path, cfg: Path, tmp: Path, monkeypatch):
+    return (["seed", "--n", "3", "-c", str(cfg), "-w", str(work)],
+            ["error: round 0 is already committed in", "with different content", "rounds are immutable"], [])
+
+
+def _case_duplicate_import_new_path(work: Path, cfg: Path, tmp: Path, monkeypatch):
+    src, new = tmp / "import", tmp / "new-run"
+    write_triplet(src / "a")
+    shutil.copytree(src / "a", src / "b")
+    return (["seed", "-c", str(cfg), "-w", str(new), "--from-dir", str(src)],
+            [f"error: {src / 'b'}: the same triplet as {src / 'a'}", "(nothing imported)"], [new])
+
+
+def _case_out_dir(command: str) -> Callable:
+    def case(work: Path, cfg: Path, tmp: Path, monkeypatch):
+        out = tmp / "out-dir"
+        out.mkdir()
+        extra = ["--round", "0"] if command == "review" else []
+        return [command, *extra, "-c", str(cfg), "-w", str(work), "--out", str(out)], [f"error: {out}: Is a directory"], []
+    return case
+
+
+def _case_decompose_dir(work: Path, cfg: Path, tmp: Path, monkeypatch):
+    folder = tmp / "photos"
+    folder.mkdir()
+    return (["decompose", str(folder), "--adapter", str(tmp / "adapter"), "--out", str(tmp / "layers"), "-c", str(cfg)],
+            [f"error: {folder}: Is a directory"], [tmp / "layers"])
+
+
+def _case_model_base_missing(work: Path, cfg: Path, tmp: Path, monkeypatch):
+    bad = tmp / "cfg.yaml"
+    bad.write_text(MICRO_YAML.format(base="/nonexistent/flux-fill"))
+    return (["run", "-c", str(bad), "-w", str(work)],
+            ["error: model.base: local folder /nonexistent/flux-fill does not exist (a hub id is org/name)"], [])
+
+
+def _case_marker_truncated(work: Path, cfg: Path, tmp: Path, monkeypatch):
+    _marker(work).write_bytes(_marker(work).read_bytes()[:40])
+    return (["review", "--round", "0", "-c", str(cfg), "-w", str(work), "--out", str(tmp / "s.png")],
+            [f"error: file://{_marker(work)}: malformed JSON (Unterminated string starting at: line"], [tmp / "s.png"])
+
+
+def _case_work_status_truncated(work: Path, cfg: Path, tmp: Path, monkeypatch):
+    status = work / "work" / "round=01" / "status.json"
+    status.parent.mkdir(parents=True)
+    status.write_text('{"stage": "train", "sta')
+    return ["status", "-c", str(cfg), "-w", str(work)], [f"error: file://{status}: malformed JSON ("], []
+
+
+def _case_marker(needle: str, **changes) -> Callable:
+    def case(work: Path, cfg: Path, tmp: Path, monkeypatch):
+        _edit_marker(work, **changes)
+        return (["review", "--round", "0", "-c", str(cfg), "-w", str(work), "--out", str(tmp / "s.png")],
+                [f"error: round 0 is damaged: {needle}", "run `layerboot fsck`"], [tmp / "s.png"])
+    return case
+
+
+def _case_extra_part(work: Path, cfg: Path, tmp: Path, monkeypatch):
+    extra = work / "manifests" / "round=00" / ("part-" + "f" * 16 + ".parquet")
+    shutil.copy(_part(work), extra)
+    return (["report", "-c", str(cfg), "-w", str(work), "--out", str(tmp / "r.html")],
+            [f"error: round 0 is damaged: its folder holds {extra.name} besides {_part_named(work, extra)}"],
+            [tmp / "r.html"])
+
+
+def _part_named(work: Path, not_this: Path) -> str:
+    return next(p.name for p in (work / "manifests" / "round=00").glob("part-*.parquet") if p != not_this)
+
+
+def _case_fewer_rows(work: Path, cfg: Path, tmp: Path, monkeypatch):
+    store = Store(str(work))
+    rewrite_manifest(store, 0, store.read_round(0).to_pylist()[:5], marker_rows=False)  # hash made to match
+    return (["report", "-c", str(cfg), "-w", str(work), "--out", str(tmp / "r.html")],
+            ["error: round 0 is damaged: its marker says 12 rows, manifest part-", "holds 5"], [tmp / "r.html"])
+
+
+def _case_remark_committed(work: Path, cfg: Path, tmp: Path, monkeypatch):
+    return (["fsck", "--remark", "0", "-c", str(cfg), "-w", str(work)],
+            ["error: round 0 is not unmarked in", "(nothing to re-mark)"], [])
+
+
+def _case_s3_no_credentials(work: Path, cfg: Path, tmp: Path, monkeypatch):
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp / "none"))
+    return (["status", "-c", str(cfg), "-w", "s3://layerboot-no-credentials/run"],
+            ["error: object store: NoCredentialsError: Unable to locate credentials"], [])
+
+
+WORKDIR_CASES: dict[str, Callable] = {
+    "status-workdir-missing": _case_missing(["status"]),
+    "fsck-workdir-missing": _case_missing(["fsck"]),
+    "fsck-repair-workdir-missing": _case_missing(["fsck", "--repair"]),
+    "report-workdir-missing": _case_missing(["report", "--out", "/tmp/layerboot-never.html"]),
+    "resume-workdir-missing": _case_missing(["resume"]),
+    "seed-workdir-is-a-file": _case_file(["seed"]),
+    "status-workdir-is-a-file": _case_file(["status"]),
+    "run-workdir-is-a-file": _case_file(["run"]),
+    "workdir-read-only": _case_env_errno(30),  # EROFS
+    "workdir-not-permitted": _case_env_errno(13),  # EACCES (simulated: tests run as root)
+    "disk-full-while-seeding": _case_disk_full,
+    "seed-into-committed-round-0": _case_seed_committed,
+    "import-same-triplet-twice-into-new-path": _case_duplicate_import_new_path,
+    "review-out-is-a-directory": _case_out_dir("review"),
+    "report-out-is-a-directory": _case_out_dir("report"),
+    "decompose-given-a-directory": _case_decompose_dir,
+    "model-base-local-folder-missing": _case_model_base_missing,
+    "marker-truncated": _case_marker_truncated,
+    "work-status-truncated": _case_work_status_truncated,
+    "marker-file-outside-round": _case_marker("its commit marker names '../../../etc/passwd', not a part file inside "
+                                              "the round's folder", file="../../../etc/passwd"),
+    "marker-rows-edited": _case_marker("its marker says 20 rows, manifest part-", rows=20),
+    "marker-pool-size-edited": _case_marker("its marker's pool_size 999 does not follow from the rounds before it",
+                                            pool_size=999),
+    "marker-figures-edited": _case_marker("its marker's accepted, candidates do not follow from manifest part-",
+                                          candidates=40, accepted=3),
+    "extra-part-file-in-round": _case_extra_part,
+    "manifest-fewer-rows-matching-hash": _case_fewer_rows,
+    "fsck-remark-a-committed-round": _case_remark_committed,
+    "s3-no-credentials": _case_s3_no_credentials,
+}
+
+
+@pytest.mark.parametrize("case", WORKDIR_CASES, ids=list(WORKDIR_CASES))
+def test_bad_workdir_or_environment(case: str, config_path: Path, workdir: Path, tmp_path: Path, monkeypatch):
+    args, needles, absent = WORKDIR_CASES[case](workdir, config_path, tmp_path, monkeypatch)
+    before = snapshot(workdir)
+    res = runner.invoke(app, args)
+    assert_user_error(res, *needles)
+    assert snapshot(workdir) == before
+    assert not (workdir / "locks").exists() and not (workdir / "quarantine").exists()
+    for path in absent:
+        assert not path.exists(), path
+
+
+def test_status_and_fsck_say_a_round_is_damaged(config_path: Path, workdir: Path):
+    """A hand-edited figure is not shown as fact: status marks the round damaged, without figures."""
+    import json
+
+    _edit_marker(workdir, rows=20, pool_size=20)
+    before = snapshot(workdir)
+    res = runner.invoke(app, ["status", "--json", "-c", str(config_path), "-w", str(workdir)])
+    assert res.exit_code == 0, res.output
+    (row,) = json.loads(res.stdout)["rounds"]
+    assert (row["state"], row["rows"], row["pool_size"]) == ("damaged", None, None)
+    assert row["error"].startswith("round 0 is damaged: its marker says 20 rows, manifest part-")
+    res = runner.invoke(app, ["fsck", "--repair", "-c", str(config_path), "-w", str(workdir)])
+    assert res.exit_code == 1 and "bad_manifest" in res.stdout and "moved nothing" in res.stdout, res.output
+    assert snapshot(workdir) == before
+
+
+def test_debug_shows_the_traceback(config_path: Path, tmp_path: Path, monkeypatch):
+    from storage.store import StoreError
+
+    args = ["status", "-c", str(config_path), "-w", str(tmp_path / "missing")]
+    res = runner.invoke(app, ["--debug", *args])
+    assert isinstance(res.exception, StoreError) and res.exit_code == 1
+    monkeypatch.setenv("LAYERBOOT_DEBUG", "1")
+    assert isinstance(runner.invoke(app, args).exception, StoreError)
+    monkeypatch.delenv("LAYERBOOT_DEBUG")
+    assert_user_error(runner.invoke(app, args), "does not exist")
+
+
+@pytest.mark.slow
+def test_s3_endpoint_that_refuses_is_a_one_line_error(config_path: Path, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # discard port: nothing listens
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    res = runner.invoke(app, ["status", "-c", str(config_path), "-w", "s3://layerboot-refused/run"])
+    assert_user_error(res, 'error: object store: EndpointConnectionError: Could not connect to the endpoint URL: '
+                           '"http://127.0.0.1:9/layerboot-refused/run"')
+
+
+# ----------------------------------------------------------------------------- EXIF orientation
+def test_exif_orientation_is_applied_on_import(config_path: Path, tmp_path: Path):
+    """A camera photo stored sideways with "rotate 90 degrees clockwise on display" (orientation
+    6) is imported as a viewer shows it: what is the left column on disk becomes the top row."""
+    src = tmp_path / "import"
+    write_triplet(src / "t0")
+    img = Image.new("RGB", (SIZE, SIZE), (0, 0, 255))
+    img.paste((255, 0, 0), (0, 0, SIZE // 2, SIZE))  # left half red on disk
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    _replace(src / "t0" / "logo.png", encode(img, exif=exif.tobytes()))
+    work = tmp_path / "w"
+    res = runner.invoke(app, ["seed", "-c", str(config_path), "-w", str(work), "--from-dir", str(src), "--n-test", "0"])
+    assert res.exit_code == 0, res.output
+    store = Store(str(work))
+    (row,) = store.read_round(0).to_pylist()
+    logo = store.read_image(row["logo_uri"], size=SIZE)
+    assert logo.getpixel((5, 2)) == (255, 0, 0) and logo.getpixel((5, SIZE - 3)) == (0, 0, 255)  # top red, bottom blue

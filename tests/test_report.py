@@ -273,5 +273,6 @@ def test_report_data_lineage_caps_and_read_only(store: Store, tmp_path: Path):
 
 
 def test_report_of_an_empty_workdir_is_a_user_error(tmp_path: Path):
+    (tmp_path / "none").mkdir()  # (a workdir that does not exist: tests/test_bad_inputs.py)
     res = CliRunner().invoke(app, ["report", "-w", str(tmp_path / "none"), "--out", str(tmp_path / "r.html")])
     assert res.exit_code == 2 and res.output.startswith("error: no committed rounds in") and not (tmp_path / "r.html").exists()

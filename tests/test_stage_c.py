@@ -84,3 +84,19 @@ def test_imported_composites_are_validated_then_cycled(micro_config_path: Path, 
     assert [r["composite_sha256"] for r in rows] == [r["composite_sha256"] for r in listed[:2]]
     assert rows[0]["prompt"] == "a red mug with a star"
     assert Store(work).read_image(rows[1]["composite_uri"]).tobytes() == Image.open(photos / "mug-1.png").tobytes()
+
+
+def test_fsck_repair_keeps_the_imported_composites(micro_config_path: Path, tmp_path: Path):
+    from storage.fsck import fsck
+
+    work = str(tmp_path / "w")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(2):
+        make_triplet(600 + i, 32).composite.save(photos / f"bag-{i}.png")
+    assert runner.invoke(app, ["add-unlabeled", str(photos), "--config", str(micro_config_path),
+                               "--workdir", work]).exit_code == 0
+    blobs = sorted(p.name for p in (Path(work) / "blobs").rglob("*.png"))
+    fsck(Store(work), repair=True)
+    assert sorted(p.name for p in (Path(work) / "blobs").rglob("*.png")) == blobs and len(blobs) == 2
+    assert len(read_unlabeled(Store(work))) == 2

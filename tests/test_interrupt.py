@@ -1,0 +1,113 @@
+"""SIGINT/SIGTERM handling of `run`/`resume` (flows/cli.py `_stop_on_signals`) in a process that
+holds the lock and has a round running, without Prefect (seconds; the end-to-end version with a
+real run and resume is tests/faults/test_signals.py), and `resume`'s run target."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from typer.testing import CliRunner
+
+from configs import config_hash, load_config
+from flows.cli import app
+from storage import schema
+from storage.lock import LOCK_KEY
+from storage.store import Store
+from storage.target import read_target, write_target
+from tests.conftest import MICRO_YAML, make_row
+
+BUSY = """
+import subprocess, sys, threading, time
+from flows.cli import _stop_on_signals, _workdir_lock
+from storage.store import Store
+from storage.work import RoundWork
+
+store = Store(sys.argv[1])
+held = {}
+with _stop_on_signals(store, held), _workdir_lock(store, "layerboot run") as held["lock"]:
+    RoundWork(store, 1).set_status("generate", "running")
+    child = subprocess.Popen(["sleep", "600"])  # stands for the ephemeral Prefect server
+    flow = threading.Thread(target=time.sleep, args=(600,), daemon=True)  # the flow, busy in its thread
+    flow.start()
+    print("ready", child.pid, flush=True)
+    while flow.is_alive():
+        flow.join(0.25)
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+def test_a_signal_records_the_round_as_interrupted_and_exits_in_seconds(sig: signal.Signals, tmp_path: Path):
+    work = tmp_path / "w"
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    proc = subprocess.Popen([sys.executable, "-c", BUSY, str(work)], env=env, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("ready"), proc.stderr.read()
+        child = int(line.split()[1])
+        assert (work / LOCK_KEY).exists()
+        start = time.monotonic()
+        os.kill(proc.pid, sig)
+        out, err = proc.communicate(timeout=30)
+        elapsed = time.monotonic() - start
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 128 + sig and elapsed < 10, (proc.returncode, elapsed, err)
+    assert err.strip().splitlines()[-1] == (f"{sig.name}: stopped. round 1 recorded as interrupted; "
+                                            "`layerboot resume` continues from the finished work")
+    assert "Traceback" not in err
+    status = json.loads((work / "work" / "round=01" / "status.json").read_text())
+    assert (status["state"], status["stage"], status["error"]) == ("interrupted", "generate", f"interrupted by {sig.name}")
+    assert not (work / LOCK_KEY).exists()
+    assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE
+
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def two_rounds(tmp_path: Path) -> tuple[Path, Store]:
+    cfg = tmp_path / "micro.yaml"
+    cfg.write_text(MICRO_YAML.format(base="models/tiny_base"))  # nothing here loads the model
+    store = Store(str(tmp_path / "w"))
+    store.commit_round(0, schema.to_table([make_row(store, 0, i) for i in range(2)]))
+    store.commit_round(1, schema.to_table([make_row(store, 1, i, source="generated") for i in range(2)]))
+    return cfg, store
+
+
+def test_resume_stops_at_the_run_target(two_rounds):
+    """`run --rounds 1` was interrupted and its round 1 later committed: `resume` (the config says
+    2 rounds) has nothing left to do, and says why; it never starts Prefect for it."""
+    cfg, store = two_rounds
+    write_target(store, 1, config_hash(load_config(cfg)), "threads", None, "layerboot run")
+    res = runner.invoke(app, ["resume", "-c", str(cfg), "-w", store.loc.root])
+    assert res.exit_code == 0, res.output
+    assert res.stdout.splitlines()[0].startswith("target: 1 rounds, as `layerboot run` set at ")
+    assert res.stdout.splitlines()[0].endswith("(runner threads); `layerboot resume --rounds N` extends it")
+    assert res.stdout.splitlines()[1] == "all 1 rounds of the target are committed: nothing to do"
+    assert not (Path(store.loc.root) / ".prefect").exists() and not (Path(store.loc.root) / LOCK_KEY).exists()
+    assert read_target(store)["rounds"] == 1
+
+
+def test_resume_refuses_another_config(two_rounds, tmp_path: Path):
+    cfg, store = two_rounds
+    write_target(store, 3, "0" * 16, "threads", None, "layerboot run")
+    res = runner.invoke(app, ["resume", "-c", str(cfg), "-w", store.loc.root])
+    assert res.exit_code == 2 and "not the config the run started with" in res.stderr
+    assert read_target(store)["rounds"] == 3
+
+
+def test_a_malformed_run_target_is_named(two_rounds):
+    cfg, store = two_rounds
+    Path(store.loc.root, "run_target.json").write_text('{"rounds": ')
+    res = runner.invoke(app, ["resume", "-c", str(cfg), "-w", store.loc.root])
+    assert res.exit_code == 2 and res.stderr.startswith(f"error: file://{store.loc.root}/run_target.json: malformed JSON")

@@ -43,21 +43,28 @@ class Sampler:
         """Fill the panels `task` generates; kept panels are returned as given (not re-decoded)."""
         bb, out = self.backbone, []
         s = grids[0][0].size[0]
-        mask = task_mask(task, s)
-        img_ids = latent_image_ids(s, 3 * s, bb.vae_scale, device=bb.device)
         for i in tqdm(range(0, len(grids), self.batch_size), desc=task.value, unit="batch", disable=None, leave=False):
             chunk = list(grids[i : i + self.batch_size])
-            pixels = grid_tensor(chunk)  # [B, 3, s, 3s]
-            prompts = [self.prompts[task].format(prompt=d) for d in descriptions[i : i + len(chunk)]]
-            embeds, pooled, text_ids = encode_prompts(bb, prompts)
-            c = Conditioning(fill_condition(bb, pixels, mask), embeds, pooled, text_ids, img_ids)
-            noise = torch.stack([item_noise(sd, img_ids.shape[0]) for sd in seeds[i : i + len(chunk)]]).to(bb.device)
-            x0 = self.objective.sample(c, self.steps, noise)
+            x0 = self.latents(task, chunk, descriptions[i : i + len(chunk)], seeds[i : i + len(chunk)])
             made = split_grid_tensor(decode_latents(bb, unpack(x0, s, 3 * s, bb.vae_scale)).float().cpu())
             made_pil = [to_pil(p) for p in made]  # three lists of B images
             for j, given in enumerate(chunk):
                 out.append(tuple(made_pil[k][j] if PANELS[k] in GENERATED_PANELS[task] else given[k] for k in range(3)))
         return out
+
+    @torch.no_grad()
+    def latents(self, task: Task, grids: Sequence[Panels], descriptions: Sequence[str], seeds: Sequence[int]) -> torch.Tensor:
+        """One batch, up to the final packed latents [B, N, 64]: what FluxFillPipeline returns with
+        output_type="latent" for the same prompt, grid, mask, starting noise and steps."""
+        bb = self.backbone
+        s = grids[0][0].size[0]
+        img_ids = latent_image_ids(s, 3 * s, bb.vae_scale, device=bb.device)
+        prompts = [self.prompts[task].format(prompt=d) for d in descriptions]
+        embeds, pooled, text_ids = encode_prompts(bb, prompts)
+        c = Conditioning(fill_condition(bb, grid_tensor(list(grids)), task_mask(task, s)), embeds, pooled, text_ids, img_ids)
+        channels = 4 * bb.vae.config.latent_channels  # packed 2x2
+        noise = torch.stack([item_noise(sd, img_ids.shape[0], channels) for sd in seeds]).to(bb.device)
+        return self.objective.sample(c, self.steps, noise)
 
     def decompose(self, composites: Sequence[Image.Image], seeds: Sequence[int], descriptions=None) -> list[tuple[Image.Image, Image.Image]]:
         s = composites[0].size[0]

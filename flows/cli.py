@@ -31,7 +31,19 @@ WorkdirOpt = Annotated[
     Optional[str],
     typer.Option("--workdir", "-w", help="Run folder: a path or fsspec URI (s3://bucket/run). Default: runs/<run name>."),
 ]
+SetOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", help="Override a config key, e.g. --set sample.steps=2 (repeatable; values are YAML)."),
+]
 EXIT_USAGE = 2
+
+
+def _with_overrides(config: str, sets: list[str] | None) -> str:
+    """The config path to use: `config` itself, or with --set overrides a validated YAML file of
+    the result (stages reload the config from a path; same overrides, same file and hash)."""
+    from configs import write_effective_config
+
+    return str(write_effective_config(config, sets or ()))
 
 
 def _user_error_types() -> tuple[type[Exception], ...]:
@@ -77,6 +89,7 @@ def _open(config: str, workdir: str | None):
 @app.command()
 def seed(
     config: ConfigOpt = "configs/tiny.yaml",
+    sets: SetOpt = None,
     workdir: WorkdirOpt = None,
     n: Annotated[Optional[int], typer.Option("--n", min=1, help="Seed triplets (default: data.n_seeds).")] = None,
     n_test: Annotated[Optional[int], typer.Option("--n-test", min=0, help="Held-out test triplets (default: data.n_test).")] = None,
@@ -86,6 +99,7 @@ def seed(
 ) -> None:
     """Write round 0: seed triplets (procedural, or imported with --from-dir) and the held-out test split."""
     with user_errors():
+        config = _with_overrides(config, sets)
         from models.seeding import seed_rows
         from storage.schema import to_table
 
@@ -104,6 +118,7 @@ def seed(
 @app.command()
 def status(
     config: ConfigOpt = "configs/tiny.yaml",
+    sets: SetOpt = None,
     workdir: WorkdirOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     watch: Annotated[bool, typer.Option("--watch", help="Refresh the table until no round is running (or Ctrl-C).")] = False,
@@ -114,6 +129,7 @@ def status(
 ) -> None:
     """One row per round: state, candidates, accepted, selection rate, pool size."""
     with user_errors():
+        config = _with_overrides(config, sets)
         from storage.status import round_status
 
         _, store = _open(config, workdir)
@@ -254,21 +270,23 @@ DaskAddressOpt = Annotated[Optional[str], typer.Option(
 
 
 @app.command()
-def run(config: ConfigOpt = "configs/tiny.yaml", workdir: WorkdirOpt = None, rounds: RoundsOpt = None,
-        task_runner: RunnerOpt = TaskRunner.threads, dask_address: DaskAddressOpt = None) -> None:
+def run(config: ConfigOpt = "configs/tiny.yaml", sets: SetOpt = None, workdir: WorkdirOpt = None,
+        rounds: RoundsOpt = None, task_runner: RunnerOpt = TaskRunner.threads, dask_address: DaskAddressOpt = None) -> None:
     """Run the bootstrap loop as a Prefect flow: seed, then train / generate / judge / cycle /
     evaluate / commit for each round. Exit 0 done, 1 failed, 2 bad usage or input."""
     with user_errors():
+        config = _with_overrides(config, sets)
         _, store = _open(config, workdir)
         with _workdir_lock(store, "layerboot run"):  # before Prefect starts: a refusal costs nothing
             _run_flow(config, store, rounds, task_runner.value, dask_address)
 
 
 @app.command()
-def resume(config: ConfigOpt = "configs/tiny.yaml", workdir: WorkdirOpt = None, rounds: RoundsOpt = None,
-           task_runner: RunnerOpt = TaskRunner.threads, dask_address: DaskAddressOpt = None) -> None:
+def resume(config: ConfigOpt = "configs/tiny.yaml", sets: SetOpt = None, workdir: WorkdirOpt = None,
+           rounds: RoundsOpt = None, task_runner: RunnerOpt = TaskRunner.threads, dask_address: DaskAddressOpt = None) -> None:
     """Continue after a crash or failure: committed rounds and finished shards are kept, the rest runs."""
     with user_errors():
+        config = _with_overrides(config, sets)
         from storage.status import round_status
         from storage.work import RoundWork
 
@@ -470,6 +488,7 @@ AdapterOpt = Annotated[Optional[Path], typer.Option("--adapter", help="Adapter f
 @app.command()
 def train(
     config: ConfigOpt = "configs/tiny.yaml",
+    sets: SetOpt = None,
     workdir: WorkdirOpt = None,
     steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="Training steps (default: train.steps).")] = None,
     out: Annotated[Path, typer.Option("--out", help="Adapter folder to write (resumes a half-done run there).")] = Path("adapter"),
@@ -477,6 +496,7 @@ def train(
 ) -> None:
     """Train an IC-LoRA adapter on the current pool (all committed rounds)."""
     with user_errors():
+        config = _with_overrides(config, sets)
         from models.dataio import read_triplets
         from models.runtime import load_base
         from models.train import train_adapter
@@ -505,6 +525,7 @@ def train(
 @app.command()
 def evaluate(
     config: ConfigOpt = "configs/tiny.yaml",
+    sets: SetOpt = None,
     workdir: WorkdirOpt = None,
     adapter: AdapterOpt = None,
     n: Annotated[Optional[int], typer.Option("--n", min=1, help="Test triplets to use (default: all).")] = None,
@@ -514,6 +535,7 @@ def evaluate(
     """Decomposition quality on the held-out test split: model vs trivial baseline vs codec ceiling.
     Without --adapter, evaluates the untrained base."""
     with user_errors():
+        config = _with_overrides(config, sets)
         from models.dataio import read_triplets
         from models.evaluate import decomposition_sheet, evaluate_decomposition
         from models.sample import Sampler
@@ -545,10 +567,12 @@ def decompose(
     adapter: Annotated[Path, typer.Option("--adapter", help="Adapter folder.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for <name>_logo.png and <name>_object.png.")],
     config: ConfigOpt = "configs/tiny.yaml",
+    sets: SetOpt = None,
     seed: Annotated[int, typer.Option("--seed", help="Sampling seed.")] = 0,
 ) -> None:
     """Split composites into a flat logo and the plain object."""
     with user_errors():
+        config = _with_overrides(config, sets)
         from configs import load_config
         from models.sample import Sampler
         from storage.hashing import derive_seed
@@ -571,10 +595,12 @@ def compose(
     adapter: Annotated[Path, typer.Option("--adapter", help="Adapter folder.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for composite.png.")],
     config: ConfigOpt = "configs/tiny.yaml",
+    sets: SetOpt = None,
     seed: Annotated[int, typer.Option("--seed", help="Sampling seed.")] = 0,
 ) -> None:
     """Put a logo onto an object: the composite."""
     with user_errors():
+        config = _with_overrides(config, sets)
         from configs import load_config
         from models.sample import Sampler
 

@@ -497,8 +497,9 @@ def train(
     """Train an IC-LoRA adapter on the current pool (all committed rounds)."""
     with user_errors():
         config = _with_overrides(config, sets)
-        from models.dataio import read_triplets
+        from models.dataio import PoolTriplets
         from models.runtime import load_base
+        from models.stages import latent_cache_dir
         from models.train import train_adapter
 
         cfg, store = _open(config, workdir)
@@ -508,12 +509,11 @@ def train(
         from configs import config_hash
         from storage.hashing import stable_id
 
-        pool = read_triplets(store, store.pool(rounds[-1]))
-        ids = sorted(t["triplet_id"] for t in pool)
-        fingerprint = stable_id(config_hash(cfg), steps, warm_start, *ids)
+        pool = PoolTriplets(store, store.pool(rounds[-1]))  # panels read when a batch needs them
+        fingerprint = stable_id(config_hash(cfg), steps, warm_start, *sorted(pool.triplet_ids))
         result = train_adapter(
-            load_base(cfg), cfg, [(t["composite"], t["logo"], t["object"]) for t in pool], [t["prompt"] for t in pool],
-            out, warm_start=warm_start, seed=cfg.run.seed, steps=steps, fingerprint=fingerprint,
+            load_base(cfg), cfg, pool, pool.prompts, out, warm_start=warm_start, seed=cfg.run.seed, steps=steps,
+            fingerprint=fingerprint, cache_dir=latent_cache_dir(store), keys=pool.keys,
         )
         if result.reused:
             typer.echo(f"{out} already holds this adapter (same config, pool and steps): nothing to do")

@@ -635,6 +635,27 @@ def pretrain_tiny(
         typer.echo(json.dumps(record["results"], indent=1))
 
 
+@app.command("make-flux-shaped")
+def make_flux_shaped_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Folder for flux/ (diffusers layout) and qwen/ (transformers layout).")],
+    t5_max_length: Annotated[int, typer.Option("--t5-max-length", min=1, max=512,
+                                               help="T5 tokens per prompt (FLUX.1-Fill-dev: 512).")] = 512,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the random weights.")] = 0,
+) -> None:
+    """Write a flux-shaped model (FLUX.1-Fill-dev, CLIP-L, T5-XXL and Qwen2.5-VL-7B at their published
+    widths, one block or layer each, random bf16 weights, offline word-level tokenizers; ~2.2 GB),
+    so the flux profile runs on a CPU: `layerboot run --config flux --set model.base=OUT/flux
+    --set judge.model=OUT/qwen ...` (README: Running the real profile)."""
+    with user_errors():
+        import time
+
+        from models.realsize import FluxShape, make_flux_shaped
+
+        t0 = time.time()
+        paths = make_flux_shaped(out, FluxShape(t5_max_length=t5_max_length), seed=seed)
+        typer.echo(f"wrote {out} in {time.time() - t0:.0f} s; use " + " ".join(f"--set {k}={v}" for k, v in paths.items()))
+
+
 def main() -> None:  # pragma: no cover - console entry point
     sys.exit(app())
 

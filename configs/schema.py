@@ -55,6 +55,12 @@ class ModelConfig(_Strict):
     cpu_threads: int = Field(2, ge=1, le=256)
     gradient_checkpointing: bool = False
     guidance_scale: float = Field(1.0, ge=0, allow_inf_nan=False)  # FLUX guidance embedding input
+    # GPU speed options of sampling (bench/gpu.py measures them; off in tiny):
+    # torch.compile of the transformer's repeated blocks (regional: compiles once per block class)
+    compile: bool = False
+    # fused QKV projections; with an adapter it is merged into the base first, and the base is
+    # reloaded from disk before it serves another adapter or training (no unmerge drift in bf16)
+    fuse_qkv: bool = False
 
 
 class LoraSection(_Strict):
@@ -93,6 +99,9 @@ class TrainSection(_Strict):
 class SampleSection(_Strict):
     steps: int = Field(8, ge=1)
     batch_size: int = Field(16, ge=1)
+    # diffusers' First Block Cache: a step whose first-block residual changed by less than this
+    # (relative mean abs) reuses the other blocks' cached residual. None = off; 0.05-0.2 typical
+    cache: float | None = Field(None, gt=0, allow_inf_nan=False)
 
 
 class PromptsSection(_Strict):

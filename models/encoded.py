@@ -194,8 +194,9 @@ class LatentPool:
         if constants is None:  # the packed masks, and GENERATE's masked image (all masked: the same for any grid)
             zeros = torch.zeros(1, 3, s, 3 * s)
             conds = {t: fill_condition(bb, zeros, task_mask(t, s))[0].float() for t in TASKS}
-            constants = {f"mask.{t.value}": c[:, 64:] for t, c in conds.items()}
-            constants["masked.generate"] = conds[Task.GENERATE][:, :64]
+            packed = 4 * bb.vae.config.latent_channels  # 64 for FLUX's 16 latent channels
+            constants = {f"mask.{t.value}": c[:, packed:] for t, c in conds.items()}
+            constants["masked.generate"] = conds[Task.GENERATE][:, :packed]
             self.cache.put("constants", constants)
         self.mask_part = {t: constants[f"mask.{t.value}"] for t in TASKS}
         self._generate_masked = constants["masked.generate"]

@@ -5,8 +5,10 @@ profile's whole path (bf16 loading, LoRA on the real module names, the Qwen judg
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
@@ -29,13 +31,36 @@ SCHEDULER = dict(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift
 T5_TOKENS, T5_DIM, CLIP_DIM = 512, 4096, 768
 
 
+@contextlib.contextmanager
+def _built_on(device: str, dtype: torch.dtype) -> Iterator[None]:
+    """Parameters allocated and initialised on `device` in `dtype`: 12 B parameters initialised on
+    the host in fp32 would take 48 GB of RAM and minutes."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
 def real_size_backbone(device: str = "cuda", dtype: torch.dtype = torch.bfloat16) -> Backbone:
     """Transformer + VAE at full size. No text encoders: callers pass prompt embeddings (as the
     pipeline accepts them), which is also how cached task-prompt embeddings are used."""
-    transformer = FluxTransformer2DModel(**FILL_TRANSFORMER).to(device, dtype)
-    vae = AutoencoderKL(**FLUX_VAE).to(device, dtype).eval()
+    with _built_on(device, dtype):
+        transformer = FluxTransformer2DModel(**FILL_TRANSFORMER).eval()
+        vae = AutoencoderKL(**FLUX_VAE).eval()
     return Backbone(transformer, vae, None, None, None, None, FlowMatchEulerDiscreteScheduler(**SCHEDULER),
                     torch.device(device), dtype, T5_TOKENS)
+
+
+def real_size_judge(device: str = "cuda", dtype: torch.dtype = torch.bfloat16):
+    """(model, processor): Qwen2.5-VL-7B's published sizes, random weights, built on `device`."""
+    from models.judge.qwen import QWEN25_VL_7B, build_tiny_qwen
+
+    with _built_on(device, dtype):
+        model, processor = build_tiny_qwen(QWEN25_VL_7B, seed=0)
+    return model, processor
 
 
 def random_prompt(batch: int, device: str = "cuda", dtype: torch.dtype = torch.bfloat16):

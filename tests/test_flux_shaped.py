@@ -30,8 +30,8 @@ SMALL = ["data.panel_size=128", "data.n_seeds=3", "data.n_test=1",
          "sample.steps=2", "sample.batch_size=2",
          "bootstrap.rounds=1", "bootstrap.candidates=2", "bootstrap.shard_size=2", "bootstrap.eval_n=1",
          "judge.min_pixels=49152", "judge.max_pixels=49152", "judge.max_reason_tokens=3", "judge.batch_size=10",
-         "judge.criteria=[{name: logo_clean, question: Is the middle panel a clean logo?, threshold: 0.99}, "
-         "{name: quality, question: Are all three panels sharp?, threshold: 0.99}]"]
+         'judge.criteria=[{name: logo_clean, question: "Is the middle panel a clean logo?", threshold: 0.99}, '
+         '{name: quality, question: "Are all three panels sharp?", threshold: 0.99}]']
 
 
 @pytest.fixture(scope="module")

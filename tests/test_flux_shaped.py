@@ -76,6 +76,7 @@ def test_flux_profile_runs_end_to_end_through_the_flow_on_cpu(flux_shaped: Path,
     assert (cfg.model.dtype, cfg.model.gradient_checkpointing, cfg.model.guidance_scale, cfg.lora.rank,
             cfg.judge.kind) == ("bfloat16", True, 30.0, 32, "qwen")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "LAYERBOOT_"))}
+    env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "600"  # a fresh database on a busy 2-core box
     t0 = time.time()
     proc = subprocess.run([EXE, "run", "--config", "configs/flux.yaml", "--workdir", str(work),
                            *[a for s in sets for a in ("--set", s)]],

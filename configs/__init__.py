@@ -1,5 +1,15 @@
 """Typed, validated run configuration: one YAML file per profile, loaded by `load_config` only."""
 
-from configs.schema import Config, ConfigError, config_hash, load_config, local_base_problem, resolve_config_path
+from configs.schema import (
+    Config,
+    ConfigError,
+    apply_overrides,
+    config_hash,
+    load_config,
+    local_base_problem,
+    resolve_config_path,
+    write_effective_config,
+)
 
-__all__ = ["Config", "ConfigError", "config_hash", "load_config", "local_base_problem", "resolve_config_path"]
+__all__ = ["Config", "ConfigError", "apply_overrides", "config_hash", "load_config", "local_base_problem",
+           "resolve_config_path", "write_effective_config"]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import os
+import tempfile
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Sequence
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -67,6 +70,12 @@ class ModelConfig(_Strict):
     cpu_threads: int = Field(2, ge=1, le=256)
     gradient_checkpointing: bool = False
     guidance_scale: float = Field(1.0, ge=0, allow_inf_nan=False)  # FLUX guidance embedding input
+    # GPU speed options of sampling (bench/gpu.py measures them; off in tiny):
+    # torch.compile of the transformer's repeated blocks (regional: compiles once per block class)
+    compile: bool = False
+    # fused QKV projections; with an adapter it is merged into the base first, and the base is
+    # reloaded from disk before it serves another adapter or training (no unmerge drift in bf16)
+    fuse_qkv: bool = False
 
 
 class LoraSection(_Strict):
@@ -107,6 +116,9 @@ class TrainSection(_Strict):
 class SampleSection(_Strict):
     steps: Annotated[int, Field(ge=1), at_most(1000, "each step is one full model pass per batch")] = 8
     batch_size: Batch = 16
+    # diffusers' First Block Cache: a step whose first-block residual changed by less than this
+    # (relative mean abs) reuses the other blocks' cached residual. None = off; 0.05-0.2 typical
+    cache: float | None = Field(None, gt=0, allow_inf_nan=False)
 
 
 class PromptsSection(_Strict):
@@ -261,7 +273,33 @@ def _unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
 
 
-def load_config(path_or_profile: str | Path) -> Config:
+def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
+    """`key.path=value` assignments onto a config mapping (a copy). Values are YAML
+    (`sample.steps=2`, `model.dtype=bfloat16`, `train.cycle={weight: 0, every: 2}`); keys must
+    name a field: validation then refuses unknown ones like any config file's."""
+    data = copy.deepcopy(data)
+    for item in overrides:
+        key, eq, text = item.partition("=")
+        parts = key.strip().split(".")
+        if not eq or not all(parts):
+            raise ConfigError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. sample.steps=2")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {item!r}: invalid YAML value: {' '.join(str(e).split())}") from None
+        node = data
+        for i, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: {'.'.join(parts[: i + 1])} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def load_config(path_or_profile: str | Path, overrides: Sequence[str] = ()) -> Config:
+    """The config of a YAML file or profile, with `overrides` (KEY.PATH=VALUE) applied before
+    validation; errors name the file and the field."""
     path = resolve_config_path(path_or_profile)
     try:
         raw = path.read_bytes()
@@ -288,6 +326,9 @@ def load_config(path_or_profile: str | Path) -> Config:
         raise ConfigError(f"{path}: invalid YAML: {' '.join(str(e).split())}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    if overrides:
+        data = apply_overrides(data, overrides)
+        path = Path(f"{path} (with --set {' '.join(overrides)})")
     try:
         return Config.model_validate(data)
     except ValidationError as e:
@@ -311,6 +352,23 @@ def local_base_problem(base: str) -> str | None:
         return None
     what = "is not a folder" if here.exists() else "does not exist"
     return f"model.base: local folder {base} {what} (a hub id is org/name)"
+def write_effective_config(path_or_profile: str | Path, overrides: Sequence[str], folder: str | Path | None = None) -> Path:
+    """`path_or_profile` with `overrides` applied, validated and written as a YAML file named by its
+    content (the same overrides give the same file, so `resume` finds the same config hash):
+    stages reload their config from a path, so overrides travel as a file. Without overrides,
+    the resolved path itself."""
+    if not overrides:
+        return resolve_config_path(path_or_profile)
+    config = load_config(path_or_profile, overrides)
+    folder = Path(folder) if folder else Path(tempfile.gettempdir()) / "layerboot-configs"
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / f"{config.run.name}-{config_hash(config)}.yaml"
+    if not out.exists():
+        tmp = out.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(f"# {resolve_config_path(path_or_profile)} with --set {' '.join(overrides)}\n"
+                       + yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+        tmp.replace(out)
+    return out
 
 
 def config_hash(config: Config) -> str:

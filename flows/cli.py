@@ -35,6 +35,10 @@ WorkdirOpt = Annotated[
     Optional[str],
     typer.Option("--workdir", "-w", help="Run folder: a path or fsspec URI (s3://bucket/run). Default: runs/<run name>."),
 ]
+SetOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", help="Override a config key, e.g. --set sample.steps=2 (repeatable; values are YAML)."),
+]
 EXIT_USAGE = 2
 _DEBUG = {"on": False}
 
@@ -53,6 +57,14 @@ def _debugging() -> bool:
 # belongs, not permitted, read-only, full; a path that is not there
 _USER_ERRNOS = {errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.ENOENT,
                 errno.EEXIST, errno.EDQUOT, errno.ENAMETOOLONG, errno.ELOOP}
+
+
+def _with_overrides(config: str, sets: list[str] | None) -> str:
+    """The config path to use: `config` itself, or with --set overrides a validated YAML file of
+    the result (stages reload the config from a path; same overrides, same file and hash)."""
+    from configs import write_effective_config
+
+    return str(write_effective_config(config, sets or ()))
 
 
 def _user_error_types() -> tuple[type[Exception], ...]:
@@ -138,6 +150,7 @@ def _refuse_unmarked(store) -> None:
 @app.command()
 def seed(
     config: ConfigOpt = "configs/tiny.yaml",
+    sets: SetOpt = None,
     workdir: WorkdirOpt = None,
     n: Annotated[Optional[int], typer.Option("--n", min=1, max=100_000,
                                              help="Seed triplets (default: data.n_seeds).")] = None,
@@ -149,6 +162,7 @@ def seed(
 ) -> None:
     """Write round 0: seed triplets (procedural, or imported with --from-dir) and the held-out test split."""
     with user_errors():
+        config = _with_overrides(config, sets)
         from models.seeding import seed_rows
         from storage.schema import to_table
 
@@ -191,6 +205,7 @@ def add_unlabeled(
 @app.command()
 def status(
     config: ConfigOpt = "configs/tiny.yaml",
+    sets: SetOpt = None,
     workdir: WorkdirOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     watch: Annotated[bool, typer.Option("--watch", help="Refresh the table until no round is running (or Ctrl-C).")] = False,
@@ -201,6 +216,7 @@ def status(
 ) -> None:
     """One row per round: state, candidates, accepted, selection rate, pool size."""
     with user_errors():
+        config = _with_overrides(config, sets)
         from storage.status import round_status
 
         _, store = _open(config, workdir, must_exist=True)
@@ -436,8 +452,8 @@ def _check_can_run(cfg, store) -> None:
 
 
 @app.command()
-def run(config: ConfigOpt = "configs/tiny.yaml", workdir: WorkdirOpt = None, rounds: RoundsOpt = None,
-        task_runner: RunnerOpt = None, dask_address: DaskAddressOpt = None) -> None:
+def run(config: ConfigOpt = "configs/tiny.yaml", sets: SetOpt = None, workdir: WorkdirOpt = None,
+        rounds: RoundsOpt = None, task_runner: RunnerOpt = None, dask_address: DaskAddressOpt = None) -> None:
     """Run the bootstrap loop as a Prefect flow: seed, then train / generate / judge / cycle /
     evaluate / commit for each round. Exit 0 done, 1 failed, 2 bad usage or input, 130/143 stopped
     by SIGINT/SIGTERM (`resume` continues)."""
@@ -445,6 +461,7 @@ def run(config: ConfigOpt = "configs/tiny.yaml", workdir: WorkdirOpt = None, rou
         from configs import config_hash
         from storage.target import write_target
 
+        config = _with_overrides(config, sets)
         cfg, store = _open(config, workdir)
         _check_can_run(cfg, store)
         runner = (task_runner or TaskRunner.threads).value
@@ -457,11 +474,12 @@ def run(config: ConfigOpt = "configs/tiny.yaml", workdir: WorkdirOpt = None, rou
 
 
 @app.command()
-def resume(config: ConfigOpt = "configs/tiny.yaml", workdir: WorkdirOpt = None, rounds: RoundsOpt = None,
-           task_runner: RunnerOpt = None, dask_address: DaskAddressOpt = None) -> None:
+def resume(config: ConfigOpt = "configs/tiny.yaml", sets: SetOpt = None, workdir: WorkdirOpt = None,
+           rounds: RoundsOpt = None, task_runner: RunnerOpt = None, dask_address: DaskAddressOpt = None) -> None:
     """Continue after a crash, failure or interruption: committed rounds and finished shards are
     kept, the rest runs, up to the interrupted run's target (its --rounds); --rounds N extends it."""
     with user_errors():
+        config = _with_overrides(config, sets)
         from configs import ConfigError, config_hash
         from storage.status import round_status
         from storage.target import read_target, write_target
@@ -751,6 +769,7 @@ AdapterOpt = Annotated[Optional[Path], typer.Option("--adapter", help="Adapter f
 @app.command()
 def train(
     config: ConfigOpt = "configs/tiny.yaml",
+    sets: SetOpt = None,
     workdir: WorkdirOpt = None,
     steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="Training steps (default: train.steps).")] = None,
     out: Annotated[Path, typer.Option("--out", help="Adapter folder to write (resumes a half-done run there).")] = Path("adapter"),
@@ -758,8 +777,10 @@ def train(
 ) -> None:
     """Train an IC-LoRA adapter on the current pool (all committed rounds)."""
     with user_errors():
-        from models.dataio import read_triplets
+        config = _with_overrides(config, sets)
+        from models.dataio import PoolTriplets
         from models.runtime import load_base
+        from models.stages import latent_cache_dir
         from models.train import train_adapter
 
         cfg, store = _open(config, workdir, must_exist=True)
@@ -769,12 +790,11 @@ def train(
         from configs import config_hash
         from storage.hashing import stable_id
 
-        pool = read_triplets(store, store.pool(rounds[-1]))
-        ids = sorted(t["triplet_id"] for t in pool)
-        fingerprint = stable_id(config_hash(cfg), steps, warm_start, *ids)
+        pool = PoolTriplets(store, store.pool(rounds[-1]))  # panels read when a batch needs them
+        fingerprint = stable_id(config_hash(cfg), steps, warm_start, *sorted(pool.triplet_ids))
         result = train_adapter(
-            load_base(cfg), cfg, [(t["composite"], t["logo"], t["object"]) for t in pool], [t["prompt"] for t in pool],
-            out, warm_start=warm_start, seed=cfg.run.seed, steps=steps, fingerprint=fingerprint,
+            load_base(cfg), cfg, pool, pool.prompts, out, warm_start=warm_start, seed=cfg.run.seed, steps=steps,
+            fingerprint=fingerprint, cache_dir=latent_cache_dir(store), keys=pool.keys,
         )
         if result.reused:
             typer.echo(f"{out} already holds this adapter (same config, pool and steps): nothing to do")
@@ -786,6 +806,7 @@ def train(
 @app.command()
 def evaluate(
     config: ConfigOpt = "configs/tiny.yaml",
+    sets: SetOpt = None,
     workdir: WorkdirOpt = None,
     adapter: AdapterOpt = None,
     n: Annotated[Optional[int], typer.Option("--n", min=1, help="Test triplets to use (default: all).")] = None,
@@ -796,6 +817,7 @@ def evaluate(
     the codec) vs codec ceiling.
     Without --adapter, evaluates the untrained base."""
     with user_errors():
+        config = _with_overrides(config, sets)
         from models.dataio import read_triplets
         from models.evaluate import decomposition_sheet, evaluate_decomposition
         from models.sample import Sampler
@@ -827,10 +849,12 @@ def decompose(
     adapter: Annotated[Path, typer.Option("--adapter", help="Adapter folder.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for <name>_logo.png and <name>_object.png.")],
     config: ConfigOpt = "configs/tiny.yaml",
+    sets: SetOpt = None,
     seed: Annotated[int, typer.Option("--seed", help="Sampling seed.")] = 0,
 ) -> None:
     """Split composites into a flat logo and the plain object."""
     with user_errors():
+        config = _with_overrides(config, sets)
         from configs import load_config
         from models.sample import Sampler
         from storage.hashing import derive_seed
@@ -853,10 +877,12 @@ def compose(
     adapter: Annotated[Path, typer.Option("--adapter", help="Adapter folder.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for composite.png.")],
     config: ConfigOpt = "configs/tiny.yaml",
+    sets: SetOpt = None,
     seed: Annotated[int, typer.Option("--seed", help="Sampling seed.")] = 0,
 ) -> None:
     """Put a logo onto an object: the composite."""
     with user_errors():
+        config = _with_overrides(config, sets)
         from configs import load_config
         from models.sample import Sampler
 
@@ -893,6 +919,27 @@ def pretrain_tiny(
         command = "layerboot pretrain-tiny " + " ".join(sys.argv[2:])
         record = run_pretrain(out, TinySpec(), PretrainRecipe(), tuple(stage), log=typer.echo, command=command.strip())
         typer.echo(json.dumps(record["results"], indent=1))
+
+
+@app.command("make-flux-shaped")
+def make_flux_shaped_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Folder for flux/ (diffusers layout) and qwen/ (transformers layout).")],
+    t5_max_length: Annotated[int, typer.Option("--t5-max-length", min=1, max=512,
+                                               help="T5 tokens per prompt (FLUX.1-Fill-dev: 512).")] = 512,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the random weights.")] = 0,
+) -> None:
+    """Write a flux-shaped model (FLUX.1-Fill-dev, CLIP-L, T5-XXL and Qwen2.5-VL-7B at their published
+    widths, one block or layer each, random bf16 weights, offline word-level tokenizers; ~2.2 GB),
+    so the flux profile runs on a CPU: `layerboot run --config flux --set model.base=OUT/flux
+    --set judge.model=OUT/qwen ...` (README: Running the real profile)."""
+    with user_errors():
+        import time
+
+        from models.realsize import FluxShape, make_flux_shaped
+
+        t0 = time.time()
+        paths = make_flux_shaped(out, FluxShape(t5_max_length=t5_max_length), seed=seed)
+        typer.echo(f"wrote {out} in {time.time() - t0:.0f} s; use " + " ".join(f"--set {k}={v}" for k, v in paths.items()))
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -7,6 +7,7 @@ Everything is on packed latents: [B, N, 4C] tokens, N = (H/16)(W/16) for an H x 
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -109,9 +110,16 @@ class FlowMatching:
         sigmas = torch.linspace(1.0, 1.0 / steps, steps).numpy()
         mu = self.shift_mu(noise.shape[1])
         timesteps, _ = retrieve_timesteps(scheduler, steps, noise.device, sigmas=sigmas, mu=mu)
+        transformer = self.backbone.transformer
+        cached = getattr(transformer, "is_cache_enabled", False)  # sample.cache: diffusers' cache hooks
         x = noise.to(self.backbone.dtype)
-        for t in timesteps:
-            sigma = (t / 1000).expand(x.shape[0])
-            v = self.velocity(x, sigma, c)
-            x = scheduler.step(v, t, x, return_dict=False)[0]
+        try:
+            for t in timesteps:
+                sigma = (t / 1000).expand(x.shape[0])
+                with transformer.cache_context("cond") if cached else contextlib.nullcontext():
+                    v = self.velocity(x, sigma, c)
+                x = scheduler.step(v, t, x, return_dict=False)[0]
+        finally:
+            if cached:  # the next call starts from a full forward, never from this one's residuals
+                transformer._reset_stateful_cache()
         return x

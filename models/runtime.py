@@ -66,6 +66,13 @@ def backbone_for(config: Config, adapter_dir: str | Path | None = None) -> Backb
     from models.backbone import ADAPTER_NAME, load_adapter
 
     backbone, extra = _cached_base(config)
+    if getattr(backbone.transformer, "_layerboot_fused", False):  # model.fuse_qkv merged an adapter into it
+        if adapter_dir is not None and getattr(backbone, "adapter_dir", None) == str(adapter_dir):
+            return backbone  # the same adapter: the fused base serves it as is
+        from configs import config_hash
+
+        del _BASES[config_hash(config)]  # anything else needs the untouched base: load it again
+        return backbone_for(config, adapter_dir)
     if getattr(backbone.transformer, "peft_config", None):
         backbone.transformer.delete_adapters(ADAPTER_NAME)
     for name, state in extra.items():  # adapters overwrite these modules in place: restore the base
@@ -73,6 +80,7 @@ def backbone_for(config: Config, adapter_dir: str | Path | None = None) -> Backb
     backbone.transformer.requires_grad_(False).eval()
     if adapter_dir is not None:
         load_adapter(backbone, adapter_dir)
+    backbone.adapter_dir = None if adapter_dir is None else str(adapter_dir)
     return backbone
 
 

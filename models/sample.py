@@ -6,7 +6,8 @@ shard or resume produced it. The fixed task prompts are encoded once (backbone's
 
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+from typing import Iterator, Sequence
 
 import torch
 from PIL import Image
@@ -30,6 +31,55 @@ def item_noise(seed: int, tokens: int, channels: int) -> torch.Tensor:
     return torch.randn(tokens, channels, generator=torch.Generator().manual_seed(seed))  # [N, channels]
 
 
+def fuse_qkv(backbone: Backbone) -> None:
+    """model.fuse_qkv: one [3d, d] projection per attention instead of three (diffusers'
+    fuse_qkv_projections). The fused Linear would bypass a LoRA on to_q/to_k/to_v, so an adapter is
+    first merged into the base weights (fuse_lora); the backbone is then marked `fused`, and
+    models.runtime reloads the base before it serves another adapter or training: unmerging in bf16
+    would not give the base back bit for bit."""
+    tr = backbone.transformer
+    if getattr(tr, "_layerboot_fused", False):
+        return
+    if getattr(tr, "peft_config", None):
+        tr.fuse_lora()
+    tr.fuse_qkv_projections()
+    tr._layerboot_fused = True
+
+
+@contextlib.contextmanager
+def compiled_blocks(backbone: Backbone) -> Iterator[None]:
+    """model.compile, regional: torch.compile of each repeated block (FLUX's double and single
+    blocks, as diffusers' compile_repeated_blocks), so compile time is that of two blocks, not 57,
+    and a new adapter or batch size recompiles two graphs. Attached for sampling only and kept
+    between calls (compiled graphs are reused); training runs the blocks eagerly."""
+    tr = backbone.transformer
+    kinds = set(getattr(tr, "_repeated_blocks", ()))
+    blocks = [m for m in tr.modules() if type(m).__name__ in kinds]
+    for b in blocks:
+        if getattr(b, "_layerboot_compiled", None) is None:
+            b._layerboot_compiled = torch.compile(b._call_impl)
+        b._compiled_call_impl = b._layerboot_compiled
+    try:
+        yield
+    finally:
+        for b in blocks:
+            b._compiled_call_impl = None
+
+
+@contextlib.contextmanager
+def first_block_cache(backbone: Backbone, threshold: float) -> Iterator[None]:
+    """sample.cache: diffusers' First Block Cache for one sampling call; off again afterwards, so
+    training and other samplers on the shared base never see its hooks."""
+    from diffusers.hooks import FirstBlockCacheConfig
+
+    tr = backbone.transformer
+    tr.enable_cache(FirstBlockCacheConfig(threshold=threshold))
+    try:
+        yield
+    finally:
+        tr.disable_cache()
+
+
 class Sampler:
     def __init__(self, backbone: Backbone, config: Config):
         self.backbone = backbone
@@ -37,27 +87,47 @@ class Sampler:
         self.steps = config.sample.steps
         self.batch_size = config.sample.batch_size
         self.prompts = task_prompts(config)
+        self.compile = config.model.compile
+        self.cache = config.sample.cache
+        if config.model.fuse_qkv:
+            fuse_qkv(backbone)
+
+    @contextlib.contextmanager
+    def speed_options(self) -> Iterator[None]:
+        with contextlib.ExitStack() as stack:
+            if self.compile:
+                stack.enter_context(compiled_blocks(self.backbone))
+            if self.cache:
+                stack.enter_context(first_block_cache(self.backbone, self.cache))
+            yield
 
     @torch.no_grad()
     def run(self, task: Task, grids: Sequence[Panels], descriptions: Sequence[str], seeds: Sequence[int]) -> list[Panels]:
         """Fill the panels `task` generates; kept panels are returned as given (not re-decoded)."""
         bb, out = self.backbone, []
         s = grids[0][0].size[0]
-        mask = task_mask(task, s)
-        img_ids = latent_image_ids(s, 3 * s, bb.vae_scale, device=bb.device)
         for i in tqdm(range(0, len(grids), self.batch_size), desc=task.value, unit="batch", disable=None, leave=False):
             chunk = list(grids[i : i + self.batch_size])
-            pixels = grid_tensor(chunk)  # [B, 3, s, 3s]
-            prompts = [self.prompts[task].format(prompt=d) for d in descriptions[i : i + len(chunk)]]
-            embeds, pooled, text_ids = encode_prompts(bb, prompts)
-            c = Conditioning(fill_condition(bb, pixels, mask), embeds, pooled, text_ids, img_ids)
-            noise = torch.stack([item_noise(sd, img_ids.shape[0], bb.packed_channels) for sd in seeds[i : i + len(chunk)]]).to(bb.device)
-            x0 = self.objective.sample(c, self.steps, noise)
+            x0 = self.latents(task, chunk, descriptions[i : i + len(chunk)], seeds[i : i + len(chunk)])
             made = split_grid_tensor(decode_latents(bb, unpack(x0, s, 3 * s, bb.vae_scale)).float().cpu())
             made_pil = [to_pil(p) for p in made]  # three lists of B images
             for j, given in enumerate(chunk):
                 out.append(tuple(made_pil[k][j] if PANELS[k] in GENERATED_PANELS[task] else given[k] for k in range(3)))
         return out
+
+    @torch.no_grad()
+    def latents(self, task: Task, grids: Sequence[Panels], descriptions: Sequence[str], seeds: Sequence[int]) -> torch.Tensor:
+        """One batch, up to the final packed latents [B, N, 4C]: what FluxFillPipeline returns with
+        output_type="latent" for the same prompt, grid, mask, starting noise and steps."""
+        bb = self.backbone
+        s = grids[0][0].size[0]
+        img_ids = latent_image_ids(s, 3 * s, bb.vae_scale, device=bb.device)
+        prompts = [self.prompts[task].format(prompt=d) for d in descriptions]
+        embeds, pooled, text_ids = encode_prompts(bb, prompts)
+        c = Conditioning(fill_condition(bb, grid_tensor(list(grids)), task_mask(task, s)), embeds, pooled, text_ids, img_ids)
+        noise = torch.stack([item_noise(sd, img_ids.shape[0], bb.packed_channels) for sd in seeds]).to(bb.device)
+        with self.speed_options():
+            return self.objective.sample(c, self.steps, noise)
 
     def decompose(self, composites: Sequence[Image.Image], seeds: Sequence[int], descriptions=None) -> list[tuple[Image.Image, Image.Image]]:
         s = composites[0].size[0]

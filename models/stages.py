@@ -8,6 +8,7 @@ and cheap, independent of Prefect's own cache. Prefect tasks in tasks/ are thin 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import statistics
 import tempfile
@@ -21,7 +22,7 @@ import pyarrow.compute as pc
 from configs import Config, config_hash, load_config
 from models import bootstrap
 from models.bootstrap import round_to  # (a stage parameter is called `round`)
-from models.dataio import read_triplets
+from models.dataio import PoolTriplets, read_triplets
 from models.runtime import MODEL_LOCK, backbone_for, judge_for
 from models.sample import Sampler
 from storage.faults import failpoint
@@ -53,6 +54,15 @@ def open_run(config_path: str, workdir: str) -> tuple[Config, Store]:
     return load_config(config_path), Store(workdir)
 
 
+def latent_cache_dir(store: Store) -> Path:
+    """Where training latents are cached (content-addressed, so any run may share it): inside a
+    local workdir (`cache/latents`); for an object-store workdir a local folder, `$LAYERBOOT_CACHE`
+    or the temp dir (latents are re-derivable, so they never need to travel)."""
+    if store.loc.is_local:
+        return Path(store.loc.root) / "cache" / "latents"
+    return Path(os.environ.get("LAYERBOOT_CACHE") or Path(tempfile.gettempdir()) / "layerboot-cache") / "latents"
+
+
 def adapter_version(config: Config, round: int) -> str:
     return f"{config.run_id}/round={round:02d}"
 
@@ -77,7 +87,7 @@ def train_stage(config_path: str, workdir: str, round: int) -> dict[str, Any]:
     failpoint(f"train-r{round:02d}-start")
     from models.train import train_adapter
 
-    pool = read_triplets(store, store.pool(round - 1 if cfg.bootstrap.grow_pool else 0))
+    pool = PoolTriplets(store, store.pool(round - 1 if cfg.bootstrap.grow_pool else 0))  # panels are read when a batch needs them
     previous = store.marker(round - 1) or {}
     scratch = Path(tempfile.mkdtemp(prefix="layerboot-train-"))
     warm = None
@@ -85,13 +95,13 @@ def train_stage(config_path: str, workdir: str, round: int) -> dict[str, Any]:
         warm = _local_adapter(store, store.adapter_dir(round - 1), scratch / "warm")
     out = Path(work.adapter_dir) if store.loc.is_local else scratch / "adapter"
     steps = cfg.train.steps if warm is None else cfg.bootstrap.warm_steps
-    fingerprint = stable_id(config_hash(cfg), round, steps, *sorted(t["triplet_id"] for t in pool))
+    fingerprint = stable_id(config_hash(cfg), round, steps, *sorted(pool.triplet_ids))
     t0 = time.time()
     with MODEL_LOCK:
         backbone = backbone_for(cfg)  # the bare base: train_adapter adds a fresh or warm-started LoRA
         result = train_adapter(
-            backbone, cfg, [(t["composite"], t["logo"], t["object"]) for t in pool], [t["prompt"] for t in pool],
-            out, warm_start=warm, seed=derive_seed(cfg.run.seed, "train", round), steps=steps, fingerprint=fingerprint,
+            backbone, cfg, pool, pool.prompts, out, warm_start=warm, seed=derive_seed(cfg.run.seed, "train", round),
+            steps=steps, fingerprint=fingerprint, cache_dir=latent_cache_dir(store), keys=pool.keys,
             on_checkpoint=lambda step: failpoint(f"train-r{round:02d}-checkpoint"),
         )
     failpoint(f"train-r{round:02d}-saved")

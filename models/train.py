@@ -32,8 +32,8 @@ from models.backbone import (
     trainable_parameters,
     unpack,
 )
-from models.encoded import TASKS, EncodedGrids, encode_grids, make_batch
-from models.grid import Task, grid_tensor, split_grid_tensor, task_mask
+from models.encoded import TASKS, LatentCache, LatentPool, encode_grids, make_batch, vae_identity
+from models.grid import Task, split_grid_tensor, task_mask
 from models.objective import FlowMatching
 from storage.store import TRAIN_LOG
 
@@ -95,21 +95,22 @@ def prepare_adapter(backbone: Backbone, config: Config, warm_start: str | Path |
 
 @torch.no_grad()
 def cycled_grids(
-    objective: FlowMatching, enc: EncodedGrids, pixels: torch.Tensor, idx: list[int], prompts, steps: int, gen
+    objective: FlowMatching, pool: LatentPool, idx: list[int], prompts, steps: int, gen
 ) -> dict[Task, torch.Tensor]:
     """The model's own round trips, as grids of pixels [B, 3, s, 3s] (no grad, few Euler steps):
     COMPOSE: (I*, A, B) with I* = compose(A, B)   -> used under the decomposition mask;
     DECOMPOSE: (I, A', B') with <A', B'> = decompose(I) -> used under the composition mask."""
     bb = objective.backbone
-    s = enc.panel_size
+    s = pool.panel_size
+    pixels = pool.pixels(idx)  # [B, 3, s, 3s]: only this batch's grids
     out = {}
     for made_by in (Task.COMPOSE, Task.DECOMPOSE):
-        _, c, _ = make_batch(bb, enc, idx, [made_by] * len(idx), prompts)
-        noise = torch.randn(enc.x0[idx].shape, generator=gen).to(bb.device)
+        x0, c, _ = make_batch(bb, pool, idx, [made_by] * len(idx), prompts)
+        noise = torch.randn(x0.shape, generator=gen).to(bb.device)
         x = objective.sample(c, steps, noise)
         made = decode_latents(bb, unpack(x, s, 3 * s, bb.vae_scale)).float().cpu()  # [B, 3, s, 3s]
         keep = task_mask(made_by, s)  # 1 on the panels the model made
-        out[made_by] = pixels[idx] * (1 - keep) + made * keep
+        out[made_by] = pixels * (1 - keep) + made * keep
     return out
 
 
@@ -125,9 +126,15 @@ def train_adapter(
     steps: int | None = None,
     fingerprint: str | None = None,
     on_checkpoint: Callable[[int], None] | None = None,
+    cache_dir: str | Path | None = None,
+    keys: Sequence[str] | None = None,
 ) -> TrainResult:
     """Train (or resume training) an adapter on `triplets` and save it to `out_dir`.
 
+    `triplets` may be a lazy sequence (models.dataio.PoolTriplets reads each from the store when
+    indexed): only a batch's panels are ever held. Latents go to a LatentCache in `cache_dir`
+    (None: in memory), keyed by `keys` (content keys, e.g. blob sha256s; default: hashes of the
+    pixels), so triplets encoded by an earlier round or a killed run are not encoded again.
     `fingerprint` names the inputs (config, pool, warm start); when `out_dir` already holds a
     finished adapter with the same fingerprint, nothing is recomputed. `on_checkpoint(step)` is
     called after each checkpoint is saved."""
@@ -152,8 +159,10 @@ def train_adapter(
     if (ckpt / STATE_FILE).exists():  # resume a half-done run exactly where it stopped
         start, log = _restore(opt, gen, ckpt)
 
-    enc = encode_grids(backbone, list(triplets), list(prompts), desc="encode pool")
-    pixels = grid_tensor(list(triplets))  # [M, 3, s, 3s], for the cycle's re-gridding
+    panel_size = triplets[0][0].size[0]
+    enc = LatentPool(backbone, triplets, prompts, LatentCache(cache_dir, vae_identity(backbone), panel_size), keys,
+                     panel_size)
+    enc.encode(desc="encode pool")
     backbone.transformer.train()
     t0 = time.time()
     bar = tqdm(range(start, total), initial=start, total=total, desc="train adapter", unit="step", disable=None)
@@ -165,7 +174,7 @@ def train_adapter(
         lam = cycle_weight(config, step, warm=warm_start is not None) if step % tc.cycle.every == 0 else 0.0
         cyc = torch.zeros(())
         if lam > 0:
-            cyc = cycle_term(objective, enc, pixels, idx, prompts_by_task, tc.cycle.sample_steps, gen)
+            cyc = cycle_term(objective, enc, idx, prompts_by_task, tc.cycle.sample_steps, gen)
         optimizer_step(opt, rec + lam * cyc, params, tc.grad_clip)
         entry = {"step": step, "task": task.value, "rec": round(rec.item(), 5), "cyc": round(cyc.item(), 5), "lambda": lam}
         log.append(entry)
@@ -183,10 +192,10 @@ def train_adapter(
     return TrainResult(steps=total, seconds=seconds, log=log)
 
 
-def cycle_term(objective, enc, pixels, idx, prompts_by_task, sample_steps, gen) -> torch.Tensor:
+def cycle_term(objective, enc: LatentPool, idx, prompts_by_task, sample_steps, gen) -> torch.Tensor:
     """L_cyc, both directions: decomposition of I vs of I*, composition from <A,B> vs from <A',B'>."""
     bb = objective.backbone
-    cycled = cycled_grids(objective, enc, pixels, idx, prompts_by_task, sample_steps, gen)
+    cycled = cycled_grids(objective, enc, idx, prompts_by_task, sample_steps, gen)
     total = torch.zeros((), device=bb.device)
     for judged_by, made_by in ((Task.DECOMPOSE, Task.COMPOSE), (Task.COMPOSE, Task.DECOMPOSE)):
         x0_real, c_real, tokens = make_batch(bb, enc, idx, [judged_by] * len(idx), prompts_by_task)

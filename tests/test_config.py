@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,29 @@ def test_invalid_config_names_file_and_field(tmp_path: Path, body: str, message:
 def test_missing_config_file(tmp_path: Path):
     with pytest.raises(ConfigError, match=r"nope\.yaml: config file not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_set_overrides_apply_before_validation_and_travel_as_a_content_named_file(tmp_path):
+    from configs import write_effective_config
+
+    cfg = load_config("flux", ["sample.steps=2", "data.panel_size=128", "train.cycle={weight: 0, every: 2}",
+                               "model.base=/models/flux", "judge.batch_size=3"])
+    assert (cfg.sample.steps, cfg.data.panel_size, cfg.model.base, cfg.judge.batch_size) == (2, 128, "/models/flux", 3)
+    assert (cfg.train.cycle.weight, cfg.train.cycle.every, cfg.train.cycle.warmup_steps) == (0.0, 2, 100)
+    assert load_config("flux").sample.steps == 28  # the file is untouched
+    a = write_effective_config("flux", ["sample.steps=2"], tmp_path)
+    b = write_effective_config("configs/flux.yaml", ["sample.steps=2"], tmp_path)
+    assert a == b and a.parent == tmp_path and config_hash(load_config(a)) == config_hash(load_config("flux", ["sample.steps=2"]))
+    assert write_effective_config("flux", [], tmp_path) == resolve_config_path("flux")
+
+
+@pytest.mark.parametrize("item, message", [
+    ("sample.stepz=2", "sample.stepz: Extra inputs are not permitted"),
+    ("sample.steps=0", "sample.steps: Input should be greater than or equal to 1"),
+    ("sample.steps", "expected KEY.PATH=VALUE"),
+    ("run.name.x=1", "run.name is not a section"),
+    ("data.panel_size=60", "must be a multiple of 16 (got 60)"),
+])
+def test_bad_set_overrides_name_the_key(item, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config("tiny", [item])

@@ -62,11 +62,11 @@ def test_real_size_lora_step_and_sample():
 def test_qwen25_vl_7b_size_judge_batched_vs_one_by_one():
     """Qwen2.5-VL-7B-size, random weights, bf16 + SDPA: 64 triplets batched and one by one."""
     from models.judge.base import Criterion
-    from models.judge.qwen import QWEN25_VL_7B, QwenVLJudge, build_tiny_qwen
+    from models.judge.qwen import QwenVLJudge
+    from models.realsize import real_size_judge
     from models.synthetic import make_triplet
 
-    model, processor = build_tiny_qwen(QWEN25_VL_7B, seed=0)
-    model = model.to("cuda", torch.bfloat16)
+    model, processor = real_size_judge()  # built on the GPU in bf16
     crit = [Criterion("logo_clean", "Is the middle panel a clean logo on a plain background?", 0.5)]
     triplets = [(t.composite, t.logo, t.object) for t in (make_triplet(i, 64) for i in range(64))]
     rates = {}

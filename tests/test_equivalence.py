@@ -1,0 +1,76 @@
+"""Our sampler against FluxFillPipeline called with the same components, prompt, grid, mask,
+starting noise and step count, compared on the final latents: this exercises our schedule, our
+Euler stepping, our noise packing and our masked-image latents (fill_condition), not the
+pipeline's own inputs fed back."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from diffusers.pipelines.flux import pipeline_flux_fill
+
+from configs import load_config
+from models.grid import Task, build_grid, task_mask, to_pil
+from models.runtime import load_base
+from models.sample import Sampler, item_noise
+from models.synthetic import make_triplet
+
+SEEDS = [11, 12]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """The shipped tiny base (models/tiny_base), as the tiny profile loads it."""
+    cfg = load_config("tiny")
+    return cfg, load_base(cfg)
+
+
+@pytest.fixture
+def posterior_mode(monkeypatch):
+    """The pipeline samples the VAE posterior of the masked image (a random draw, from the same
+    generator as nothing else here); we take its mode so cached latents are a function of the
+    pixels. Make the pipeline take the mode too: everything else is the pipeline's own code."""
+    real = pipeline_flux_fill.retrieve_latents
+    monkeypatch.setattr(pipeline_flux_fill, "retrieve_latents",
+                        lambda out, generator=None, sample_mode="sample": real(out, generator, "argmax"))
+
+
+def pipeline_latents(sampler: Sampler, task: Task, grid, description: str, seed: int, steps: int) -> torch.Tensor:
+    bb = sampler.backbone
+    s = grid[0].size[0]
+    pipe = bb.pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    tokens = (s // 16) * (3 * s // 16)
+    out = pipe(
+        prompt=sampler.prompts[task].format(prompt=description),
+        image=build_grid(*grid),
+        mask_image=to_pil(task_mask(task, s)[0].expand(3, -1, -1) * 2 - 1),
+        height=s,
+        width=3 * s,
+        num_inference_steps=steps,
+        guidance_scale=sampler.objective.guidance_scale,
+        latents=item_noise(seed, tokens, 4 * bb.vae.config.latent_channels)[None],
+        max_sequence_length=bb.max_sequence_length,
+        output_type="latent",
+    )
+    return out.images[0]  # packed [N, 64]
+
+
+@pytest.mark.parametrize("task, guidance", [(Task.DECOMPOSE, 1.0), (Task.DECOMPOSE, 30.0), (Task.GENERATE, 30.0)])
+def test_our_sampler_equals_flux_fill_pipeline_on_the_final_latents(tiny, posterior_mode, task, guidance):
+    cfg, bb = tiny
+    cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"guidance_scale": guidance})})
+    sampler = Sampler(bb, cfg)
+    s = cfg.data.panel_size
+    triplets = [make_triplet(500 + i, s) for i in range(len(SEEDS))]
+    grids = [(t.composite, t.logo, t.object) for t in triplets]
+    ours = sampler.latents(task, grids, [t.prompt for t in triplets], SEEDS)  # one batch of 2
+    assert ours.shape == (2, (s // 16) * (3 * s // 16), 64)
+    for j, t in enumerate(triplets):
+        theirs = pipeline_latents(sampler, task, grids[j], t.prompt, SEEDS[j], cfg.sample.steps)
+        assert (theirs - ours[j]).abs().max().item() < 5e-5  # measured ~1e-5: float reduction order only
+    # the comparison can fail: one step fewer, or the other item's noise, is far off
+    fewer = pipeline_latents(sampler, task, grids[0], triplets[0].prompt, SEEDS[0], cfg.sample.steps - 1)
+    assert (fewer - ours[0]).abs().max().item() > 1e-2
+    swapped = pipeline_latents(sampler, task, grids[0], triplets[0].prompt, SEEDS[1], cfg.sample.steps)
+    assert (swapped - ours[0]).abs().max().item() > 1e-2

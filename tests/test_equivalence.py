@@ -53,7 +53,7 @@ def pipeline_latents(sampler: Sampler, task: Task, grid, description: str, seed:
         max_sequence_length=bb.max_sequence_length,
         output_type="latent",
     )
-    return out.images[0]  # packed [N, 64]
+    return out.images[0]  # packed [N, 4C]
 
 
 @pytest.mark.parametrize("task, guidance", [(Task.DECOMPOSE, 1.0), (Task.DECOMPOSE, 30.0), (Task.GENERATE, 30.0)])
@@ -65,10 +65,10 @@ def test_our_sampler_equals_flux_fill_pipeline_on_the_final_latents(tiny, poster
     triplets = [make_triplet(500 + i, s) for i in range(len(SEEDS))]
     grids = [(t.composite, t.logo, t.object) for t in triplets]
     ours = sampler.latents(task, grids, [t.prompt for t in triplets], SEEDS)  # one batch of 2
-    assert ours.shape == (2, (s // 16) * (3 * s // 16), 64)
+    assert ours.shape == (2, (s // 16) * (3 * s // 16), sampler.backbone.packed_channels)
     for j, t in enumerate(triplets):
         theirs = pipeline_latents(sampler, task, grids[j], t.prompt, SEEDS[j], cfg.sample.steps)
-        assert (theirs - ours[j]).abs().max().item() < 5e-5  # measured ~1e-5: float reduction order only
+        assert (theirs - ours[j]).abs().max().item() < 1e-4  # measured 1e-5 (64-ch tokens) to 6e-5 (256-ch): float reduction order only
     # the comparison can fail: one step fewer, or the other item's noise, is far off
     fewer = pipeline_latents(sampler, task, grids[0], triplets[0].prompt, SEEDS[0], cfg.sample.steps - 1)
     assert (fewer - ours[0]).abs().max().item() > 1e-2

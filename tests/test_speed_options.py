@@ -84,11 +84,12 @@ def test_first_block_cache_skips_steps_with_a_bounded_change(micro_config):
     ref = latents(Sampler(bb, cfg))
     assert len(calls) == 8
     calls.clear()
-    cached_sampler = Sampler(bb, with_(cfg, sample={"cache": 0.2}))
+    # (random weights: the first block's residual moves 20-40% a step; 0.5 skips 5 of 8, measured)
+    cached_sampler = Sampler(bb, with_(cfg, sample={"cache": 0.5}))
     cached = latents(cached_sampler)
     skipped = 8 - len(calls)
     change = ((cached - ref).norm() / ref.norm()).item()
-    print(f"\nfirst block cache 0.2: {skipped}/8 steps skipped, relative change {change:.4f}")
+    print(f"\nfirst block cache 0.5: {skipped}/8 steps skipped, relative change {change:.4f}")
     assert 1 <= skipped <= 6 and 0 < change < 0.1
     assert not bb.transformer.is_cache_enabled  # off again: training never sees the hooks
     assert torch.equal(latents(cached_sampler), cached)  # a second call starts afresh: same result

@@ -375,6 +375,7 @@ def _stop_on_signals(store, held: dict) -> Iterator[None]:
         os._exit(128 + signum)
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    held["arm"] = lambda: [signal.signal(sig, stop) for sig in previous]  # again, after imports that may set theirs
     try:
         yield
     finally:
@@ -382,7 +383,8 @@ def _stop_on_signals(store, held: dict) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _run_flow(config: str, store, rounds: int | None, runner: str = "threads", dask_address: str | None = None) -> None:
+def _run_flow(config: str, store, rounds: int | None, runner: str = "threads", dask_address: str | None = None,
+              held: dict | None = None) -> None:
     """Run the bootstrap flow (the caller holds the workdir lock) in a worker thread: the main
     thread only waits, so it handles SIGINT/SIGTERM at once (_stop_on_signals) and Prefect never
     installs its own SIGTERM handler (it does so only in the main thread)."""
@@ -407,6 +409,8 @@ def _run_flow(config: str, store, rounds: int | None, runner: str = "threads", d
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
             outcome["error"] = exc
 
+    if held and "arm" in held:
+        held["arm"]()
     worker = threading.Thread(target=body, name="layerboot-flow", daemon=True)
     worker.start()
     while worker.is_alive():
@@ -470,7 +474,7 @@ def run(config: ConfigOpt = "configs/tiny.yaml", sets: SetOpt = None, workdir: W
             # (before Prefect starts: a refusal costs nothing)
             target = rounds or cfg.bootstrap.rounds
             write_target(store, target, config_hash(cfg), runner, dask_address, "layerboot run")
-            _run_flow(config, store, target, runner, dask_address)
+            _run_flow(config, store, target, runner, dask_address, held)
 
 
 @app.command()
@@ -523,7 +527,7 @@ def resume(config: ConfigOpt = "configs/tiny.yaml", sets: SetOpt = None, workdir
                 typer.echo(f"round {r['round']}: {r['state']} in stage {r['stage'] or '-'}; keeping "
                            f"{', '.join(finished) or 'no stage results'} and shards "
                            + ", ".join(f"{k} {v}" for k, v in done.items() if v))
-            _run_flow(config, store, target, runner, address)
+            _run_flow(config, store, target, runner, address, held)
 
 
 @app.command()

@@ -28,7 +28,6 @@ import json
 import posixpath
 import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from typing import Any, Callable
 
 import pyarrow as pa

@@ -549,8 +549,6 @@ def _part(work: Path) -> Path:
 
 def _errno(code: int, under: Path, monkeypatch, after: int = 0) -> None:
     """Make every write under `under` fail with `code` (after `after` successful blob writes)."""
-    import errno as errno_mod  # noqa: F401
-
     from storage.fs import Location
 
     real_makedirs, real_write = os.makedirs, Location.write_atomic

@@ -195,9 +195,10 @@ def main() -> None:
                   f"setup {r['setup_s']:.2f} s, a batch of 4 from the cache {r['batch_load_s'] * 1000:.1f} ms; encoding "
                   f"it from nothing {n * enc['encode_s_per_triplet'] / 3600:.1f} h on this CPU", flush=True)
         old = run_child("old", str(work), "4")
-        old_per_1000 = (old["grid_bytes_per_triplet"] + 3 * enc["entry_bytes"]) * 1000 / 2**30
+        old_latents = enc["entry_bytes"] * 4 / 3  # clean + 3 masked (an entry holds clean + 2 masked)
+        old_per_1000 = (old["grid_bytes_per_triplet"] + old_latents) * 1000 / 2**30
         print(f"(c) old path: fp32 grid {old['grid_bytes_per_triplet'] / 2**20:.1f} MiB/triplet (measured +"
-              f"{old['peak_over_base_mb']:.0f} MB for 4) + fp32 latents ~{3 * enc['entry_bytes'] / 2**20:.1f} MiB: "
+              f"{old['peak_over_base_mb']:.0f} MB for 4) + fp32 latents ~{old_latents / 2**20:.1f} MiB: "
               f"{old_per_1000:.1f} GiB per 1,000 triplets", flush=True)
         if len(rows) >= 2:
             a, b = rows[0], rows[-1]

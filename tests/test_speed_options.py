@@ -84,13 +84,15 @@ def test_first_block_cache_skips_steps_with_a_bounded_change(micro_config):
     ref = latents(Sampler(bb, cfg))
     assert len(calls) == 8
     calls.clear()
-    # (random weights: the first block's residual moves 20-40% a step; 0.5 skips 5 of 8, measured)
     cached_sampler = Sampler(bb, with_(cfg, sample={"cache": 0.5}))
     cached = latents(cached_sampler)
     skipped = 8 - len(calls)
     change = ((cached - ref).norm() / ref.norm()).item()
-    print(f"\nfirst block cache 0.5: {skipped}/8 steps skipped, relative change {change:.4f}")
-    assert 1 <= skipped <= 6 and 0 < change < 0.1
+    grids, prompts = batch()
+    other_seeds = Sampler(bb, cfg).latents(Task.DECOMPOSE, grids, prompts, [5, 6])
+    # measured on the random tiny base: 0.5 skips 5 of 8 steps, relative change 0.012, where other
+    # noise gives 1.28 (0.2 skips none here: a random model's first block changes a lot per step)
+    assert skipped == 5 and 0 < change < 0.05 < ((other_seeds - ref).norm() / ref.norm()).item()
     assert not bb.transformer.is_cache_enabled  # off again: training never sees the hooks
     assert torch.equal(latents(cached_sampler), cached)  # a second call starts afresh: same result
     assert torch.equal(latents(Sampler(bb, cfg)), ref)

@@ -1,6 +1,7 @@
 """The tiny profile's learning claims (slow): starting from the shipped base, an adapter trained
 on the 100 procedural seeds for the tiny config's steps (under 5 CPU minutes) decomposes held-out
-composites better than the trivial baseline on the logo panel and inside the logo footprint."""
+composites better than the trivial baseline through the codec, by >= 2 dB on the logo panel and
+inside the logo footprint."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def test_shipped_base_matches_its_recipe():
     assert Path(resolve_base(load_config("tiny").model.base)).resolve() == SHIPPED
     weights = list(SHIPPED.rglob("*.safetensors"))
     assert weights and not list(SHIPPED.rglob("*.bin"))
-    assert sum(p.stat().st_size for p in weights) < 30 * 2**20
+    assert sum(p.stat().st_size for p in weights) < 40 * 2**20  # fp32: transformer 21.6 MB, VAE 12.1 MB
 
 
 @pytest.mark.slow
@@ -50,6 +51,6 @@ def test_adapter_beats_trivial_baseline_on_held_out(tmp_path):
     load_adapter(backbone, tmp_path / "adapter")
     report = evaluate_decomposition(Sampler(backbone, cfg), test, list(range(len(test))))
     print(json.dumps(report, indent=1))
-    model, baseline = report["model"], report["baseline"]
-    assert model["logo_psnr"] > baseline["logo_psnr"]
-    assert model["object_psnr_footprint"] > baseline["object_psnr_footprint"]
+    model, baseline = report["model"], report["baseline_codec"]  # like for like: both through the codec
+    assert model["logo_psnr"] >= baseline["logo_psnr"] + 2.0
+    assert model["object_psnr_footprint"] >= baseline["object_psnr_footprint"] + 2.0

@@ -1,0 +1,109 @@
+"""The tiny codec: an AutoencoderKL whose encoder is an exact 8x8-patch PCA (models/codec.py), and
+the shipped one's figures on held-out domain panels, pinned: PSNR per panel kind, and how often
+the judge accepts ground truth round-tripped through it (the loop's candidates are all decodes).
+The aims were >= 30 dB on every panel kind and >= 90% acceptance; measured: composites 28.5 dB,
+logos 34.3 dB, objects 32.2 dB, and 29 of 40 round trips accepted (README, "Measured")."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from configs import load_config
+from models.backbone import TinySpec, build_tiny
+from models.codec import build_pca_encoder, check_encoder_shape, psnr, reconstruction_psnr
+from models.pretrain import codec_batch, PretrainRecipe, to_tensor
+from models.runtime import REPO_ROOT, load_base
+from models.synthetic import make_triplet
+from storage.hashing import derive_seed
+
+SHIPPED = REPO_ROOT / "models" / "tiny_base"
+PANELS = ("composite", "logo", "object")
+
+
+def held_out_triplets(n: int, size: int = 64):
+    """Triplets of the test split's namespace: seeds the loop never trains on, the base never saw."""
+    cfg = load_config("tiny")
+    return [make_triplet(derive_seed(cfg.run.seed, "synthetic", "test", i), size) for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return load_base(load_config("tiny"))
+
+
+def test_pca_encoder_computes_the_patch_pca_exactly():
+    torch.manual_seed(0)
+    vae = build_tiny(TinySpec(), seed=0).vae
+    recipe = PretrainRecipe()
+    fit = torch.cat([codec_batch(recipe, "test-codec-fit", j, 50) for j in range(6)])
+    figures = build_pca_encoder(vae, fit)
+    assert figures["readout_max_error"] < 0.1  # the norm + SiLU are affine to this precision
+    assert 0.95 < figures["pca_variance_kept"] < 1.0
+    held = codec_batch(recipe, "test-codec-held", 0, 24)
+    with torch.no_grad():
+        z = vae.encode(held).latent_dist
+        normalised = (z.mode() - vae.config.shift_factor) * vae.config.scaling_factor
+    assert normalised.shape == (24, 64, 8, 8)
+    assert abs(float(normalised.std()) - 1.0) < 0.15 and abs(float(normalised.mean())) < 0.1
+    assert float(z.std.max()) < 1e-3  # logvar -20: the posterior is a point, mode == sample
+    # linear in the pixels: code(a + b) - code(b) == code(a) - code(0) (no GroupNorm nonlinearity left)
+    a, b = held[:4] * 0.5, held[4:8] * 0.5
+    with torch.no_grad():
+        enc = lambda x: vae.encode(x).latent_dist.mode()
+        lhs, rhs = enc(a + b) - enc(b), enc(a) - enc(torch.zeros_like(a))
+    assert float((lhs - rhs).abs().max()) < 0.1
+
+
+def test_encoder_shape_is_checked():
+    vae = build_tiny(dataclasses.replace(TinySpec(), vae_block_out_channels=(16, 32, 64, 128)), seed=0).vae
+    with pytest.raises(ValueError, match="block 2 holds 48 channels"):
+        check_encoder_shape(vae)
+
+
+def test_shipped_codec_psnr_on_a_handful_of_held_out_panels(shipped):
+    triplets = held_out_triplets(6)
+    got = {p: reconstruction_psnr(shipped.vae, to_tensor([getattr(t, p) for t in triplets])) for p in PANELS}
+    assert got == pytest.approx({"composite": 27.83, "logo": 33.13, "object": 34.26}, abs=0.05)
+
+
+def test_shipped_codec_latents_are_normalised(shipped):
+    from models.backbone import encode_images
+
+    x = to_tensor([getattr(t, p) for t in held_out_triplets(6) for p in PANELS])
+    z = encode_images(shipped, x)
+    assert abs(float(z.std()) - 1.0) < 0.2 and abs(float(z.mean())) < 0.1
+
+
+def test_judge_verdicts_on_round_tripped_ground_truth(shipped):
+    from models.evaluate import codec_roundtrip
+    from models.judge import build_judge
+
+    judge = build_judge(load_config("tiny"))
+    triplets = [(t.composite, t.logo, t.object) for t in held_out_triplets(10)]
+    raw = judge.judge(triplets)
+    coded = judge.judge(codec_roundtrip(shipped, triplets))
+    assert sum(j.accepted for j in raw) == 9
+    assert sum(j.accepted for j in coded) == 4  # the aim (>= 9) is not met: panels_agree is the usual reason
+    assert not any(j.accepted for j, r in zip(coded, raw) if not r.accepted)  # what fails raw fails decoded
+
+
+@pytest.mark.slow
+def test_codec_figures_on_the_full_held_out_set(shipped):
+    """The README's figures: 48 held-out triplets per panel kind; 40 for the judge."""
+    from models.evaluate import codec_roundtrip
+    from models.judge import build_judge
+
+    triplets = held_out_triplets(48)
+    got = {}
+    for panel in PANELS:
+        x = to_tensor([getattr(t, panel) for t in triplets])
+        recon = shipped.vae.decode(shipped.vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
+        got[panel] = float(psnr(recon, x).mean())
+    assert got == pytest.approx({"composite": 28.52, "logo": 34.25, "object": 32.20}, abs=0.05)
+    judge = build_judge(load_config("tiny"))
+    triplets = [(t.composite, t.logo, t.object) for t in triplets[:40]]
+    assert sum(j.accepted for j in judge.judge(triplets)) == 38
+    assert sum(j.accepted for j in judge.judge(codec_roundtrip(shipped, triplets))) == 29

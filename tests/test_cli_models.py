@@ -66,4 +66,4 @@ def test_model_command_errors_are_one_line(micro_config_path: Path, tmp_path: Pa
     res = cli("decompose", tmp_path / "big.png", "--adapter", adapter, "--out", tmp_path / "o", "-c", micro_config_path)
     assert res.exit_code == 2 and "expected 32x32 pixels, got 48x48" in res.output
     res = cli("train", "-c", micro_config_path, "-w", tmp_path / "empty", "--out", tmp_path / "a")
-    assert res.exit_code == 2 and "run `layerboot seed` first" in res.output
+    assert res.exit_code == 2 and res.output.strip() == f"error: workdir {tmp_path / 'empty'} does not exist"

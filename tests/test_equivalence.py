@@ -68,7 +68,9 @@ def test_our_sampler_equals_flux_fill_pipeline_on_the_final_latents(tiny, poster
     assert ours.shape == (2, (s // 16) * (3 * s // 16), sampler.backbone.packed_channels)
     for j, t in enumerate(triplets):
         theirs = pipeline_latents(sampler, task, grids[j], t.prompt, SEEDS[j], cfg.sample.steps)
-        assert (theirs - ours[j]).abs().max().item() < 1e-4  # measured 1e-5 (64-ch tokens) to 6e-5 (256-ch): float reduction order only
+        # float reduction order only: ~1e-5 of the latents' scale (FLUX's 16-channel latents are ~1;
+        # the tiny codec's first PCA components reach ~15, measured 1.9e-3 there, 1.3e-4 relative)
+        assert (theirs - ours[j]).abs().max().item() < 2e-4 * theirs.abs().max().item()
     # the comparison can fail: one step fewer, or the other item's noise, is far off
     fewer = pipeline_latents(sampler, task, grids[0], triplets[0].prompt, SEEDS[0], cfg.sample.steps - 1)
     assert (fewer - ours[0]).abs().max().item() > 1e-2

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import make_row
+from tests.conftest import make_row
 from models import encoded
 from models.backbone import TinySpec, build_tiny
 from models.dataio import PoolTriplets

@@ -93,8 +93,10 @@ def kill_chain(points: tuple[str, ...], ref: Store, cfg: str, env: dict, root: P
     done = layerboot("resume", "-c", cfg, "-w", workdir, "--rounds", "2", env=env)
     out = output(done)
     assert done.returncode == 0, out[-3000:]
-    # the chain's last kill comes after round 2's commit is published: resume finds the target met
-    assert "all 2 rounds of the target are committed: nothing to do" in out
+    # a chain whose last kill came after round 2's commit finds the run's target met (resume stops at
+    # the recorded target); the other chain has work left and says what it keeps
+    assert ("all 2 rounds of the target are committed: nothing to do" in out
+            or "round 1: committed, skipping" in out), out[-2000:]
     assert "taking over the lock of `layerboot resume`" in out and "its process is gone" in out  # the killed holder
     finished.update(FINISHED.findall(out))
     committed.update(COMMITTED.findall(out))

@@ -180,27 +180,25 @@ class Store:
         """Rounds whose folder holds a manifest but no commit marker (the marker was lost or
         deleted). Not committed, so invisible to layerboot; never overwritten or removed:
         `layerboot fsck --remark R` restores the marker after checking it against rounds.parquet."""
-        root = self.loc.join("manifests")
-        if not self.loc.exists(root):
-            return []
-        files: dict[int, set[str]] = {}
-        for path in self.loc.fs.find(root):
-            parts = posixpath.relpath(path, root).split("/")
-            if len(parts) == 2 and (m := _ROUND_DIR.match(parts[0])):
-                files.setdefault(int(m.group(1)), set()).add(parts[1])
+        files = self._round_files()
         return sorted(r for r, names in files.items()
                       if MARKER not in names and any(n.endswith(".parquet") for n in names))
 
-    def committed_rounds(self) -> list[int]:
-        """Rounds whose folder holds the marker and a manifest (published last: a commit is complete)."""
+    def _round_files(self) -> dict[int, set[str]]:
+        """round -> names of the files directly in its folder under manifests/."""
         root = self.loc.join("manifests")
-        if not self.loc.exists(root):
-            return []
         files: dict[int, set[str]] = {}
+        if not self.loc.exists(root):
+            return files
         for path in self.loc.fs.find(root):
             parts = posixpath.relpath(path, root).split("/")
             if len(parts) == 2 and (m := _ROUND_DIR.match(parts[0])):
                 files.setdefault(int(m.group(1)), set()).add(parts[1])
+        return files
+
+    def committed_rounds(self) -> list[int]:
+        """Rounds whose folder holds the marker and a manifest (published last: a commit is complete)."""
+        files = self._round_files()
         return sorted(r for r, names in files.items()
                       if MARKER in names and any(n.startswith("part-") and n.endswith(".parquet") for n in names))
 

@@ -487,7 +487,7 @@ def resume(config: ConfigOpt = "configs/tiny.yaml", sets: SetOpt = None, workdir
         from configs import ConfigError, config_hash
         from storage.status import round_status
         from storage.target import read_target, write_target
-        from storage.work import RoundWork
+        from storage.work import RoundWork, tidy_committed
 
         cfg, store = _open(config, workdir, must_exist=True)
         _check_can_run(cfg, store)
@@ -513,6 +513,7 @@ def resume(config: ConfigOpt = "configs/tiny.yaml", sets: SetOpt = None, workdir
                 typer.echo(f"target: {target} rounds (bootstrap.rounds: no run target recorded in this workdir)")
             committed = set(store.committed_rounds())
             if set(range(target + 1)) <= committed:
+                tidy_committed(store)  # a kill right after the last commit left its metrics row and work folder
                 typer.echo(f"all {target} rounds of the target are committed: nothing to do")
                 return
             for r in round_status(store):

@@ -679,12 +679,21 @@ def _case_remark_committed(work: Path, cfg: Path, tmp: Path, monkeypatch):
             ["error: round 0 is not unmarked in", "(nothing to re-mark)"], [])
 
 
+def _forget_s3_clients() -> None:
+    """s3fs caches one filesystem (and its credentials) per set of arguments for the process: a
+    case that changes the AWS environment must not see the client an earlier case made."""
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
 def _case_s3_no_credentials(work: Path, cfg: Path, tmp: Path, monkeypatch):
     for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL"):
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp / "none"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp / "none"))
+    _forget_s3_clients()
     return (["status", "-c", str(cfg), "-w", "s3://layerboot-no-credentials/run"],
             ["error: object store: NoCredentialsError: Unable to locate credentials"], [])
 
@@ -769,6 +778,7 @@ def test_s3_endpoint_that_refuses_is_a_one_line_error(config_path: Path, monkeyp
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # discard port: nothing listens
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    _forget_s3_clients()
     res = runner.invoke(app, ["status", "-c", str(config_path), "-w", "s3://layerboot-refused/run"])
     assert_user_error(res, 'error: object store: EndpointConnectionError: Could not connect to the endpoint URL: '
                            '"http://127.0.0.1:9/layerboot-refused/run"')

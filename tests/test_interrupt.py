@@ -22,6 +22,7 @@ from storage import schema
 from storage.lock import LOCK_KEY
 from storage.store import Store
 from storage.target import read_target, write_target
+from storage.work import RoundWork
 from tests.conftest import MICRO_YAML, make_row
 
 BUSY = """
@@ -89,8 +90,14 @@ def test_resume_stops_at_the_run_target(two_rounds):
     2 rounds) has nothing left to do, and says why; it never starts Prefect for it."""
     cfg, store = two_rounds
     write_target(store, 1, config_hash(load_config(cfg)), "threads", None, "layerboot run")
+    # the run was killed right after round 1's commit: its metrics row and work folder are left over
+    before = store.recorded_metrics()
+    Path(store.metrics_path()).unlink()
+    RoundWork(store, 1).set_status("commit", "running")
     res = runner.invoke(app, ["resume", "-c", str(cfg), "-w", store.loc.root])
     assert res.exit_code == 0, res.output
+    assert store.recorded_metrics()["round"].to_pylist() == before["round"].to_pylist() == [0, 1]
+    assert not (Path(store.loc.root) / "work" / "round=01").exists()
     assert res.stdout.splitlines()[0].startswith("target: 1 rounds, as `layerboot run` set at ")
     assert res.stdout.splitlines()[0].endswith("(runner threads); `layerboot resume --rounds N` extends it")
     assert res.stdout.splitlines()[1] == "all 1 rounds of the target are committed: nothing to do"

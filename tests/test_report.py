@@ -157,7 +157,7 @@ def test_report_in_headless_chromium(two_rounds, tmp_path: Path):
             assert counts["scores"]["bartraces"] == counts["scores"]["data"] == 2 * 5  # rounds x criteria
             cyc_rounds = sum(any(e["lambda"] > 0 for e in log) for log in logs.values())
             assert counts["loss"]["scatter"] == 2 + cyc_rounds
-            assert (counts["eval"]["scatter"], counts["eval"]["markers"]) == (7, 14)
+            assert (counts["eval"]["scatter"], counts["eval"]["markers"]) == (9, 18)  # 5 measured + 4 baselines (raw, through codec)
             assert (counts["stages"]["bartraces"], counts["stages"]["bars"]) == (5, 10)
             for name, c in counts.items():
                 assert c["declared"] == c["data"], name

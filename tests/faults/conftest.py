@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+pytest.register_assert_rewrite("harness")  # its asserts show what differs
+
 from harness import layerboot, output
 
 from storage.store import Store

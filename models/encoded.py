@@ -233,10 +233,6 @@ class LatentPool:
             masked.append(self._generate_masked if t == Task.GENERATE else entry[t.value])
         return torch.stack(x0), torch.stack(masked)
 
-    def pixels(self, idx: Sequence[int]) -> torch.Tensor:
-        """The batch's grids [B, 3, s, 3s] in [-1, 1], read now (the cycle term re-grids them)."""
-        return grid_tensor([self.triplets[i] for i in idx])
-
 
 def make_batch(
     backbone: Backbone, enc: EncodedGrids | LatentPool, idx: Sequence[int], tasks: Sequence[Task],

@@ -96,9 +96,17 @@ def _describe(e: BaseException) -> str | None:
     if isinstance(e, OSError) and e.errno in _USER_ERRNOS:
         where = e.filename if e.filename is not None else ""
         return f"{where}: {e.strerror or e}" if where else f"{e.strerror or e}"
-    module = type(e).__module__ or ""
-    if module.startswith(("botocore", "aiobotocore", "s3fs")):  # credentials, endpoint, permissions
-        return f"object store: {type(e).__name__}: {' '.join(str(e).split())}"
+    chain = [e]
+    while (nxt := chain[-1].__cause__ or chain[-1].__context__) is not None and nxt not in chain:
+        chain.append(nxt)
+    store_errors = [x for x in chain if (type(x).__module__ or "").startswith(("botocore", "aiobotocore", "s3fs"))]
+    if store_errors:  # credentials, endpoint, permissions (s3fs re-raises a 403 as a bare PermissionError)
+        line = f"object store: {type(e).__name__}: {' '.join(str(e).split())}"
+        if store_errors[0] is not e:
+            line += f" ({type(store_errors[0]).__name__}: {' '.join(str(store_errors[0]).split())})"
+        if isinstance(e, PermissionError):
+            line += "; check the credentials (AWS_ACCESS_KEY_ID, AWS_PROFILE, ...) and the bucket's permissions"
+        return line
     return None
 
 

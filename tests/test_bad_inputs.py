@@ -16,7 +16,13 @@ import io
 import math
 import os
 import shutil
+import signal
 import struct
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 import zlib
 from pathlib import Path
 from typing import Callable
@@ -802,3 +808,38 @@ def test_exif_orientation_is_applied_on_import(config_path: Path, tmp_path: Path
     (row,) = store.read_round(0).to_pylist()
     logo = store.read_image(row["logo_uri"], size=SIZE)
     assert logo.getpixel((5, 2)) == (255, 0, 0) and logo.getpixel((5, SIZE - 3)) == (0, 0, 255)  # top red, bottom blue
+
+
+@pytest.mark.slow
+@pytest.mark.service
+def test_s3_with_wrong_credentials_is_a_one_line_error(config_path: Path, monkeypatch, free_port, tmp_path: Path):
+    """An S3 emulator that checks credentials (moto_server with IAM auth from the first request)
+    and a key it does not know: one line, exit 2, no botocore traceback."""
+    port = free_port()
+    log = open(tmp_path / "moto.log", "wb")
+    exe = str(Path(sys.executable).parent / "moto_server")
+    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log,
+                            env=os.environ | {"INITIAL_NO_AUTH_ACTION_COUNT": "0"}, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except urllib.error.HTTPError:  # it answers (403: no credentials): it is up
+                break
+            except OSError:
+                assert time.time() < deadline and proc.poll() is None, "moto_server did not start"
+                time.sleep(0.2)
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAWRONGWRONGWRONG0")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+        monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+        monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+        _forget_s3_clients()
+        res = runner.invoke(app, ["status", "-c", str(config_path), "-w", "s3://layerboot-wrong-key/run"])
+        assert_user_error(res, "error: object store: PermissionError: Forbidden (ClientError: An error occurred (403) "
+                               "when calling the HeadObject operation: Forbidden); check the credentials")
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)

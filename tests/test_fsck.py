@@ -293,3 +293,28 @@ def test_cli_exit_codes_json_and_the_lock(tmp_path: Path):
     store.loc.fs.rm_file(store.loc.join(store.read_round(0).to_pylist()[0]["logo_uri"]))
     res = runner.invoke(app, args + ["--repair"])
     assert res.exit_code == 1 and "1 cannot be repaired here" in res.stdout
+
+
+def test_cli_remarks_then_quarantines_an_unmarked_round(tmp_path: Path):
+    """The operator's two explicit actions on an unmarked round, from the command line."""
+    work, cfg = tmp_path / "w", tmp_path / "micro.yaml"
+    cfg.write_text(MICRO_YAML.format(base="models/tiny_base"))  # fsck never loads the model
+    store = Store(str(work))
+    commit(store, 0, [make_row(store, 0, i) for i in range(3)])
+    commit(store, 1, [make_row(store, 1, i, source="generated") for i in range(2)])
+    marker = store.marker(1)
+    args = ["fsck", "-c", str(cfg), "-w", str(work)]
+    delete_marker(store, 1)
+    res = runner.invoke(app, args + ["--remark", "1"])
+    assert res.exit_code == 0, res.output
+    assert res.stdout.splitlines()[0].startswith(f"round 1: commit marker restored (2 rows, manifest {marker['file']}")
+    restored = store.marker(1)
+    assert {k: restored[k] for k in marker} == marker and runner.invoke(app, args).exit_code == 0  # clean again
+
+    delete_marker(store, 1)
+    res = runner.invoke(app, args + ["--quarantine-round", "1"])
+    assert res.exit_code == 0, res.output
+    batch = res.stdout.split("moved to ", 1)[1].split("/ ", 1)[0]
+    assert store.unmarked_rounds() == [] and store.committed_rounds() == [0]
+    assert store.loc.exists(store.loc.join(batch, "manifests", "round=01", marker["file"]))
+    assert json.loads((work / f"{batch}.json").read_text())  # the record of why

@@ -47,9 +47,10 @@ def group_is_gone(pgid: int) -> bool:
     return False
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["sigint-ephemeral-prefect", "sigterm"])
-def test_a_signal_stops_the_run_and_resume_finishes_it(sig: signal.Signals, reference, faults_config: Path,
-                                                       faults_env: dict, tmp_path: Path):
+@pytest.mark.parametrize("sig, command", [(signal.SIGINT, "run"), (signal.SIGTERM, "run"), (signal.SIGTERM, "resume")],
+                         ids=["sigint-ephemeral-prefect", "sigterm", "sigterm-to-resume"])
+def test_a_signal_stops_the_run_and_resume_finishes_it(sig: signal.Signals, command: str, reference,
+                                                       faults_config: Path, faults_env: dict, tmp_path: Path):
     cfg, workdir = str(faults_config), str(tmp_path / "store")
     store = Store(workdir)
     # Ctrl-C case: the ephemeral Prefect server this process starts gets the SIGINT too (and dies first)
@@ -60,6 +61,12 @@ def test_a_signal_stops_the_run_and_resume_finishes_it(sig: signal.Signals, refe
     rounds = "1" if sig == signal.SIGINT else "2"
     proc = subprocess.Popen([EXE, "run", "-c", cfg, "-w", workdir, "--rounds", rounds], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    if command == "resume":  # a crash first (SIGKILL); then the scheduler's SIGTERM reaches the resume
+        wait_until_running(store, 1, proc)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc = subprocess.Popen([EXE, "resume", "-c", cfg, "-w", workdir], env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_until_running(store, 1, proc)
         start = time.monotonic()

@@ -116,7 +116,7 @@ def test_flux_profile_runs_end_to_end_through_the_flow_on_cpu(flux_shaped: Path,
     assert weights["transformer.single_transformer_blocks.0.proj_out.lora_B.weight"].shape == (3072, 32)
     from diffusers import FluxFillPipeline
 
-    pipe = FluxFillPipeline.from_pretrained(str(flux_shaped / "flux"), torch_dtype=torch.bfloat16, use_safetensors=True)
+    pipe = FluxFillPipeline.from_pretrained(str(flux_shaped / "flux"), dtype=torch.bfloat16, use_safetensors=True)
     pipe.load_lora_weights(str(adapter), weight_name="pytorch_lora_weights.safetensors")
     loaded = pipe.transformer.transformer_blocks[0].attn.to_q
     assert loaded.lora_A["default_0"].weight.shape == (32, 3072)

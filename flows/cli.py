@@ -101,9 +101,8 @@ def _describe(e: BaseException) -> str | None:
         chain.append(nxt)
     store_errors = [x for x in chain if (type(x).__module__ or "").startswith(("botocore", "aiobotocore", "s3fs"))]
     if store_errors:  # credentials, endpoint, permissions (s3fs re-raises a 403 as a bare PermissionError)
-        line = f"object store: {type(e).__name__}: {' '.join(str(e).split())}"
-        if store_errors[0] is not e:
-            line += f" ({type(store_errors[0]).__name__}: {' '.join(str(store_errors[0]).split())})"
+        named = lambda x: f"{type(x).__name__}: {' '.join(str(x).split())}"  # noqa: E731
+        line = f"object store: {named(e)}" + (f" ({named(store_errors[0])})" if store_errors[0] is not e else "")
         if isinstance(e, PermissionError):
             line += "; check the credentials (AWS_ACCESS_KEY_ID, AWS_PROFILE, ...) and the bucket's permissions"
         return line

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 from PIL import Image
@@ -131,6 +133,41 @@ def _free_port() -> int:
 def free_port():
     """A function returning a free TCP port on 127.0.0.1 (for services a test starts)."""
     return _free_port
+
+
+@contextmanager
+def moto_server(port: int, log_path: Path, env: dict[str, str] | None = None) -> Iterator[str]:
+    """`moto_server` (the S3 emulator) on 127.0.0.1:port in its own process group; yields its URL
+    once it answers (any HTTP status: with IAM auth on, an unsigned request gets 403)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.error
+    import urllib.request
+
+    exe = str(Path(sys.executable).parent / "moto_server")
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log,
+                                env=os.environ | (env or {}), start_new_session=True)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.time() + 60
+            while True:
+                try:
+                    urllib.request.urlopen(url, timeout=2)
+                    break
+                except urllib.error.HTTPError:
+                    break
+                except OSError:
+                    if time.time() > deadline or proc.poll() is not None:
+                        raise RuntimeError("moto_server did not start")
+                    time.sleep(0.2)
+            yield url
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
 
 
 def _standing_prefect_server(home: Path, extra_env: dict[str, str]):

@@ -16,13 +16,7 @@ import io
 import math
 import os
 import shutil
-import signal
 import struct
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 import zlib
 from pathlib import Path
 from typing import Callable
@@ -40,7 +34,7 @@ from storage.imports import MAX_FILE_BYTES
 from storage.images import MAX_PIXELS
 from storage.schema import SchemaError
 from storage.store import Store
-from tests.conftest import MICRO_YAML, make_row
+from tests.conftest import MICRO_YAML, make_row, moto_server
 from tests.test_fsck import rewrite_manifest
 
 runner = CliRunner()
@@ -815,23 +809,7 @@ def test_exif_orientation_is_applied_on_import(config_path: Path, tmp_path: Path
 def test_s3_with_wrong_credentials_is_a_one_line_error(config_path: Path, monkeypatch, free_port, tmp_path: Path):
     """An S3 emulator that checks credentials (moto_server with IAM auth from the first request)
     and a key it does not know: one line, exit 2, no botocore traceback."""
-    port = free_port()
-    log = open(tmp_path / "moto.log", "wb")
-    exe = str(Path(sys.executable).parent / "moto_server")
-    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log,
-                            env=os.environ | {"INITIAL_NO_AUTH_ACTION_COUNT": "0"}, start_new_session=True)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 60
-        while True:
-            try:
-                urllib.request.urlopen(url, timeout=2)
-                break
-            except urllib.error.HTTPError:  # it answers (403: no credentials): it is up
-                break
-            except OSError:
-                assert time.time() < deadline and proc.poll() is None, "moto_server did not start"
-                time.sleep(0.2)
+    with moto_server(free_port(), tmp_path / "moto.log", {"INITIAL_NO_AUTH_ACTION_COUNT": "0"}) as url:
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAWRONGWRONGWRONG0")
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
         monkeypatch.setenv("AWS_ENDPOINT_URL", url)
@@ -840,6 +818,3 @@ def test_s3_with_wrong_credentials_is_a_one_line_error(config_path: Path, monkey
         res = runner.invoke(app, ["status", "-c", str(config_path), "-w", "s3://layerboot-wrong-key/run"])
         assert_user_error(res, "error: object store: PermissionError: Forbidden (ClientError: An error occurred (403) "
                                "when calling the HeadObject operation: Forbidden); check the credentials")
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)

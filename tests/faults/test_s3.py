@@ -9,12 +9,9 @@ import http.client
 import json
 import re
 import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.parse
-import urllib.request
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -24,6 +21,7 @@ from harness import assert_same_store, content, layerboot, output, reader_rows
 
 from storage.faults import OBJECT_STORE_ONLY, point
 from storage.store import MARKER, Store
+from tests.conftest import moto_server
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
 
@@ -34,33 +32,12 @@ READ_TIMEOUT = 2  # seconds the client waits for a response before it gives up a
 @pytest.fixture(scope="module")
 def moto(free_port, tmp_path_factory):
     """`moto_server` on 127.0.0.1 in its own process group, with one empty bucket."""
-    import os
-    import signal
-
     import boto3
 
-    port = free_port()
-    exe = str(Path(sys.executable).parent / "moto_server")
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")
-    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                urllib.request.urlopen(url, timeout=2)
-                break
-            except OSError:
-                if time.time() > deadline or proc.poll() is not None:
-                    raise RuntimeError("moto_server did not start")
-                time.sleep(0.2)
+    with moto_server(free_port(), tmp_path_factory.mktemp("moto") / "moto.log") as url:
         boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="testing",
                      aws_secret_access_key="testing").create_bucket(Bucket=BUCKET)
         yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-        log.close()
 
 
 class FaultProxy(ThreadingHTTPServer):

@@ -91,20 +91,20 @@ def prepare_adapter(backbone: Backbone, config: Config, warm_start: str | Path |
                  gradient_checkpointing=config.model.gradient_checkpointing, seed=config.run.seed)
 
 
+Batch = tuple[torch.Tensor, Conditioning, torch.Tensor]  # make_batch: x0 [B, N, 4C], conditioning, tokens [B, N]
+
+
 @torch.no_grad()
-def cycled_latents(
-    objective: FlowMatching, pool: LatentPool, idx: list[int], prompts, steps: int, gen
-) -> dict[Task, torch.Tensor]:
+def cycled_latents(objective: FlowMatching, batches: dict[Task, Batch], steps: int, gen) -> dict[Task, torch.Tensor]:
     """The model's own round trips as clean grid latents [B, N, 4C] (no grad, few Euler steps):
     COMPOSE: (I*, A, B) with I* = compose(A, B)   -> used under the decomposition mask;
     DECOMPOSE: (I, A', B') with <A', B'> = decompose(I) -> used under the composition mask.
     The made panels' tokens replace the real ones: the cycle stays in latent space. Decoding and
     re-encoding them cost 2/3 of a cycle step on the tiny profile and only add the codec's error."""
-    bb = objective.backbone
     out = {}
     for made_by in (Task.COMPOSE, Task.DECOMPOSE):
-        x0, c, tokens = make_batch(bb, pool, idx, [made_by] * len(idx), prompts)
-        noise = torch.randn(x0.shape, generator=gen).to(bb.device)
+        x0, c, tokens = batches[made_by]
+        noise = torch.randn(x0.shape, generator=gen).to(objective.backbone.device)
         made = objective.sample(c, steps, noise).to(x0.dtype)
         out[made_by] = torch.where(tokens[..., None], made, x0)
     return out
@@ -200,12 +200,14 @@ def train_adapter(
 
 
 def cycle_term(objective, enc: LatentPool, idx, prompts_by_task, sample_steps, gen) -> torch.Tensor:
-    """L_cyc, both directions: decomposition of I vs of I*, composition from <A,B> vs from <A',B'>."""
+    """L_cyc, both directions: decomposition of I vs of I*, composition from <A,B> vs from <A',B'>.
+    Each direction's real batch both seeds its round trip and is the other direction's reference."""
     bb = objective.backbone
-    cycled = cycled_latents(objective, enc, idx, prompts_by_task, sample_steps, gen)
+    batches = {t: make_batch(bb, enc, idx, [t] * len(idx), prompts_by_task) for t in (Task.COMPOSE, Task.DECOMPOSE)}
+    cycled = cycled_latents(objective, batches, sample_steps, gen)
     total = torch.zeros((), device=bb.device)
     for judged_by, made_by in ((Task.DECOMPOSE, Task.COMPOSE), (Task.COMPOSE, Task.DECOMPOSE)):
-        x0_real, c_real, tokens = make_batch(bb, enc, idx, [judged_by] * len(idx), prompts_by_task)
+        x0_real, c_real, tokens = batches[judged_by]
         x0_cyc = cycled[made_by]
         c_cyc = cycled_condition(c_real, x0_real, x0_cyc, tokens)
         total = total + objective.cycle_loss(x0_real, c_real, x0_cyc, c_cyc, tokens, generator=gen)

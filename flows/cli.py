@@ -20,6 +20,11 @@ from typing import Annotated, Iterator, Optional
 
 import typer
 
+from flows.cli_common import (  # noqa: F401 (re-exported: tests and scripts use flows.cli's names)
+    _DEBUG, EXIT_USAGE, ConfigOpt, SetOpt, WorkdirOpt, _debugging, _describe, _open, _with_overrides, user_errors,
+)
+from flows.cli_judge import judge_app
+
 app = typer.Typer(
     help="Self-improving data bootstrapping for layered image decomposition "
     "(composite -> logo + object) with a FLUX.1-Fill IC-LoRA and a Qwen-VL judge.",
@@ -28,121 +33,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-ConfigOpt = Annotated[
-    str, typer.Option("--config", "-c", help="Config YAML, or a profile name (tiny, flux).", show_default=True)
-]
-WorkdirOpt = Annotated[
-    Optional[str],
-    typer.Option("--workdir", "-w", help="Run folder: a path or fsspec URI (s3://bucket/run). Default: runs/<run name>."),
-]
-SetOpt = Annotated[
-    Optional[list[str]],
-    typer.Option("--set", help="Override a config key, e.g. --set sample.steps=2 (repeatable; values are YAML)."),
-]
-EXIT_USAGE = 2
-_DEBUG = {"on": False}
-
 
 @app.callback()
 def _main(debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback of an error (or set "
                                               "LAYERBOOT_DEBUG=1).")] = False) -> None:
     _DEBUG["on"] = debug
-
-
-def _debugging() -> bool:
-    return _DEBUG["on"] or os.environ.get("LAYERBOOT_DEBUG", "") not in ("", "0")
-
-
-# errors of the environment the user can fix: a workdir that is a file or a folder where a file
-# belongs, not permitted, read-only, full; a path that is not there
-_USER_ERRNOS = {errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.ENOENT,
-                errno.EEXIST, errno.EDQUOT, errno.ENAMETOOLONG, errno.ELOOP}
-
-
-def _with_overrides(config: str, sets: list[str] | None) -> str:
-    """The config path to use: `config` itself, or with --set overrides a validated YAML file of
-    the result (stages reload the config from a path; same overrides, same file and hash)."""
-    from configs import write_effective_config
-
-    return str(write_effective_config(config, sets or ()))
-
-
-def _user_error_types() -> tuple[type[Exception], ...]:
-    """Exceptions that mean "your input is wrong", not "layerboot is broken". Called when an
-    exception is being matched, so model-layer types count once their module is loaded (importing
-    torch just to name them would slow every command)."""
-    from configs import ConfigError
-    from storage.blobs import BlobError
-    from storage.images import ImageError
-    from storage.imports import ImportFailed
-    from storage.schema import SchemaError
-    from storage.overrides import OverrideError
-    from storage.store import StoreError  # includes storage.lock.LockHeld
-
-    types = [ConfigError, ImportFailed, ImageError, SchemaError, StoreError, BlobError, OverrideError,
-             FileNotFoundError, typer.BadParameter]
-    backbone = sys.modules.get("models.backbone")
-    if backbone is not None:
-        types.append(backbone.AdapterError)
-    return tuple(types)
-
-
-def _describe(e: BaseException) -> str | None:
-    """The one line for an expected error, or None for a bug (which keeps its traceback)."""
-    if isinstance(e, _user_error_types()):
-        if isinstance(e, OSError) and e.errno is not None and e.strerror:
-            return f"{e.filename}: {e.strerror}" if e.filename else e.strerror
-        return str(e)
-    if isinstance(e, OSError) and e.errno in _USER_ERRNOS:
-        where = e.filename if e.filename is not None else ""
-        return f"{where}: {e.strerror or e}" if where else f"{e.strerror or e}"
-    chain = [e]
-    while (nxt := chain[-1].__cause__ or chain[-1].__context__) is not None and nxt not in chain:
-        chain.append(nxt)
-    store_errors = [x for x in chain if (type(x).__module__ or "").startswith(("botocore", "aiobotocore", "s3fs"))]
-    if store_errors:  # credentials, endpoint, permissions (s3fs re-raises a 403 as a bare PermissionError)
-        named = lambda x: f"{type(x).__name__}: {' '.join(str(x).split())}"  # noqa: E731
-        line = f"object store: {named(e)}" + (f" ({named(store_errors[0])})" if store_errors[0] is not e else "")
-        if isinstance(e, PermissionError):
-            line += "; check the credentials (AWS_ACCESS_KEY_ID, AWS_PROFILE, ...) and the bucket's permissions"
-        return line
-    return None
-
-
-@contextmanager
-def user_errors() -> Iterator[None]:
-    """Expected failures become one clear line on stderr and exit code 2, never a traceback
-    (unless --debug)."""
-    try:
-        yield
-    except KeyboardInterrupt:  # Ctrl-C outside run/resume (which handle it themselves): what was written is undone
-        if _debugging():
-            raise
-        typer.echo("\ninterrupted (SIGINT)", err=True)
-        raise typer.Exit(130) from None
-    except Exception as e:
-        line = _describe(e)
-        if line is None or _debugging():
-            raise
-        typer.echo(f"error: {line}", err=True)
-        raise typer.Exit(EXIT_USAGE) from None
-
-
-def _open(config: str, workdir: str | None, must_exist: bool = False):
-    """The config and the workdir's store. A workdir that is there must be a folder; with
-    `must_exist` (commands that only read one) it must be there."""
-    from configs import load_config
-    from storage.store import Store, StoreError
-
-    cfg = load_config(config)
-    store = Store(workdir or str(Path("runs") / cfg.run.name))
-    shown = store.loc.root if store.loc.is_local else store.uri
-    if store.loc.exists(store.loc.root):
-        if not store.loc.fs.isdir(store.loc.root):
-            raise StoreError(f"workdir {shown} is not a directory")
-    elif must_exist:
-        raise StoreError(f"workdir {shown} does not exist")
-    return cfg, store
 
 
 def _refuse_unmarked(store) -> None:
@@ -954,11 +849,4 @@ def make_flux_shaped_cmd(
         typer.echo(f"wrote {out} in {time.time() - t0:.0f} s; use " + " ".join(f"--set {k}={v}" for k, v in paths.items()))
 
 
-def main() -> None:  # pragma: no cover - console entry point
-    sys.exit(app())
-
-
-# `layerboot judge calibrate|score` (flows/cli_judge.py uses the helpers above, hence the import here)
-from flows.cli_judge import judge_app  # noqa: E402
-
-app.add_typer(judge_app, name="judge")
+app.add_typer(judge_app, name="judge")  # `layerboot judge calibrate|score`

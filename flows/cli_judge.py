@@ -16,11 +16,10 @@ from typing import Annotated, Optional
 
 import typer
 
+from flows.cli_common import ConfigOpt, WorkdirOpt, _open, user_errors
+
 judge_app = typer.Typer(help="Calibrate the judge, or re-score a committed round with it.",
                         no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-# (defined before importing flows.cli: that module registers judge_app at its end, so importing this
-# module first must already find it)
-from flows.cli import ConfigOpt, WorkdirOpt, _open, user_errors  # noqa: E402
 
 
 

@@ -16,16 +16,13 @@ import posixpath
 import socket
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Iterable
+from typing import Iterable, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from storage.fs import Location
 from storage.hashing import stable_id
-
-if TYPE_CHECKING:
-    from storage.store import Store
 
 ACTIONS = ("accept", "reject")
 FOLDER = "overrides"
@@ -53,11 +50,20 @@ class Override:
         return asdict(self) | {"when": self.when.isoformat()}
 
 
+class _Committed(Protocol):
+    """What an override needs of a store (storage.store.Store, which imports this module)."""
+
+    uri: str
+    loc: Location
+
+    def manifest(self) -> pa.Table: ...
+
+
 def operator() -> str:
     return f"{getpass.getuser()}@{socket.gethostname()}"
 
 
-def record_override(store: "Store", triplet_id: str, action: str, reason: str, who: str | None = None,
+def record_override(store: _Committed, triplet_id: str, action: str, reason: str, who: str | None = None,
                     when: datetime | None = None) -> Override:
     """Write one override record; the triplet must be a committed training row."""
     if action not in ACTIONS:

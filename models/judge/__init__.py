@@ -5,7 +5,28 @@
     QwenVLJudge                  Qwen2.5-VL / Qwen3-VL, VQAScore-style yes/no (models.judge.qwen)
     corruptions.build_benchmark  the labelled corruption benchmark used to calibrate both
 """
-from models.judge.base import Criterion, Judge, Judgement, Scored, build_judge, criteria_of, failing
+from models.judge.base import Criterion, Judge, Judgement, Scored, criteria_of, failing
 from models.judge.measure import MeasureJudge
+
+
+def build_judge(config, thresholds: dict[str, float] | None = None, panel_size: int | None = None) -> Judge:
+    """The judge a config asks for (`judge.kind`), optionally with some thresholds replaced and for
+    another panel size than `data.panel_size`."""
+    section = config.judge
+    criteria = criteria_of(section)
+    size = panel_size or config.data.panel_size
+    if section.kind == "measure":
+        judge: Judge = MeasureJudge(criteria, panel_size=size)
+    else:
+        from models.judge.qwen import QwenVLJudge  # transformers: imported only when asked for
+
+        judge = QwenVLJudge.from_pretrained(section.model, criteria, panel_size=size,
+                                            dtype=section.dtype, device=section.device,
+                                            attn_implementation=section.attn_implementation,
+                                            min_pixels=section.min_pixels, max_pixels=section.max_pixels,
+                                            preamble=section.preamble, batch_size=section.batch_size,
+                                            max_reason_tokens=section.max_reason_tokens)
+    return judge.with_thresholds(thresholds) if thresholds else judge
+
 
 __all__ = ["Criterion", "Judge", "Judgement", "MeasureJudge", "Scored", "build_judge", "criteria_of", "failing"]

@@ -229,25 +229,3 @@ class Judge(ABC):
 def criteria_of(section) -> list[Criterion]:
     """The config's criteria (a `configs.JudgeSection`) as judge criteria."""
     return [Criterion(c.name, c.question, c.threshold) for c in section.criteria]
-
-
-def build_judge(config, thresholds: dict[str, float] | None = None, panel_size: int | None = None) -> Judge:
-    """The judge a config asks for (`judge.kind`), optionally with some thresholds replaced and for
-    another panel size than `data.panel_size`."""
-    section = config.judge
-    criteria = criteria_of(section)
-    size = panel_size or config.data.panel_size
-    if section.kind == "measure":
-        from models.judge.measure import MeasureJudge
-
-        judge: Judge = MeasureJudge(criteria, panel_size=size)
-    else:
-        from models.judge.qwen import QwenVLJudge
-
-        judge = QwenVLJudge.from_pretrained(section.model, criteria, panel_size=size,
-                                            dtype=section.dtype, device=section.device,
-                                            attn_implementation=section.attn_implementation,
-                                            min_pixels=section.min_pixels, max_pixels=section.max_pixels,
-                                            preamble=section.preamble, batch_size=section.batch_size,
-                                            max_reason_tokens=section.max_reason_tokens)
-    return judge.with_thresholds(thresholds) if thresholds else judge

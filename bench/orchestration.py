@@ -4,7 +4,7 @@ side by side in one process (same stages, same order, same cached base model).
     .venv/bin/python bench/orchestration.py [--config configs/tiny.yaml] [--rounds 2] [--repeats 1]
 
 The ephemeral Prefect server is started (and timed) before the first measured run, since a user
-pays it once per process (see ../shared/docs/stack-notes.md), not per round. Runs alternate
+pays it once per process (see docs/stack-notes.md), not per round. Runs alternate
 plain / flow so that a machine getting busier hurts both alike. Goal: the flow adds <= 5% wall
 time. Prints the ratio last.
 """

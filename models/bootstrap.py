@@ -1,4 +1,4 @@
-"""The steps of one bootstrapping round as plain functions (the round contract in paper.md).
+"""The steps of one bootstrapping round as plain functions (the round contract in docs/paper.md).
 
 Prefect tasks wrap these; they know nothing of Prefect. Every seed is derived from
 (run seed, round, candidate index), so any shard can be recomputed and give the same triplets.

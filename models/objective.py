@@ -1,6 +1,6 @@
 """The training objective, minRF style: flow matching (L_rec) and cycle consistency (L_cyc).
 
-Convention (FLUX's, see stack-notes): x0 = data latents, x1 = noise, sigma in [0, 1],
+Convention (FLUX's, see docs/stack-notes.md): x0 = data latents, x1 = noise, sigma in [0, 1],
 x_sigma = (1 - sigma) * x0 + sigma * x1, and the model predicts the velocity v = x1 - x0.
 Everything is on packed latents: [B, N, 4C] tokens, N = (H/16)(W/16) for an H x W grid.
 """

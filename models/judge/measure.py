@@ -1,7 +1,7 @@
 """The measurement judge: explicit per-criterion image measurements, mapped to scores in [0, 1].
 
 Why not a learned judge in the tiny profile: measured, a tiny Qwen2.5-VL trained from scratch for
-10 CPU minutes stays at AUROC 0.5-0.7, and a CNN fails the cross-panel criteria (stack-notes).
+10 CPU minutes stays at AUROC 0.5-0.7, and a CNN fails the cross-panel criteria (docs/stack-notes.md).
 Every cross-panel question here is instead answered by a measurement that can be read and
 checked. The judge sees only the three panels (never the footprint or the params): where the logo
 sits in the composite is *estimated* as the pixels where composite and object differ.

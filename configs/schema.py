@@ -144,9 +144,6 @@ class BootstrapSection(_Strict):
     prompt_bank: str | None = None  # text file, one prompt per line; default: the procedural describer
 
 
-JUDGE_CRITERIA = ("logo_clean", "object_clean", "composite_match", "panels_agree", "quality")
-
-
 class CriterionConfig(_Strict):
     name: Literal["logo_clean", "object_clean", "composite_match", "panels_agree", "quality"]
     # a yes/no question (the VLM judge asks it; the measurement judge reports it); `{prompt}`,

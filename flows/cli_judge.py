@@ -79,11 +79,14 @@ def calibrate(
     loop judges are decodes); report AUROC, precision/recall and thresholds per criterion."""
     with user_errors():
         from models.runtime import MODEL_LOCK, calibrate_judge
+        from models.synthetic import check_size
 
         cfg, store = _open(config, workdir)
         size = size or cfg.data.panel_size
-        if size % 16:
-            raise typer.BadParameter(f"must be a multiple of 16 (got {size})", param_hint="--size")
+        try:
+            check_size(size)
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--size") from None
         with MODEL_LOCK:
             report = calibrate_judge(cfg, n, size, target_precision)
         items = report["benchmark"]["items"]

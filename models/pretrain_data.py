@@ -25,11 +25,12 @@ from typing import Any, Callable, NamedTuple, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from models.synthetic import check_size
+
 RELATIONS: tuple[str, ...] = (
     "alpha_over", "multiply", "screen", "add", "darken", "lighten",
     "warp_blend", "copy", "shift", "recolour", "flip", "rotate90",
 )
-MIN_SIZE, MAX_SIZE, SIZE_STEP = 32, 1024, 16
 SS = 2  # supersampling factor: draw at SS x size, then LANCZOS down
 
 # Separate streams so make_image(s) is not just make_example(s)'s first picture.
@@ -61,7 +62,7 @@ def make_example_detailed(seed: int, size: int) -> tuple[Example, dict[str, Any]
     recolour: "op" and "perm" or "matrix"; flip: "axis" (panel0's mirror axis); rotate90: "k" for np.rot90;
     multiply / screen / add / darken / lighten / copy: nothing.
     """
-    _check_size(size)
+    check_size(size)
     rng = _rng(seed, _EXAMPLE_STREAM)
     relation = RELATIONS[int(rng.integers(len(RELATIONS)))]
     p0, p1, p2, prompt, truth = _BUILDERS[relation](rng, size)
@@ -71,16 +72,9 @@ def make_example_detailed(seed: int, size: int) -> tuple[Example, dict[str, Any]
 
 def make_image(seed: int, size: int) -> Image.Image:
     """One RGB image from the same content families (pretraining data for a tiny VAE)."""
-    _check_size(size)
+    check_size(size)
     rng = _rng(seed, _IMAGE_STREAM)
     return Image.fromarray(_down(_picture(rng, _square(size))), "RGB")
-
-
-def _check_size(size: int) -> None:
-    if not isinstance(size, (int, np.integer)) or isinstance(size, bool):
-        raise ValueError(f"size must be an int, got {size!r}")
-    if not (MIN_SIZE <= size <= MAX_SIZE and size % SIZE_STEP == 0):
-        raise ValueError(f"size must be a multiple of {SIZE_STEP} in [{MIN_SIZE}, {MAX_SIZE}], got {size}")
 
 
 def _rng(seed: int, stream: int) -> np.random.Generator:

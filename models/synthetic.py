@@ -943,7 +943,8 @@ def _render(p: dict, size: int) -> dict:
 # ----------------------------------------------------------------------------- API
 
 
-def _check_size(size) -> None:
+def check_size(size) -> None:
+    """A procedural panel side: an int multiple of 16 (FLUX packs 2x2 latents of an 8x VAE) in [32, 1024]."""
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
         raise ValueError(f"size must be an int, got {size!r}")
     if size % 16 or not 32 <= size <= 1024:
@@ -963,7 +964,7 @@ def _acceptable(r: dict, p: dict) -> bool:
 
 def make_triplet(seed: int, size: int) -> Triplet:
     """The triplet of `seed` drawn at size x size; pixel-identical for the same (seed, size)."""
-    _check_size(size)
+    check_size(size)
     rng = np.random.Generator(np.random.PCG64(int(seed)))
     for attempt in range(MAX_ATTEMPTS):
         p = _sample_params(rng)
@@ -1009,7 +1010,7 @@ def make_single(seed: int, size: int, panel: str) -> tuple[Image.Image, str]:
 
 def make_triplets(seeds: Iterable[int], size: int) -> Iterator[Triplet]:
     """Lazily, one triplet per seed, in order; a bad size fails at the call, not at first next()."""
-    _check_size(size)
+    check_size(size)
     return (make_triplet(seed, size) for seed in seeds)
 
 

@@ -389,7 +389,7 @@ def resume(config: ConfigOpt = "configs/tiny.yaml", sets: SetOpt = None, workdir
         from configs import ConfigError, config_hash
         from storage.status import round_status
         from storage.target import read_target, write_target
-        from storage.work import RoundWork, tidy_committed
+        from storage.work import SHARDED, RoundWork, tidy_committed
 
         cfg, store = _open(config, workdir, must_exist=True)
         _check_can_run(cfg, store)
@@ -425,7 +425,7 @@ def resume(config: ConfigOpt = "configs/tiny.yaml", sets: SetOpt = None, workdir
                 if r["state"] in ("damaged", "unmarked"):
                     continue
                 work = RoundWork(store, r["round"])
-                done = {s: work.done_shards(s) for s in ("generate", "judge", "cycle")}
+                done = {s: work.done_shards(s) for s in SHARDED}
                 finished = [k for k in ("train", "evaluate") if work.read_result(k) is not None]
                 typer.echo(f"round {r['round']}: {r['state']} in stage {r['stage'] or '-'}; keeping "
                            f"{', '.join(finished) or 'no stage results'} and shards "

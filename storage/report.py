@@ -34,8 +34,8 @@ from PIL import Image
 
 from storage.overrides import Override, effective_accepted, in_effect, load_overrides
 from storage.store import Store
+from storage.work import STAGES
 
-STAGE_ORDER = ("train", "generate", "judge", "cycle", "evaluate", "commit")
 LOSS_WINDOW = 25  # loss curves: trailing mean over this many steps (per-step losses swing with the task)
 PALETTE = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974",
            "#64b5cd")
@@ -275,7 +275,7 @@ def charts(data: ReportData) -> list[Chart]:
                      "dotted: the same baseline through the codec (like for like: the model's panels are decodes)", fig))
 
     timed = _rounds_with(data, "stage_seconds")
-    stages = [s for s in STAGE_ORDER if any(s in r["stage_seconds"] for r in timed)]
+    stages = [s for s in STAGES if any(s in r["stage_seconds"] for r in timed)]
     stages += sorted({s for r in timed for s in r["stage_seconds"]} - set(stages))
     fig = go.Figure([go.Bar(x=[r["round"] for r in timed], y=[r["stage_seconds"].get(s, 0.0) for r in timed], name=s,
                             hovertemplate=f"{s}: %{{y:.1f}} s<extra></extra>") for s in stages])

@@ -49,3 +49,17 @@ def test_two_rounds_commit_everything_and_rerun_is_a_noop(prefect_server, micro_
 
     keys = {a.key for a in asyncio.run(artifacts())}
     assert {"round-01", "round-02"} <= keys
+
+
+def test_the_round_flow_runs_the_declared_stages_in_order():
+    """storage.work.STAGES is what resume and the report read; the flow must run exactly those."""
+    import inspect
+    import re
+
+    from flows.bootstrap import round_flow
+    from storage.work import SHARDED, STAGES
+
+    run = re.findall(r'stage\(work, "(\w+)"', inspect.getsource(round_flow.fn))
+    mapped = re.findall(r"t\.(\w+)\.map\(", inspect.getsource(round_flow.fn))
+    assert run == list(STAGES)
+    assert mapped == list(SHARDED)

@@ -138,16 +138,13 @@ def build_pca_encoder(vae: AutoencoderKL, images: torch.Tensor) -> dict:
             "shift_factor": round(shift, 6), "scaling_factor": round(scale, 6)}
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR in dB of tensors in [-1, 1] -> [B]."""
-    mse = ((a.float() - b.float()) / 2).pow(2).flatten(1).mean(1).clamp_min(1e-10)
-    return -10 * torch.log10(mse)
-
-
 @torch.no_grad()
 def reconstruction_psnr(vae: AutoencoderKL, images: torch.Tensor) -> float:
+    """Mean PSNR (dB) of `images` [B, 3, H, W] in [-1, 1] through the VAE and back."""
+    from models.evaluate import psnr  # the one PSNR (evaluate imports the sampler; only this needs it)
+
     recon = vae.decode(vae.encode(images).latent_dist.mode()).sample.clamp(-1, 1)
-    return psnr(recon, images).mean().item()
+    return psnr((recon.float() + 1) / 2, (images.float() + 1) / 2)
 
 
 def fit_decoder(vae: AutoencoderKL, batches: Callable[[int], torch.Tensor], steps: int, lr: float,

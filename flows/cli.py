@@ -20,8 +20,8 @@ from typing import Annotated, Iterator, Optional
 
 import typer
 
-from flows.cli_common import (  # noqa: F401 (re-exported: tests and scripts use flows.cli's names)
-    _DEBUG, EXIT_USAGE, ConfigOpt, SetOpt, WorkdirOpt, _debugging, _describe, _open, _with_overrides, user_errors,
+from flows.cli_common import (
+    _DEBUG, ConfigOpt, SetOpt, WorkdirOpt, _debugging, _open, _with_overrides, user_errors,
 )
 from flows.cli_judge import judge_app
 

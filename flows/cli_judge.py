@@ -22,7 +22,6 @@ judge_app = typer.Typer(help="Calibrate the judge, or re-score a committed round
                         no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 
-
 def calibration_uri(cfg, store) -> str:
     """Where the calibration JSON lives. `judge.calibration_path` (relative = inside the workdir)
     wins; else next to the judge: a local Qwen folder holds its own, a hub model and the measurement

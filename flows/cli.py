@@ -65,8 +65,7 @@ def seed(
     """Write round 0: seed triplets (procedural, or imported with --from-dir) and the held-out test split."""
     with user_errors():
         config = _with_overrides(config, sets)
-        from models.seeding import seed_rows
-        from storage.schema import to_table
+        from models.seeding import commit_seeds
 
         cfg, store = _open(config, workdir)
         n_seeds = cfg.data.n_seeds if n is None else n
@@ -74,8 +73,7 @@ def seed(
         with _workdir_lock(store, "layerboot seed"):  # it writes blobs: never during `fsck --repair` or a run
             _refuse_unmarked(store)
             with store.blobs.rollback_on_error():  # refused (e.g. round 0 committed otherwise): blobs removed
-                rows = seed_rows(store, cfg, n_seeds, n_held, str(from_dir) if from_dir else None)
-                info = store.commit_round(0, to_table(rows))
+                info = commit_seeds(store, cfg, n_seeds, n_held, str(from_dir) if from_dir else None)
         if info.noop:
             typer.echo(f"round 0 already committed in {store.uri} with identical content: nothing to do")
         else:
@@ -685,24 +683,15 @@ def train(
     """Train an IC-LoRA adapter on the current pool (all committed rounds)."""
     with user_errors():
         config = _with_overrides(config, sets)
-        from models.dataio import PoolTriplets
         from models.runtime import load_base
-        from models.stages import latent_cache_dir
-        from models.train import train_adapter
+        from models.stages import train_on_pool
 
         cfg, store = _open(config, workdir, must_exist=True)
         rounds = store.committed_rounds()
         if not rounds:
             raise FileNotFoundError(f"no committed rounds in {store.uri}: run `layerboot seed` first")
-        from configs import config_hash
-        from storage.hashing import stable_id
-
-        pool = PoolTriplets(store, store.pool(rounds[-1]))  # panels read when a batch needs them
-        fingerprint = stable_id(config_hash(cfg), steps, warm_start, *sorted(pool.triplet_ids))
-        result = train_adapter(
-            load_base(cfg), cfg, pool, pool.prompts, out, warm_start=warm_start, seed=cfg.run.seed, steps=steps,
-            fingerprint=fingerprint, cache_dir=latent_cache_dir(store), keys=pool.keys,
-        )
+        result, pool = train_on_pool(load_base(cfg), cfg, store, rounds[-1], out, warm_start=warm_start, steps=steps,
+                                     seed=cfg.run.seed)
         if result.reused:
             typer.echo(f"{out} already holds this adapter (same config, pool and steps): nothing to do")
         else:

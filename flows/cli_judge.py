@@ -55,14 +55,6 @@ def _read_thresholds(uri: str) -> dict[str, float]:
     return {k: float(v) for k, v in json.loads(loc.read_bytes(path))["thresholds"].items()}
 
 
-def _blob(store, key: str) -> bytes:
-    """A panel's bytes; an unreadable blob becomes empty bytes, which the judge rejects with a reason."""
-    try:
-        return store.blobs.get(key)
-    except (OSError, ValueError, RuntimeError):
-        return b""
-
-
 @judge_app.command()
 def calibrate(
     config: ConfigOpt = "configs/tiny.yaml",
@@ -123,34 +115,30 @@ def score(
     with user_errors():
         import pyarrow.parquet as pq
 
+        from models.bootstrap import pass_rates, rescore_rows
         from models.judge import build_judge
-        from storage.schema import to_table
 
         cfg, store = _open(config, workdir)
-        rows = store.read_round(round).to_pylist()
+        committed = store.read_round(round)
         thresholds = _read_thresholds(calibration_uri(cfg, store)) if calibrated else None
         judge = build_judge(cfg, thresholds=thresholds)
-        panels = [tuple(_blob(store, r[f"{p}_uri"]) for p in ("composite", "logo", "object")) for r in rows]
-        verdicts = judge.judge(panels, [r["prompt"] for r in rows])
-        for r, v in zip(rows, verdicts):
-            r.update(judge_scores=v.scores, judge_reasons=v.reasons)
-            if r["source"] == "generated":
-                r.update(accepted=v.accepted, reject_reason=v.reject_reason)
+        rescored = rescore_rows(judge, store, committed)
         buf = io.BytesIO()
-        pq.write_table(to_table(rows), buf, compression="zstd")
+        pq.write_table(rescored, buf, compression="zstd")
         path = store.loc.join("judge", "rescored", f"round={round:02d}.parquet")
         store.loc.write_atomic(path, buf.getvalue())
 
-        names = [c.name for c in judge.criteria]
-        passed = {n: sum(v.scores[n] >= c.threshold for v in verdicts) / len(verdicts) if verdicts else None
-                  for n, c in zip(names, judge.criteria)}
-        cands = [v for r, v in zip(rows, verdicts) if r["source"] == "generated"]
+        rows = rescored.to_pylist()
+        thresholds = {c.name: c.threshold for c in judge.criteria}
+        passed = pass_rates(rows, thresholds)
+        cands = [r for r in rows if r["source"] == "generated"]
         summary = {
             "round": round, "rows": len(rows), "candidates": len(cands),
-            "thresholds": {c.name: c.threshold for c in judge.criteria},
+            "thresholds": thresholds,
             "pass_rate": passed,
-            "accepted_rows": sum(v.accepted for v in verdicts),
-            "selection_rate": sum(v.accepted for v in cands) / len(cands) if cands else None,
+            "passes_all": sum(all(dict(r["judge_scores"] or {}).get(n, 0.0) >= t for n, t in thresholds.items())
+                              for r in rows),
+            "selection_rate": sum(r["accepted"] for r in cands) / len(cands) if cands else None,
             "path": store.loc.uri(path),
         }
         if as_json:
@@ -161,6 +149,6 @@ def score(
             typer.echo(f"  {n:<16} threshold {summary['thresholds'][n]:.3f}  pass rate "
                        + ("-" if rate is None else f"{rate:.1%}"))
         sel = summary["selection_rate"]
-        typer.echo(f"  all criteria pass: {summary['accepted_rows']}/{len(rows)} rows; selection rate "
+        typer.echo(f"  all criteria pass: {summary['passes_all']}/{len(rows)} rows; selection rate "
                    + ("- (no generated candidates in this round)" if sel is None else f"{sel:.1%}"))
         typer.echo(f"wrote {summary['path']}")

@@ -91,6 +91,24 @@ def judge_rows(judge, store: Store, table: pa.Table) -> pa.Table:
     return schema.to_table(rows)
 
 
+def rescore_rows(judge, store: Store, table: pa.Table) -> pa.Table:
+    """Committed rows judged again (`layerboot judge score`): every row gets new scores and reasons,
+    the accept decision is re-made for generated candidates only (seeds, imports and the test split
+    were not admitted by the judge; cycle triplets also depend on their cycle check)."""
+    rows = judge_rows(judge, store, table).to_pylist()
+    for old, new in zip(table.to_pylist(), rows):
+        if old["source"] != "generated":
+            new.update(accepted=old["accepted"], reject_reason=old["reject_reason"])
+    return schema.to_table(rows)
+
+
+def pass_rates(rows: list[dict], thresholds: dict[str, float]) -> dict[str, float | None]:
+    """Per criterion, the share of judged rows that pass it (an unreadable row passes none)."""
+    scores = [dict(r["judge_scores"] or {}) for r in rows]
+    return {name: sum(s.get(name, 0.0) >= t for s in scores) / len(scores) if scores else None
+            for name, t in thresholds.items()}
+
+
 def cycle_parents(store: Store, table: pa.Table) -> list[dict]:
     """Accepted candidates as cycle parents: their composite, prompt and id."""
     return [{"composite": t["composite"], "prompt": t["prompt"], "parent_id": t["triplet_id"]}

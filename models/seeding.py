@@ -8,10 +8,19 @@ from tqdm.auto import tqdm
 
 from configs import Config
 from models.synthetic import make_triplet
+from storage.faults import failpoint
 from storage.hashing import derive_seed
 from storage.imports import read_triplet_dir
-from storage.store import Store, now_utc
+from storage.schema import to_table
+from storage.store import CommitInfo, Store, now_utc
 from storage.triplets import put_triplet
+
+
+def commit_seeds(store: Store, config: Config, n_seeds: int, n_test: int, from_dir: str | None = None) -> CommitInfo:
+    """Round 0, written and committed: what the flow's seed stage and `layerboot seed` both run."""
+    rows = seed_rows(store, config, n_seeds, n_test, from_dir)
+    failpoint("seed-r00-rows")
+    return store.commit_round(0, to_table(rows))
 
 
 def seed_rows(

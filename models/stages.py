@@ -25,8 +25,9 @@ from models.bootstrap import round_to  # (a stage parameter is called `round`)
 from models.dataio import PoolTriplets, read_triplets
 from models.runtime import MODEL_LOCK, backbone_for, judge_for
 from models.sample import Sampler
+from models.train import TrainResult, train_adapter
 from storage.faults import failpoint
-from storage.hashing import derive_seed, stable_id
+from storage.hashing import derive_seed, sha256_hex, stable_id
 from storage.store import Store
 from storage.work import RoundWork
 
@@ -78,6 +79,24 @@ def _local_adapter(store: Store, path: str, cache: Path) -> Path:
 
 
 # ---- 1. train ------------------------------------------------------------------------------
+def train_on_pool(
+    backbone, cfg: Config, store: Store, pool_round: int, out: Path, *, warm_start: Path | None, steps: int | None,
+    seed: int, on_checkpoint=None,
+) -> tuple[TrainResult, PoolTriplets]:
+    """Train an adapter on the pool as committed at `pool_round`: the train stage and `layerboot
+    train` both call this. The fingerprint names every input (config, steps, seed, the warm start
+    by content, the pool's triplets), so a finished adapter in `out` with the same inputs is kept."""
+    pool = PoolTriplets(store, store.pool(pool_round))  # panels are read when a batch needs them
+    steps = steps or cfg.train.steps
+    warm = warm_start and stable_id(*(f"{f.name}:{sha256_hex(f.read_bytes())}" for f in sorted(warm_start.rglob("*")) if f.is_file()))
+    fingerprint = stable_id(config_hash(cfg), steps, seed, warm, *sorted(pool.triplet_ids))
+    result = train_adapter(
+        backbone, cfg, pool, pool.prompts, out, warm_start=warm_start, seed=seed, steps=steps,
+        fingerprint=fingerprint, cache_dir=latent_cache_dir(store), keys=pool.keys, on_checkpoint=on_checkpoint,
+    )
+    return result, pool
+
+
 def train_stage(config_path: str, workdir: str, round: int) -> dict[str, Any]:
     cfg, store = open_run(config_path, workdir)
     work = RoundWork(store, round)
@@ -85,23 +104,19 @@ def train_stage(config_path: str, workdir: str, round: int) -> dict[str, Any]:
         log.info("kept finished stage train-r%02d", round)
         return done | {"skipped": True}
     failpoint(f"train-r{round:02d}-start")
-    from models.train import train_adapter
-
-    pool = PoolTriplets(store, store.pool(round - 1 if cfg.bootstrap.grow_pool else 0))  # panels are read when a batch needs them
     previous = store.marker(round - 1) or {}
     scratch = Path(tempfile.mkdtemp(prefix="layerboot-train-"))
     warm = None
     if round > 1 and previous.get("adapter_uri"):
         warm = _local_adapter(store, store.adapter_dir(round - 1), scratch / "warm")
     out = Path(work.adapter_dir) if store.loc.is_local else scratch / "adapter"
-    steps = cfg.train.steps if warm is None else cfg.bootstrap.warm_steps
-    fingerprint = stable_id(config_hash(cfg), round, steps, *sorted(pool.triplet_ids))
     t0 = time.time()
     with MODEL_LOCK:
         backbone = backbone_for(cfg)  # the bare base: train_adapter adds a fresh or warm-started LoRA
-        result = train_adapter(
-            backbone, cfg, pool, pool.prompts, out, warm_start=warm, seed=derive_seed(cfg.run.seed, "train", round),
-            steps=steps, fingerprint=fingerprint, cache_dir=latent_cache_dir(store), keys=pool.keys,
+        result, pool = train_on_pool(
+            backbone, cfg, store, round - 1 if cfg.bootstrap.grow_pool else 0, out, warm_start=warm,
+            steps=cfg.train.steps if warm is None else cfg.bootstrap.warm_steps,
+            seed=derive_seed(cfg.run.seed, "train", round),
             on_checkpoint=lambda step: failpoint(f"train-r{round:02d}-checkpoint"),
         )
     failpoint(f"train-r{round:02d}-saved")
@@ -220,12 +235,9 @@ def seed_stage(config_path: str, workdir: str) -> dict[str, Any]:
     if (marker := store.marker(0)) is not None:
         store.metrics()  # refreshed if a crash came between the commit and its metrics
         return {"round": 0, "rows": marker["rows"], "skipped": True}
-    from models.seeding import seed_rows
-    from storage.schema import to_table
+    from models.seeding import commit_seeds
 
-    rows = seed_rows(store, cfg, cfg.data.n_seeds, cfg.data.n_test)
-    failpoint("seed-r00-rows")
-    info = store.commit_round(0, to_table(rows))
+    info = commit_seeds(store, cfg, cfg.data.n_seeds, cfg.data.n_test)
     return {"round": 0, "rows": info.rows}
 
 
@@ -241,11 +253,7 @@ def round_metrics(config_path: str, workdir: str, round: int, stage_seconds: dic
     judged = work.read_stage("judge", shards).to_pylist()
     with MODEL_LOCK:
         thresholds = {c.name: c.threshold for c in judge_for(cfg).criteria}  # what the round judged with
-    scored = [r["judge_scores"] for r in judged if r["judge_scores"]]
-    pass_rates = {
-        name: round_to(sum(dict(s).get(name, 0.0) >= t for s in scored) / len(judged), 4) if judged else 0.0
-        for name, t in thresholds.items()
-    }
+    pass_rates = {name: round_to(rate or 0.0, 4) for name, rate in bootstrap.pass_rates(judged, thresholds).items()}
     return {
         "flow_run_id": flow_run_id,
         "criterion_pass_rates": pass_rates,

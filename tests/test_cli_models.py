@@ -29,6 +29,9 @@ def test_train_evaluate_decompose_compose(micro_config_path: Path, tmp_path: Pat
     assert (adapter / "pytorch_lora_weights.safetensors").exists()
     again = cli("train", "-c", cfg, "-w", work, "--out", adapter, "--steps", 3)
     assert again.exit_code == 0 and "already holds this adapter" in again.output  # never recomputed
+    warm = ("train", "-c", cfg, "-w", work, "--out", tmp_path / "warm", "--steps", 2, "--adapter", adapter)
+    assert "2 steps on 8 triplets" in cli(*warm).output
+    assert "already holds this adapter" in cli(*warm).output  # the warm start is named by its content
 
     res = cli("evaluate", "-c", cfg, "-w", work, "--adapter", adapter, "--n", 2, "--json", "--figure", tmp_path / "f.png")
     assert res.exit_code == 0, res.output

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from flows.cli_judge import judge_app
+from flows.cli.judge import app as judge_app
 from models.synthetic import make_triplet
 from storage.schema import MANIFEST_SCHEMA, to_table
 from storage.store import Store

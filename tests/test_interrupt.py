@@ -1,4 +1,4 @@
-"""SIGINT/SIGTERM handling of `run`/`resume` (flows/cli.py `_stop_on_signals`) in a process that
+"""SIGINT/SIGTERM handling of `run`/`resume` (flows/cli/rounds.py `_stop_on_signals`) in a process that
 holds the lock and has a round running, without Prefect (seconds; the end-to-end version with a
 real run and resume is tests/faults/test_signals.py), and `resume`'s run target."""
 
@@ -27,13 +27,14 @@ from tests.conftest import MICRO_YAML, make_row
 
 BUSY = """
 import subprocess, sys, threading, time
-from flows.cli import _stop_on_signals, _workdir_lock
+from flows.cli.common import workdir_lock
+from flows.cli.rounds import _stop_on_signals
 from storage.store import Store
 from storage.work import RoundWork
 
 store = Store(sys.argv[1])
 held = {}
-with _stop_on_signals(store, held), _workdir_lock(store, "layerboot run") as held["lock"]:
+with _stop_on_signals(store, held), workdir_lock(store, "layerboot run") as held["lock"]:
     RoundWork(store, 1).set_status("generate", "running")
     child = subprocess.Popen(["sleep", "600"])  # stands for the ephemeral Prefect server
     flow = threading.Thread(target=time.sleep, args=(600,), daemon=True)  # the flow, busy in its thread

@@ -16,9 +16,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from flows.cli_common import ConfigOpt, WorkdirOpt, _open, user_errors
+from flows.cli.common import ConfigOpt, WorkdirOpt, open_config, user_errors
 
-judge_app = typer.Typer(help="Calibrate the judge, or re-score a committed round with it.",
+app = typer.Typer(help="Calibrate the judge, or re-score a committed round with it.",
                         no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 
@@ -55,7 +55,7 @@ def _read_thresholds(uri: str) -> dict[str, float]:
     return {k: float(v) for k, v in json.loads(loc.read_bytes(path))["thresholds"].items()}
 
 
-@judge_app.command()
+@app.command()
 def calibrate(
     config: ConfigOpt = "configs/tiny.yaml",
     workdir: WorkdirOpt = None,
@@ -72,7 +72,7 @@ def calibrate(
         from models.runtime import MODEL_LOCK, calibrate_judge
         from models.synthetic import check_size
 
-        cfg, store = _open(config, workdir)
+        cfg, store = open_config(config, workdir)
         size = size or cfg.data.panel_size
         try:
             check_size(size)
@@ -99,7 +99,7 @@ def calibrate(
         typer.echo(f"wrote {uri}")
 
 
-@judge_app.command(help=(
+@app.command(help=(
     "Re-score a committed round's rows with the current judge and thresholds. "
     "Writes <workdir>/judge/rescored/round=NN.parquet (manifest schema); the round itself is never touched. "
     "Every row gets new scores and reasons; the accept decision is re-made for generated candidates only "
@@ -118,7 +118,7 @@ def score(
         from models.bootstrap import pass_rates, rescore_rows
         from models.judge import build_judge
 
-        cfg, store = _open(config, workdir)
+        cfg, store = open_config(config, workdir)
         committed = store.read_round(round)
         thresholds = _read_thresholds(calibration_uri(cfg, store)) if calibrated else None
         judge = build_judge(cfg, thresholds=thresholds)

@@ -1,7 +1,6 @@
-"""What every `layerboot` command shares: the common options, opening a config and its workdir,
-and turning expected errors into one line (exit 2) instead of a traceback.
-
-Imported by flows/cli.py and flows/cli_judge.py; imports neither (heavy imports stay inside
+"""What every `layerboot` command module shares: the common options, opening a config and its
+workdir, the workdir lock, Prefect's environment, and turning expected errors into one line
+(exit 2) instead of a traceback. Imports no other command module (heavy imports stay inside
 functions so `--help` stays fast)."""
 
 from __future__ import annotations
@@ -27,11 +26,11 @@ SetOpt = Annotated[
     typer.Option("--set", help="Override a config key, e.g. --set sample.steps=2 (repeatable; values are YAML)."),
 ]
 EXIT_USAGE = 2
-_DEBUG = {"on": False}
+DEBUG = {"on": False}
 
 
-def _debugging() -> bool:
-    return _DEBUG["on"] or os.environ.get("LAYERBOOT_DEBUG", "") not in ("", "0")
+def debugging() -> bool:
+    return DEBUG["on"] or os.environ.get("LAYERBOOT_DEBUG", "") not in ("", "0")
 
 
 # errors of the environment the user can fix: a workdir that is a file or a folder where a file
@@ -40,7 +39,7 @@ _USER_ERRNOS = {errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.ER
                 errno.EEXIST, errno.EDQUOT, errno.ENAMETOOLONG, errno.ELOOP}
 
 
-def _with_overrides(config: str, sets: list[str] | None) -> str:
+def with_overrides(config: str, sets: list[str] | None) -> str:
     """The config path to use: `config` itself, or with --set overrides a validated YAML file of
     the result (stages reload the config from a path; same overrides, same file and hash)."""
     from configs import write_effective_config
@@ -97,19 +96,19 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:  # Ctrl-C outside run/resume (which handle it themselves): what was written is undone
-        if _debugging():
+        if debugging():
             raise
         typer.echo("\ninterrupted (SIGINT)", err=True)
         raise typer.Exit(130) from None
     except Exception as e:
         line = _describe(e)
-        if line is None or _debugging():
+        if line is None or debugging():
             raise
         typer.echo(f"error: {line}", err=True)
         raise typer.Exit(EXIT_USAGE) from None
 
 
-def _open(config: str, workdir: str | None, must_exist: bool = False):
+def open_config(config: str, workdir: str | None, must_exist: bool = False):
     """The config and the workdir's store. A workdir that is there must be a folder; with
     `must_exist` (commands that only read one) it must be there."""
     from configs import load_config
@@ -124,3 +123,58 @@ def _open(config: str, workdir: str | None, must_exist: bool = False):
     elif must_exist:
         raise StoreError(f"workdir {shown} does not exist")
     return cfg, store
+
+
+EXIT_FAILED = 1
+
+
+RoundsOpt = Annotated[Optional[int], typer.Option("--rounds", min=1, help="Rounds to reach (default: bootstrap.rounds).")]
+
+
+def refuse_unmarked(store) -> None:
+    """A command that commits rounds must not run past a round whose marker was lost."""
+    from storage.store import StoreError
+
+    if unmarked := store.unmarked_rounds():
+        raise StoreError(f"round(s) {unmarked} in {store.uri} hold a manifest without a commit marker; "
+                         "`layerboot fsck` says how to re-mark them before rounds are run")
+
+
+@contextmanager
+def workdir_lock(store, command: str) -> Iterator:
+    """Hold the workdir lock (storage/lock.py) for a command that writes rounds: a second one on
+    the same workdir is refused naming the holder; a stale lock of a dead process is taken over."""
+    from storage.lock import WorkdirLock
+
+    def took_over(holder, reason: str) -> None:
+        typer.echo(f"taking over the lock of {holder.describe()}: {reason}", err=True)
+
+    with WorkdirLock(store.loc, command, on_takeover=took_over) as lock:
+        yield lock
+
+
+def prefect_env(store) -> None:
+    """Ephemeral Prefect (SQLite) keeps its state under the workdir, unless the user points
+    PREFECT_API_URL at a server. Must run before prefect is imported."""
+    import os
+
+    if os.environ.get("PREFECT_API_URL"):
+        return
+    home = Path(store.loc.root) / ".prefect" if store.loc.is_local else Path.home() / ".layerboot" / "prefect"
+    home.mkdir(parents=True, exist_ok=True)  # SQLite will not create the folder of its database
+    os.environ.setdefault("PREFECT_HOME", str(home))
+    # a fresh database takes ~26 s to migrate on 2 cores; Prefect's default allows 20
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    # the ephemeral server's analytics write races its own startup on SQLite and prints a 60-line
+    # "database is locked" traceback on a healthy run; a local throwaway server has nothing to report
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+def prefect_logging() -> None:
+    """Our stages log to the `layerboot` logger (shards kept/finished); let Prefect show those
+    lines in the console and the UI beside its own."""
+    import os
+
+    extra = os.environ.get("PREFECT_LOGGING_EXTRA_LOGGERS", "")
+    if "layerboot" not in extra.split(","):
+        os.environ["PREFECT_LOGGING_EXTRA_LOGGERS"] = ",".join(filter(None, [extra, "layerboot"]))

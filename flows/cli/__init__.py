@@ -1,0 +1,37 @@
+"""`layerboot` command line. One module per command group; each command parses its arguments and calls one
+library function (flows, models or storage).
+
+User and environment errors (bad config, bad input, refused store operations, a workdir that is
+a file, read-only, not permitted or full, object-store credentials) print one line and exit 2;
+a refused command writes nothing. `layerboot --debug ...` (or LAYERBOOT_DEBUG=1) shows the full
+traceback instead. Heavy imports happen inside commands so `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from flows.cli import judge, model, rounds, workdir
+from flows.cli.common import DEBUG
+
+app = typer.Typer(
+    help="Self-improving data bootstrapping for layered image decomposition "
+    "(composite -> logo + object) with a FLUX.1-Fill IC-LoRA and a Qwen-VL judge.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _main(debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback of an error (or set "
+                                              "LAYERBOOT_DEBUG=1).")] = False) -> None:
+    DEBUG["on"] = debug
+
+
+app.add_typer(rounds.app)  # seed, add-unlabeled, run, resume, ablate, deploy
+app.add_typer(workdir.app)  # status, fsck, review, override, report
+app.add_typer(model.app)  # train, evaluate, decompose, compose, pretrain-tiny, make-flux-shaped
+app.add_typer(judge.app, name="judge")  # `layerboot judge calibrate|score`

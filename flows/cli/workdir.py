@@ -1,0 +1,244 @@
+"""Commands that read or tend a workdir: `status`, `fsck`, `review`, `override`, `report`."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from flows.cli.common import EXIT_FAILED, ConfigOpt, SetOpt, WorkdirOpt, open_config, user_errors, with_overrides
+
+app = typer.Typer()
+
+
+@app.command()
+def status(
+    config: ConfigOpt = "configs/tiny.yaml",
+    sets: SetOpt = None,
+    workdir: WorkdirOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Refresh the table until no round is running (or Ctrl-C).")] = False,
+    interval: Annotated[float, typer.Option("--interval", min=0.0, help="Seconds between refreshes with --watch.")] = 2.0,
+    iterations: Annotated[
+        Optional[int], typer.Option("--iterations", min=1, help="With --watch: stop after this many refreshes.")
+    ] = None,
+) -> None:
+    """One row per round: state, candidates, accepted, selection rate, pool size."""
+    with user_errors():
+        config = with_overrides(config, sets)
+        from storage.status import round_status
+
+        _, store = open_config(config, workdir, must_exist=True)
+        if watch:
+            _watch_status(store, interval, iterations)
+            return
+        rows = round_status(store)
+        if as_json:
+            typer.echo(json.dumps({"workdir": store.uri, "rounds": rows}, indent=1))
+            return
+        typer.echo(f"workdir: {store.uri}")
+        if not rows:
+            typer.echo("no rounds yet: run `layerboot seed` first")
+            return
+        print_status(rows)
+
+
+def _watch_status(store, interval: float, iterations: int | None) -> None:
+    """Re-draw the status table every `interval` seconds while a round is running."""
+    import time
+    from datetime import datetime
+
+    from storage.status import round_status
+
+    tty = sys.stdout.isatty()
+    shown = 0
+    try:
+        while True:
+            rows = round_status(store)
+            if tty:
+                typer.echo("\x1b[H\x1b[2J", nl=False)  # clear the screen: the table redraws in place
+            typer.echo(f"workdir: {store.uri}   (refreshed {datetime.now():%H:%M:%S}, every {interval:g} s; Ctrl-C stops)")
+            if rows:
+                print_status(rows)
+            else:
+                typer.echo("no rounds yet")
+            shown += 1
+            if not any(r["state"] == "running" for r in rows):
+                typer.echo("no round is running: stopped watching")
+                return
+            if iterations is not None and shown >= iterations:
+                return
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        typer.echo("")
+
+
+def print_status(rows: list[dict]) -> None:
+    typer.echo(f"{'round':>5}  {'state':<10} {'rows':>6} {'candidates':>10} {'accepted':>8} {'selection':>9} {'pool':>6}")
+    for r in rows:
+        rate = "-" if r["selection_rate"] is None else f"{r['selection_rate']:.1%}"
+        line = (f"{r['round']:>5}  {r['state']:<10} {r['rows'] or 0:>6} {r['candidates'] or 0:>10} "
+                f"{r['accepted'] or 0:>8} {rate:>9} {r['pool_size'] or 0:>6}")
+        if r["state"] != "committed":
+            line += f"   stage: {r['stage'] or '-'}" + (f"   error: {r['error']}" if r["error"] else "")
+        typer.echo(line)
+
+
+@app.command()
+def fsck(
+    config: ConfigOpt = "configs/tiny.yaml",
+    workdir: WorkdirOpt = None,
+    repair: Annotated[bool, typer.Option("--repair", help="Move what no manifest needs (orphan blobs, temp files, "
+                                         "unfinished commits) to <workdir>/quarantine/, holding the workdir lock.")] = False,
+    purge: Annotated[bool, typer.Option("--purge", help="Delete <workdir>/quarantine/ (what --repair set aside).")] = False,
+    remark: Annotated[Optional[int], typer.Option("--remark", min=0, help="Give an unmarked round its commit marker "
+                                                  "back, after checking its manifest against metrics/rounds.parquet.")] = None,
+    quarantine_round: Annotated[Optional[int], typer.Option("--quarantine-round", min=0,
+                                                            help="Move an unmarked round's folder to quarantine.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Check the workdir: every committed round's marker against its manifest, every row's blobs
+    present and hashing right; report unmarked rounds, orphan blobs, leftover temp files and
+    unfinished commits by name. Exit 0 clean (or all repaired), 1 problems left, 2 bad usage or a
+    refused action (a workdir that does not exist, or locked by a run)."""
+    with user_errors():
+        from storage import fsck as checks
+
+        actions = [a for a, on in (("--repair", repair), ("--purge", purge), ("--remark", remark is not None),
+                                   ("--quarantine-round", quarantine_round is not None)) if on]
+        if len(actions) > 1:
+            raise typer.BadParameter(f"give one of {', '.join(actions)} at a time")
+        _, store = open_config(config, workdir, must_exist=True)
+
+        def took_over(holder, reason: str) -> None:
+            typer.echo(f"taking over the lock of {holder.describe()}: {reason}", err=True)
+
+        if purge:
+            batches = checks.purge(store, on_takeover=took_over)
+            typer.echo(f"purged {len(batches)} quarantine batch(es)" + "".join(f"\n  {b}" for b in batches))
+            return
+        if remark is not None:
+            marker = checks.remark(store, remark, on_takeover=took_over)
+            typer.echo(f"round {remark}: commit marker restored ({marker['rows']} rows, manifest {marker['file']}, "
+                       "checked against metrics/rounds.parquet)")
+            return
+        if quarantine_round is not None:
+            batch = checks.quarantine_round(store, quarantine_round, on_takeover=took_over)
+            typer.echo(f"round {quarantine_round}: moved to {batch}/ (record: {batch}.json)")
+            return
+        report = checks.fsck(store, repair=repair, on_takeover=took_over)
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), indent=1))
+    else:
+        _print_fsck(report, repair)
+    if report.unrepaired:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _print_fsck(report, repair: bool) -> None:
+    typer.echo(f"workdir: {report.workdir}")
+    typer.echo(f"checked {len(report.rounds)} committed round(s), {report.rows} rows, {report.blobs_checked} blobs"
+               + (f"; {report.kept_for_work} blob(s) kept for unfinished rounds" if report.kept_for_work else ""))
+    if report.lock:
+        typer.echo(f"locked by `{report.lock['command']}` on host {report.lock['host']}, pid {report.lock['pid']}, "
+                   f"started {report.lock['started_at']}")
+    removed = set(report.repaired)
+    for f in report.findings:
+        typer.echo(f"{'quarantined' if f.path in removed else f.kind:<16} {f.path}  ({f.detail})")
+    if report.clean:
+        typer.echo("clean")
+        return
+    left = report.unrepaired
+    fixable = sum(f.repairable for f in left)
+    summary = ", ".join(f"{n} {k}" for k, n in report.counts().items())
+    typer.echo(f"{len(report.findings)} problem(s): {summary}"
+               + (f"; moved {len(removed)} to {report.quarantine}/ (`layerboot fsck --purge` deletes it)"
+                  if removed else "; moved nothing" if repair else "")
+               + (f"; {fixable} removable with `layerboot fsck --repair`" if fixable else "")
+               + (f"; {len(left) - fixable} cannot be repaired here" if len(left) - fixable else ""))
+
+
+@app.command()
+def review(
+    round: Annotated[int, typer.Option("--round", "-r", min=0, help="Committed round to show.")],
+    config: ConfigOpt = "configs/tiny.yaml",
+    workdir: WorkdirOpt = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="PNG to write (default: <workdir>/review/round=NN.png).")] = None,
+    n: Annotated[int, typer.Option("--n", min=1, help="Triplets on the sheet.")] = 16,
+    split: Annotated[str, typer.Option("--split", help="train or test.")] = "train",
+) -> None:
+    """Write a contact sheet (composite | logo | object) of a round's accepted triplets (after overrides)."""
+    with user_errors():
+        from models.viz import contact_sheet
+        from storage.images import encode_png
+
+        from storage.overrides import effective_accepted, in_effect, load_overrides
+
+        _, store = open_config(config, workdir, must_exist=True)
+        table = store.read_round(round)
+        accepted = effective_accepted(table, in_effect(load_overrides(store.loc))).to_pylist()  # overrides count
+        rows = [r for r, ok in zip(table.to_pylist(), accepted) if ok and r["split"] == split][:n]
+        if not rows:
+            raise FileNotFoundError(f"round {round} has no accepted {split} triplets")
+        panels = [tuple(store.read_image(r[f"{p}_uri"]) for p in ("composite", "logo", "object")) for r in rows]
+        sheet = contact_sheet(panels, [r["prompt"] for r in rows])
+        data = encode_png(sheet)
+        if out is None:
+            store.loc.write_atomic(store.loc.join("review", f"round={round:02d}.png"), data)
+            target = store.loc.uri(store.loc.join("review", f"round={round:02d}.png"))
+        else:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(data)
+            target = str(out)
+        typer.echo(f"wrote {target} ({len(rows)} triplets)")
+
+
+@app.command()
+def override(
+    triplet_id: Annotated[str, typer.Argument(help="The triplet's id (manifest column triplet_id).")],
+    reason: Annotated[str, typer.Option("--reason", help="Why: kept with the record and shown in the report.")],
+    accept: Annotated[bool, typer.Option("--accept", help="Put the triplet into the training pool.")] = False,
+    reject: Annotated[bool, typer.Option("--reject", help="Take the triplet out of the training pool.")] = False,
+    config: ConfigOpt = "configs/tiny.yaml",
+    workdir: WorkdirOpt = None,
+) -> None:
+    """Record an operator's accept or reject of a committed training triplet (who, when, why).
+    Manifests stay as committed; the next pool build (the next round's training) honours it."""
+    with user_errors():
+        from storage.overrides import record_override
+
+        if accept == reject:
+            raise typer.BadParameter("give exactly one of --accept or --reject")
+        _, store = open_config(config, workdir, must_exist=True)
+        o = record_override(store, triplet_id, "accept" if accept else "reject", reason)
+        typer.echo(f"recorded: {o.action} {o.triplet_id} (round {o.round}) by {o.who} at {o.when:%Y-%m-%d %H:%M:%S} UTC")
+        last = store.committed_rounds()[-1]
+        typer.echo(f"training pool after round {last}: {store.pool(last).num_rows} triplets (the next round trains on it)")
+
+
+@app.command()
+def report(
+    config: ConfigOpt = "configs/tiny.yaml",
+    workdir: WorkdirOpt = None,
+    out: Annotated[str, typer.Option("--out", help="HTML file to write (path or fsspec URI).")] = "report.html",
+    per_round: Annotated[int, typer.Option("--per-round", min=0, help="Gallery: accepted and rejected triplets shown per round (each).")] = 12,
+) -> None:
+    """Write one self-contained HTML report of a run (charts, rounds table, overrides, gallery);
+    it opens offline. Reads the workdir only."""
+    with user_errors():
+        from storage.report import write_report
+
+        from storage.fs import Location
+
+        cfg, store = open_config(config, workdir, must_exist=True)
+        target = Location.parse(out)
+        if target.exists(target.root) and target.fs.isdir(target.root):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), out)
+        info = write_report(store, out, thresholds={c.name: c.threshold for c in cfg.judge.criteria}, per_round=per_round)
+        typer.echo(f"wrote {info.path}: {info.bytes / 1e6:.1f} MB, {info.rounds} rounds, {info.charts} charts, "
+                   f"{info.thumbnails} triplets in the gallery")

@@ -42,7 +42,7 @@ def generation(n_grids: int, batch: int, cache: float, steps: int = 28, size: in
     from diffusers import FluxFillPipeline
     from PIL import Image
 
-    from models.backbone import decode_latents, fill_condition, latent_image_ids, unpack
+    from models.fill import decode_latents, fill_condition, latent_image_ids, unpack
     from models.grid import Task, task_mask
     from models.objective import Conditioning, FlowMatching
     from models.realsize import random_prompt, real_size_backbone
@@ -107,7 +107,9 @@ def generation(n_grids: int, batch: int, cache: float, steps: int = 28, size: in
 
 
 def training(batch: int, steps: int = 5, size: int = 512) -> tuple[float, float, float]:
-    from models.backbone import add_lora, count_parameters, latent_image_ids, trainable_parameters
+    from models.backbone import count_parameters
+    from models.fill import latent_image_ids
+    from models.lora import add_lora, trainable_parameters
     from models.grid import Task, token_mask
     from models.objective import Conditioning, FlowMatching
     from models.realsize import random_prompt, real_size_backbone

@@ -27,7 +27,8 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from models.backbone import Backbone, encode_images, encode_prompts, fill_condition, latent_image_ids, pack
+from models.backbone import Backbone
+from models.fill import encode_images, encode_prompts, fill_condition, latent_image_ids, pack
 from models.grid import Task, grid_tensor, task_mask, token_mask
 from models.objective import Conditioning
 

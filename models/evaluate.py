@@ -18,7 +18,8 @@ import torch
 from PIL import Image
 from torchmetrics.functional.image import structural_similarity_index_measure as ssim
 
-from models.backbone import Backbone, decode_latents, encode_images
+from models.backbone import Backbone
+from models.fill import decode_latents, encode_images
 from models.grid import grid_tensor, split_grid_tensor, to_pil
 from models.sample import Sampler, blank
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from models.backbone import Backbone, predict_velocity
+from models.backbone import Backbone
+from models.fill import predict_velocity
 
 
 @dataclass

@@ -30,7 +30,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from models.backbone import Backbone, TinySpec, build_tiny, save_backbone
+from models.backbone import Backbone, save_backbone
+from models.tiny import TinySpec, build_tiny
 from models.codec import build_pca_encoder, fit_decoder, reconstruction_psnr
 from models.encoded import TASKS, encode_grids, make_batch
 from models.grid import Task

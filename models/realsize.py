@@ -99,7 +99,8 @@ def flux_shaped_backbone(shape: FluxShape = FluxShape(), seed: int = 0, dtype: t
     `shape`'s depth, random weights drawn from `seed`, word-level tokenizers built in memory."""
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
-    from models.backbone import TINY_WORDS, _assemble, _clip_tokenizer, _seeded, _t5_tokenizer
+    from models.backbone import _assemble
+    from models.tiny import TINY_WORDS, _clip_tokenizer, _seeded, _t5_tokenizer
 
     tokenizer = _clip_tokenizer(TINY_WORDS, CLIP_L["max_position_embeddings"])
     tokenizer_2 = _t5_tokenizer(TINY_WORDS, shape.t5_max_length)

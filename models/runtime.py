@@ -63,7 +63,7 @@ def _cached_base(config: Config) -> tuple[Backbone, dict[str, dict[str, torch.Te
 
 def backbone_for(config: Config, adapter_dir: str | Path | None = None) -> Backbone:
     """The config's base with `adapter_dir` loaded (or with no adapter). Call under MODEL_LOCK."""
-    from models.backbone import ADAPTER_NAME, load_adapter
+    from models.lora import ADAPTER_NAME, load_adapter
 
     backbone, extra = _cached_base(config)
     if getattr(backbone.transformer, "_layerboot_fused", False):  # model.fuse_qkv merged an adapter into it

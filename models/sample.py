@@ -14,7 +14,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from configs import Config
-from models.backbone import Backbone, decode_latents, encode_prompts, fill_condition, latent_image_ids, unpack
+from models.backbone import Backbone
+from models.fill import decode_latents, encode_prompts, fill_condition, latent_image_ids, unpack
 from models.grid import GENERATED_PANELS, PANELS, Task, grid_tensor, split_grid_tensor, task_mask, to_pil
 from models.objective import Conditioning, FlowMatching
 from models.train import task_prompts

@@ -22,14 +22,8 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from configs import Config
-from models.backbone import (
-    Backbone,
-    _lora_parameters,
-    add_lora,
-    load_adapter,
-    save_adapter,
-    trainable_parameters,
-)
+from models.backbone import Backbone
+from models.lora import _lora_parameters, add_lora, load_adapter, save_adapter, trainable_parameters
 from models.encoded import TASKS, LatentCache, LatentPool, make_batch, vae_identity
 from models.grid import Task
 from models.objective import Conditioning, FlowMatching

@@ -10,27 +10,19 @@ import torch
 from diffusers import FluxFillPipeline
 from safetensors.torch import load_file, save_file
 
-from models.backbone import (
-    EXTRA_MODULES,
-    LORA_WEIGHTS,
-    Backbone,
-    TinySpec,
-    add_lora,
-    build_tiny,
+from models.backbone import Backbone, load_backbone, save_backbone
+from models.fill import (
     decode_latents,
     encode_images,
     encode_prompts,
     fill_condition,
     latent_image_ids,
-    load_adapter,
-    load_backbone,
     pack,
     predict_velocity,
-    save_adapter,
-    save_backbone,
-    trainable_parameters,
     unpack,
 )
+from models.lora import EXTRA_MODULES, LORA_WEIGHTS, add_lora, load_adapter, save_adapter, trainable_parameters
+from models.tiny import TinySpec, build_tiny
 from models.grid import Task, task_mask, to_pil, token_mask
 
 S = 64  # panel size: a 192x64 grid, 48 packed tokens

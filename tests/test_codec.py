@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from configs import load_config
-from models.backbone import TinySpec, build_tiny
+from models.tiny import TinySpec, build_tiny
 from models.codec import build_pca_encoder, check_encoder_shape, reconstruction_psnr
 from models.pretrain import codec_batch, PretrainRecipe, to_tensor
 from models.runtime import REPO_ROOT, load_base
@@ -70,7 +70,7 @@ def test_shipped_codec_psnr_on_a_handful_of_held_out_panels(shipped):
 
 
 def test_shipped_codec_latents_are_normalised(shipped):
-    from models.backbone import encode_images
+    from models.fill import encode_images
 
     x = to_tensor([getattr(t, p) for t in held_out_triplets(6) for p in PANELS])
     z = encode_images(shipped, x)

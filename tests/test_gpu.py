@@ -15,7 +15,8 @@ pytestmark = [
 
 
 def test_real_size_lora_step_and_sample():
-    from models.backbone import add_lora, decode_latents, latent_image_ids, trainable_parameters
+    from models.fill import decode_latents, latent_image_ids
+    from models.lora import add_lora, trainable_parameters
     from models.grid import Task, token_mask
     from models.objective import Conditioning, FlowMatching
     from models.realsize import random_prompt, real_size_backbone
@@ -49,7 +50,7 @@ def test_real_size_lora_step_and_sample():
     torch.cuda.synchronize()
     t0 = time.perf_counter()
     x = fm.sample(c, steps=28, noise=torch.randn(b, n_tokens, 64, device=dev))
-    from models.backbone import unpack
+    from models.fill import unpack
 
     image = decode_latents(bb, unpack(x, s, 3 * s, 8))
     torch.cuda.synchronize()

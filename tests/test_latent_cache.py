@@ -9,7 +9,7 @@ import torch
 
 from tests.conftest import make_row
 from models import encoded
-from models.backbone import TinySpec, build_tiny
+from models.tiny import TinySpec, build_tiny
 from models.dataio import PoolTriplets
 from models.encoded import LatentCache, LatentPool, encode_grids, make_batch, vae_identity
 from models.grid import Task

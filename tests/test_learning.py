@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from configs import load_config
-from models.backbone import TinySpec
+from models.tiny import TinySpec
 from models.pretrain import RECIPE_FILE, PretrainRecipe, recipe_hash
 from models.runtime import REPO_ROOT, resolve_base
 
@@ -38,7 +38,7 @@ def test_adapter_training_moves_held_out_decomposition(tmp_path):
     says by how much it falls short and what limits it; this test prints both."""
     from models.dataio import read_triplets
     from models.evaluate import evaluate_decomposition
-    from models.backbone import load_adapter
+    from models.lora import load_adapter
     from models.runtime import load_base
     from models.sample import Sampler
     from models.seeding import seed_rows

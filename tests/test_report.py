@@ -244,7 +244,7 @@ def _listing(store: Store) -> list[str]:
 
 
 def test_report_data_lineage_caps_and_read_only(store: Store, tmp_path: Path):
-    from storage.report import collect, write_report
+    from flows.report import collect, write_report
 
     ids = lineage_store(store)
     store.loc.fs.rm(store.metrics_path())  # a lagging metrics file must not make the report write one

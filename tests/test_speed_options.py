@@ -9,7 +9,7 @@ import torch
 
 from configs import load_config
 from models import runtime
-from models.backbone import add_lora, save_adapter
+from models.lora import add_lora, save_adapter
 from models.grid import Task
 from models.runtime import backbone_for, load_base
 from models.sample import Sampler

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from models.backbone import LORA_WEIGHTS, EXTRA_MODULES, load_adapter
+from models.lora import LORA_WEIGHTS, EXTRA_MODULES, load_adapter
 from models.encoded import encode_grids, make_batch
 from models.evaluate import codec_roundtrip, evaluate_decomposition, layer_metrics, psnr
 from models.grid import Task
@@ -115,7 +115,7 @@ def test_evaluate_reports_model_baseline_and_codec(micro_config, triplets):
     _, _, ts = triplets
     test = [dict(composite=t.composite, logo=t.logo, object=t.object, footprint=t.footprint) for t in ts[:2]]
     sampler = Sampler(load_base(micro_config), micro_config)
-    from models.backbone import add_lora
+    from models.lora import add_lora
 
     add_lora(sampler.backbone.transformer, 4, 4)
     result = evaluate_decomposition(sampler, test, [0, 1])

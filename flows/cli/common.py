@@ -61,9 +61,9 @@ def _user_error_types() -> tuple[type[Exception], ...]:
 
     types = [ConfigError, ImportFailed, ImageError, SchemaError, StoreError, BlobError, OverrideError,
              FileNotFoundError, typer.BadParameter]
-    backbone = sys.modules.get("models.backbone")
-    if backbone is not None:
-        types.append(backbone.AdapterError)
+    lora = sys.modules.get("models.lora")
+    if lora is not None:
+        types.append(lora.AdapterError)
     return tuple(types)
 
 

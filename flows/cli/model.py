@@ -17,7 +17,7 @@ app = typer.Typer()
 
 def _backbone_with_adapter(cfg, adapter: Path | None):
     """The config's frozen base, plus an adapter (or, without one, a fresh LoRA: the untrained model)."""
-    from models.backbone import add_lora, load_adapter
+    from models.lora import add_lora, load_adapter
     from models.runtime import load_base
 
     backbone = load_base(cfg)
@@ -172,7 +172,7 @@ def pretrain_tiny(
     with user_errors():
         import torch
 
-        from models.backbone import TinySpec
+        from models.tiny import TinySpec
         from models.pretrain import STAGES, PretrainRecipe, pretrain_tiny as run_pretrain
 
         bad = set(stage) - set(STAGES)

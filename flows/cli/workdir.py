@@ -231,7 +231,7 @@ def report(
     """Write one self-contained HTML report of a run (charts, rounds table, overrides, gallery);
     it opens offline. Reads the workdir only."""
     with user_errors():
-        from storage.report import write_report
+        from flows.report import write_report
 
         from storage.fs import Location
 

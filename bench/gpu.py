@@ -42,11 +42,11 @@ def generation(n_grids: int, batch: int, cache: float, steps: int = 28, size: in
     from diffusers import FluxFillPipeline
     from PIL import Image
 
-    from models.fill import decode_latents, fill_condition, latent_image_ids, unpack
-    from models.grid import Task, task_mask
-    from models.objective import Conditioning, FlowMatching
-    from models.realsize import random_prompt, real_size_backbone
-    from models.sample import compiled_blocks, first_block_cache, fuse_qkv
+    from models.iclora.fill import decode_latents, fill_condition, latent_image_ids, unpack
+    from models.iclora.grid import Task, task_mask
+    from models.iclora.objective import Conditioning, FlowMatching
+    from models.iclora.realsize import random_prompt, real_size_backbone
+    from models.iclora.sample import compiled_blocks, first_block_cache, fuse_qkv
 
     bb = real_size_backbone()
     mask = task_mask(Task.GENERATE, size).to("cuda")  # [1, 1, s, 3s]
@@ -107,12 +107,12 @@ def generation(n_grids: int, batch: int, cache: float, steps: int = 28, size: in
 
 
 def training(batch: int, steps: int = 5, size: int = 512) -> tuple[float, float, float]:
-    from models.backbone import count_parameters
-    from models.fill import latent_image_ids
-    from models.lora import add_lora, trainable_parameters
-    from models.grid import Task, token_mask
-    from models.objective import Conditioning, FlowMatching
-    from models.realsize import random_prompt, real_size_backbone
+    from models.iclora.backbone import count_parameters
+    from models.iclora.fill import latent_image_ids
+    from models.iclora.lora import add_lora, trainable_parameters
+    from models.iclora.grid import Task, token_mask
+    from models.iclora.objective import Conditioning, FlowMatching
+    from models.iclora.realsize import random_prompt, real_size_backbone
 
     bb = real_size_backbone()
     add_lora(bb.transformer, rank=32, alpha=32, gradient_checkpointing=True)
@@ -145,8 +145,8 @@ def training(batch: int, steps: int = 5, size: int = 512) -> tuple[float, float,
 def judging(n: int = 64, batch: int = 16) -> tuple[float, float, float]:
     from models.judge.base import Criterion
     from models.judge.qwen import QwenVLJudge
-    from models.realsize import real_size_judge
-    from models.synthetic import make_triplet
+    from models.iclora.realsize import real_size_judge
+    from models.domains.logo_object import make_triplet
 
     model, processor = real_size_judge()
     crit = [Criterion("logo_clean", "Is the middle panel a clean logo on a plain background?", 0.5)]

@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 from configs import load_config, resolve_config_path
-from models import stages
-from models.bootstrap import plan_shards
+from models.loop import stages
+from models.loop.bootstrap import plan_shards
 
 
 def plain_rounds(config: str, workdir: str, rounds: int) -> None:
@@ -66,7 +66,7 @@ def main() -> None:
         with get_client(sync_client=True) as client:  # starts the ephemeral server
             client.hello()
         startup = time.perf_counter() - t0
-        from models.runtime import MODEL_LOCK, backbone_for
+        from models.loop.runtime import MODEL_LOCK, backbone_for
 
         with MODEL_LOCK:  # the base model is cached per process: load it before either side runs
             backbone_for(load_config(config))

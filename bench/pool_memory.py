@@ -57,8 +57,8 @@ def vae_backbone():
     import torch
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler
 
-    from models.backbone import Backbone
-    from models.realsize import FLUX_VAE
+    from models.iclora.backbone import Backbone
+    from models.iclora.realsize import FLUX_VAE
 
     torch.set_num_threads(2)
     with torch.random.fork_rng():
@@ -70,9 +70,9 @@ def vae_backbone():
 
 def child_encode(work: Path, n: int) -> dict:
     """Encode n distinct 512-px triplets from a store through the training path."""
-    from models.dataio import PoolTriplets
-    from models.encoded import LatentCache, LatentPool, vae_identity
-    from models.synthetic import make_triplet
+    from models.loop.dataio import PoolTriplets
+    from models.iclora.encoded import LatentCache, LatentPool, vae_identity
+    from models.domains.logo_object import make_triplet
     from storage.schema import to_table
     from storage.store import Store
     from storage.triplets import put_triplet
@@ -106,8 +106,8 @@ def child_pool(work: Path, n: int, steps: int, encoded: dict) -> dict:
     """Everything training keeps for a pool of n triplets, over a full cache."""
     import torch
 
-    from models.dataio import PoolTriplets
-    from models.encoded import TASKS, LatentCache, LatentPool, blob_triplet_key, vae_identity
+    from models.loop.dataio import PoolTriplets
+    from models.iclora.encoded import TASKS, LatentCache, LatentPool, blob_triplet_key, vae_identity
     from storage.blobs import blob_key
     from storage.schema import to_table
 
@@ -148,8 +148,8 @@ def child_pool(work: Path, n: int, steps: int, encoded: dict) -> dict:
 
 def child_old(work: Path, n: int) -> dict:
     """The old path's pool: fp32 grids of every triplet (grid_tensor of the pool)."""
-    from models.grid import grid_tensor
-    from models.synthetic import make_triplet
+    from models.iclora.grid import grid_tensor
+    from models.domains.logo_object import make_triplet
 
     ts = [make_triplet(9000 + i, SIZE) for i in range(n)]
     panels = [(t.composite, t.logo, t.object) for t in ts]

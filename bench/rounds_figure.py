@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from models.viz import contact_sheet
+from models.loop.viz import contact_sheet
 from storage.store import Store
 
 

@@ -15,7 +15,7 @@ from prefect.utilities.annotations import unmapped
 
 from configs import load_config
 from flows.runners import task_runner_factory
-from models.bootstrap import plan_shards
+from models.loop.bootstrap import plan_shards
 from storage.lock import WorkdirLock
 from storage.store import Store
 from storage.work import RoundWork, tidy_committed

@@ -29,7 +29,7 @@ from storage.store import Store, StoreError, read_json
 
 # The stages of a round, in order: flows/bootstrap.py runs them; resume and the report read them.
 STAGES = ("train", "generate", "judge", "cycle", "evaluate", "commit")
-SHARDED = ("generate", "judge", "cycle")  # mapped over the round's shards (models.bootstrap.plan_shards)
+SHARDED = ("generate", "judge", "cycle")  # mapped over the round's shards (models.loop.bootstrap.plan_shards)
 _SHARD = re.compile(r"^shard-(\d{5})\.parquet$")
 # Set once this process was told to stop (SIGINT/SIGTERM): from then on only "interrupted" is
 # recorded, so a stage failing as the process goes down cannot overwrite why it stopped.

@@ -1,4 +1,4 @@
-"""The round's tasks. Each wraps one idempotent stage of models/stages.py; the store, not Prefect's
+"""The round's tasks. Each wraps one idempotent stage of models/loop/stages.py; the store, not Prefect's
 cache, records finished work, so retries and resumes never redo a finished shard."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from prefect import task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from models import stages
+from models.loop import stages
 
 # Transient faults are retried with backoff; validation errors (bad config, bad input, refused
 # commits: ValueError and its kin) fail at once, since retrying cannot fix them.

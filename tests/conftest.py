@@ -55,8 +55,8 @@ T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 @pytest.fixture(scope="session")
 def random_tiny_base(tmp_path_factory) -> Path:
     """A tiny base with random weights in diffusers' layout: mechanics tests need no pretraining."""
-    from models.backbone import save_backbone
-    from models.tiny import TinySpec, build_tiny
+    from models.iclora.backbone import save_backbone
+    from models.iclora.tiny import TinySpec, build_tiny
 
     path = tmp_path_factory.mktemp("tiny_base_random")
     save_backbone(build_tiny(TinySpec(), seed=0), path)

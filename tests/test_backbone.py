@@ -10,8 +10,8 @@ import torch
 from diffusers import FluxFillPipeline
 from safetensors.torch import load_file, save_file
 
-from models.backbone import Backbone, load_backbone, save_backbone
-from models.fill import (
+from models.iclora.backbone import Backbone, load_backbone, save_backbone
+from models.iclora.fill import (
     decode_latents,
     encode_images,
     encode_prompts,
@@ -21,9 +21,9 @@ from models.fill import (
     predict_velocity,
     unpack,
 )
-from models.lora import EXTRA_MODULES, LORA_WEIGHTS, add_lora, load_adapter, save_adapter, trainable_parameters
-from models.tiny import TinySpec, build_tiny
-from models.grid import Task, task_mask, to_pil, token_mask
+from models.iclora.lora import EXTRA_MODULES, LORA_WEIGHTS, add_lora, load_adapter, save_adapter, trainable_parameters
+from models.iclora.tiny import TinySpec, build_tiny
+from models.iclora.grid import Task, task_mask, to_pil, token_mask
 
 S = 64  # panel size: a 192x64 grid, 48 packed tokens
 PROMPT = "Decompose the composite into a clean logo and the object without the logo"

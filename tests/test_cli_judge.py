@@ -12,7 +12,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from flows.cli.judge import app as judge_app
-from models.synthetic import make_triplet
+from models.domains.logo_object import make_triplet
 from storage.schema import MANIFEST_SCHEMA, to_table
 from storage.store import Store
 from storage.triplets import put_triplet
@@ -99,7 +99,7 @@ def test_calibrate_writes_and_prints_the_report(cfg, tmp_path):
 
 def test_loop_judge_uses_calibrated_thresholds_only_when_target_precision_is_set(tmp_path):
     from configs import load_config
-    from models.runtime import MODEL_LOCK, calibrate_judge, judge_for
+    from models.loop.runtime import MODEL_LOCK, calibrate_judge, judge_for
 
     fixed = tmp_path / "fixed.yaml"
     fixed.write_text(CONFIG)

@@ -1,4 +1,4 @@
-"""The tiny codec: an AutoencoderKL whose encoder is an exact 8x8-patch PCA (models/codec.py), and
+"""The tiny codec: an AutoencoderKL whose encoder is an exact 8x8-patch PCA (models/iclora/codec.py), and
 the shipped one's figures on held-out domain panels, pinned: PSNR per panel kind, and how often
 the judge accepts ground truth round-tripped through it (the loop's candidates are all decodes).
 The aims were >= 30 dB on every panel kind and >= 90% acceptance; measured: composites 28.5 dB,
@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from configs import load_config
-from models.tiny import TinySpec, build_tiny
-from models.codec import build_pca_encoder, check_encoder_shape, reconstruction_psnr
-from models.pretrain import codec_batch, PretrainRecipe, to_tensor
-from models.runtime import REPO_ROOT, load_base
-from models.synthetic import make_triplet
+from models.iclora.tiny import TinySpec, build_tiny
+from models.iclora.codec import build_pca_encoder, check_encoder_shape, reconstruction_psnr
+from models.pretrain.base import codec_batch, PretrainRecipe, to_tensor
+from models.loop.runtime import REPO_ROOT, load_base
+from models.domains.logo_object import make_triplet
 from storage.hashing import derive_seed
 
 SHIPPED = REPO_ROOT / "models" / "tiny_base"
@@ -70,7 +70,7 @@ def test_shipped_codec_psnr_on_a_handful_of_held_out_panels(shipped):
 
 
 def test_shipped_codec_latents_are_normalised(shipped):
-    from models.fill import encode_images
+    from models.iclora.fill import encode_images
 
     x = to_tensor([getattr(t, p) for t in held_out_triplets(6) for p in PANELS])
     z = encode_images(shipped, x)
@@ -78,7 +78,7 @@ def test_shipped_codec_latents_are_normalised(shipped):
 
 
 def test_judge_verdicts_on_round_tripped_ground_truth(shipped):
-    from models.evaluate import codec_roundtrip
+    from models.loop.evaluate import codec_roundtrip
     from models.judge import build_judge
 
     judge = build_judge(load_config("tiny"))
@@ -93,7 +93,7 @@ def test_judge_verdicts_on_round_tripped_ground_truth(shipped):
 @pytest.mark.slow
 def test_codec_figures_on_the_full_held_out_set(shipped):
     """The README's figures: 48 held-out triplets per panel kind; 40 for the judge."""
-    from models.evaluate import codec_roundtrip
+    from models.loop.evaluate import codec_roundtrip
     from models.judge import build_judge
 
     triplets = held_out_triplets(48)

@@ -10,10 +10,10 @@ import torch
 from diffusers.pipelines.flux import pipeline_flux_fill
 
 from configs import load_config
-from models.grid import Task, build_grid, task_mask, to_pil
-from models.runtime import load_base
-from models.sample import Sampler, item_noise
-from models.synthetic import make_triplet
+from models.iclora.grid import Task, build_grid, task_mask, to_pil
+from models.loop.runtime import load_base
+from models.iclora.sample import Sampler, item_noise
+from models.domains.logo_object import make_triplet
 
 SEEDS = [11, 12]
 

@@ -15,11 +15,11 @@ pytestmark = [
 
 
 def test_real_size_lora_step_and_sample():
-    from models.fill import decode_latents, latent_image_ids
-    from models.lora import add_lora, trainable_parameters
-    from models.grid import Task, token_mask
-    from models.objective import Conditioning, FlowMatching
-    from models.realsize import random_prompt, real_size_backbone
+    from models.iclora.fill import decode_latents, latent_image_ids
+    from models.iclora.lora import add_lora, trainable_parameters
+    from models.iclora.grid import Task, token_mask
+    from models.iclora.objective import Conditioning, FlowMatching
+    from models.iclora.realsize import random_prompt, real_size_backbone
 
     dev, dt = "cuda", torch.bfloat16
     bb = real_size_backbone(dev, dt)
@@ -50,7 +50,7 @@ def test_real_size_lora_step_and_sample():
     torch.cuda.synchronize()
     t0 = time.perf_counter()
     x = fm.sample(c, steps=28, noise=torch.randn(b, n_tokens, 64, device=dev))
-    from models.fill import unpack
+    from models.iclora.fill import unpack
 
     image = decode_latents(bb, unpack(x, s, 3 * s, 8))
     torch.cuda.synchronize()
@@ -64,8 +64,8 @@ def test_qwen25_vl_7b_size_judge_batched_vs_one_by_one():
     """Qwen2.5-VL-7B-size, random weights, bf16 + SDPA: 64 triplets batched and one by one."""
     from models.judge.base import Criterion
     from models.judge.qwen import QwenVLJudge
-    from models.realsize import real_size_judge
-    from models.synthetic import make_triplet
+    from models.iclora.realsize import real_size_judge
+    from models.domains.logo_object import make_triplet
 
     model, processor = real_size_judge()  # built on the GPU in bf16
     crit = [Criterion("logo_clean", "Is the middle panel a clean logo on a plain background?", 0.5)]

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from models.grid import (
+from models.iclora.grid import (
     GENERATED_PANELS,
     PANELS,
     Task,

@@ -13,7 +13,7 @@ from models.judge import Criterion, Judge, MeasureJudge, Scored, build_judge, cr
 from models.judge.calibrate import auroc, calibrate, pick_threshold, precision_recall, selection_rates
 from models.judge.corruptions import CRITERIA, KINDS, build_benchmark, corrupt
 from models.judge.measure import measure
-from models.synthetic import make_triplet
+from models.domains.logo_object import make_triplet
 from storage.hashing import derive_seed
 from storage.images import encode_png
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from configs import load_config
-from models.grid import build_grid
+from models.iclora.grid import build_grid
 from models.judge import Criterion, build_judge, criteria_of
 from models.judge.qwen import ANSWER_HINT, QwenVLJudge, answer_token_ids, build_tiny_qwen, tiny_tokenizer
-from models.synthetic import make_triplet
+from models.domains.logo_object import make_triplet
 from storage.images import encode_png
 
 YES, SPACE_YES, NO, SPACE_NO = 257, 258, 259, 260  # 256 byte tokens, then the hand-made merges

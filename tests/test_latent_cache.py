@@ -8,15 +8,15 @@ import pytest
 import torch
 
 from tests.conftest import make_row
-from models import encoded
-from models.tiny import TinySpec, build_tiny
-from models.dataio import PoolTriplets
-from models.encoded import LatentCache, LatentPool, encode_grids, make_batch, vae_identity
-from models.grid import Task
-from models.runtime import load_base
-from models.stages import latent_cache_dir
-from models.synthetic import make_triplet
-from models.train import task_prompts, train_adapter
+from models.iclora import encoded
+from models.iclora.tiny import TinySpec, build_tiny
+from models.loop.dataio import PoolTriplets
+from models.iclora.encoded import LatentCache, LatentPool, encode_grids, make_batch, vae_identity
+from models.iclora.grid import Task
+from models.loop.runtime import load_base
+from models.loop.stages import latent_cache_dir
+from models.domains.logo_object import make_triplet
+from models.iclora.train import task_prompts, train_adapter
 from storage.schema import to_table
 from storage.store import Store
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 from diffusers.pipelines.flux.pipeline_flux_fill import retrieve_timesteps
 
-from models.tiny import TinySpec, build_tiny
-from models.objective import FlowMatching
+from models.iclora.tiny import TinySpec, build_tiny
+from models.iclora.objective import FlowMatching
 
 TOKENS = {"tiny": 48, "flux": 3072}  # 192x64 grid of 64-px panels; 1536x512 grid of 512-px panels
 

@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from models.pretrain_data import (
+from models.pretrain.data import (
     RELATIONS,
     Example,
     apply_colour_matrix,

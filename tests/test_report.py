@@ -34,8 +34,8 @@ ROUND_STAGES = ("train", "generate", "judge", "cycle", "evaluate")
 
 def run_round(config: str, workdir: str, r: int) -> None:
     """One round, stage by stage, as flows/bootstrap.round_flow runs it (timed the same way)."""
-    from models import stages
-    from models.bootstrap import plan_shards
+    from models.loop import stages
+    from models.loop.bootstrap import plan_shards
     from configs import load_config
 
     cfg = load_config(config)
@@ -59,7 +59,7 @@ def run_round(config: str, workdir: str, r: int) -> None:
 def two_rounds(tmp_path_factory, random_tiny_base):
     """A committed 2-round micro run; between the rounds the operator rejects one seed and accepts
     one rejected candidate of round 1, so round 2 trains on the overridden pool."""
-    from models.stages import seed_stage
+    from models.loop.stages import seed_stage
 
     root = tmp_path_factory.mktemp("report_run")
     config = root / "micro.yaml"

@@ -107,7 +107,7 @@ def malicious_pickle(marker: Path) -> bytes:
 
 
 def test_a_pickle_disguised_as_safetensors_adapter_is_refused_unexecuted(tmp_path: Path):
-    from models.synthetic import make_triplet
+    from models.domains.logo_object import make_triplet
 
     marker = tmp_path / "PWNED"
     adapter = tmp_path / "adapter"
@@ -125,7 +125,7 @@ def test_a_pickle_disguised_as_safetensors_adapter_is_refused_unexecuted(tmp_pat
 def test_base_weights_only_as_pickle_are_refused_unexecuted(tmp_path: Path):
     import torch
 
-    from models.backbone import load_backbone
+    from models.iclora.backbone import load_backbone
 
     marker, base = tmp_path / "PWNED", tmp_path / "base"
     shutil.copytree(REPO / "models" / "tiny_base", base)

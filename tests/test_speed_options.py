@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from configs import load_config
-from models import runtime
-from models.lora import add_lora, save_adapter
-from models.grid import Task
-from models.runtime import backbone_for, load_base
-from models.sample import Sampler
-from models.synthetic import make_triplet
+from models.loop import runtime
+from models.iclora.lora import add_lora, save_adapter
+from models.iclora.grid import Task
+from models.loop.runtime import backbone_for, load_base
+from models.iclora.sample import Sampler
+from models.domains.logo_object import make_triplet
 
 S = 32
 SEEDS = [3, 4]

@@ -11,9 +11,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from flows.cli import app
-from models import stages
-from models.bootstrap import plan_shards
-from models.synthetic import make_triplet
+from models.loop import stages
+from models.loop.bootstrap import plan_shards
+from models.domains.logo_object import make_triplet
 from storage.hashing import derive_seed
 from storage.store import Store
 from storage.unlabeled import read_unlabeled

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.synthetic import OBJECT_KINDS, Triplet, _render, make_triplet, make_triplets
+from models.domains.logo_object import OBJECT_KINDS, Triplet, _render, make_triplet, make_triplets
 
 SEEDS_64 = range(50)
 

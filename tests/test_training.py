@@ -8,16 +8,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from models.lora import LORA_WEIGHTS, EXTRA_MODULES, load_adapter
-from models.encoded import encode_grids, make_batch
-from models.evaluate import codec_roundtrip, evaluate_decomposition, layer_metrics, psnr
-from models.grid import Task
-from models.objective import FlowMatching
-from models.runtime import load_base
-from models.sample import Sampler, blank
-from models.synthetic import make_triplet
-from models import train as train_mod
-from models.train import cycle_weight, train_adapter
+from models.iclora.lora import LORA_WEIGHTS, EXTRA_MODULES, load_adapter
+from models.iclora.encoded import encode_grids, make_batch
+from models.loop.evaluate import codec_roundtrip, evaluate_decomposition, layer_metrics, psnr
+from models.iclora.grid import Task
+from models.iclora.objective import FlowMatching
+from models.loop.runtime import load_base
+from models.iclora.sample import Sampler, blank
+from models.domains.logo_object import make_triplet
+from models.iclora import train as train_mod
+from models.iclora.train import cycle_weight, train_adapter
 
 S = 32
 
@@ -115,7 +115,7 @@ def test_evaluate_reports_model_baseline_and_codec(micro_config, triplets):
     _, _, ts = triplets
     test = [dict(composite=t.composite, logo=t.logo, object=t.object, footprint=t.footprint) for t in ts[:2]]
     sampler = Sampler(load_base(micro_config), micro_config)
-    from models.lora import add_lora
+    from models.iclora.lora import add_lora
 
     add_lora(sampler.backbone.transformer, 4, 4)
     result = evaluate_decomposition(sampler, test, [0, 1])

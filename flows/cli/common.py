@@ -61,7 +61,7 @@ def _user_error_types() -> tuple[type[Exception], ...]:
 
     types = [ConfigError, ImportFailed, ImageError, SchemaError, StoreError, BlobError, OverrideError,
              FileNotFoundError, typer.BadParameter]
-    lora = sys.modules.get("models.lora")
+    lora = sys.modules.get("models.iclora.lora")
     if lora is not None:
         types.append(lora.AdapterError)
     return tuple(types)

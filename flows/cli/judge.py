@@ -69,8 +69,8 @@ def calibrate(
     """Score a held-out corruption benchmark, each triplet raw and through the base's codec (what the
     loop judges are decodes); report AUROC, precision/recall and thresholds per criterion."""
     with user_errors():
-        from models.runtime import MODEL_LOCK, calibrate_judge
-        from models.synthetic import check_size
+        from models.loop.runtime import MODEL_LOCK, calibrate_judge
+        from models.domains.logo_object import check_size
 
         cfg, store = open_config(config, workdir)
         size = size or cfg.data.panel_size
@@ -115,7 +115,7 @@ def score(
     with user_errors():
         import pyarrow.parquet as pq
 
-        from models.bootstrap import pass_rates, rescore_rows
+        from models.loop.bootstrap import pass_rates, rescore_rows
         from models.judge import build_judge
 
         cfg, store = open_config(config, workdir)

@@ -17,8 +17,8 @@ app = typer.Typer()
 
 def _backbone_with_adapter(cfg, adapter: Path | None):
     """The config's frozen base, plus an adapter (or, without one, a fresh LoRA: the untrained model)."""
-    from models.lora import add_lora, load_adapter
-    from models.runtime import load_base
+    from models.iclora.lora import add_lora, load_adapter
+    from models.loop.runtime import load_base
 
     backbone = load_base(cfg)
     if adapter is None:
@@ -50,8 +50,8 @@ def train(
     """Train an IC-LoRA adapter on the current pool (all committed rounds)."""
     with user_errors():
         config = with_overrides(config, sets)
-        from models.runtime import load_base
-        from models.stages import train_on_pool
+        from models.loop.runtime import load_base
+        from models.loop.stages import train_on_pool
 
         cfg, store = open_config(config, workdir, must_exist=True)
         rounds = store.committed_rounds()
@@ -81,9 +81,9 @@ def evaluate(
     Without --adapter, evaluates the untrained base."""
     with user_errors():
         config = with_overrides(config, sets)
-        from models.dataio import read_triplets
-        from models.evaluate import decomposition_sheet, evaluate_decomposition
-        from models.sample import Sampler
+        from models.loop.dataio import read_triplets
+        from models.loop.evaluate import decomposition_sheet, evaluate_decomposition
+        from models.iclora.sample import Sampler
         from storage.hashing import derive_seed
 
         cfg, store = open_config(config, workdir, must_exist=True)
@@ -119,7 +119,7 @@ def decompose(
     with user_errors():
         config = with_overrides(config, sets)
         from configs import load_config
-        from models.sample import Sampler
+        from models.iclora.sample import Sampler
         from storage.hashing import derive_seed
 
         cfg = load_config(config)
@@ -147,7 +147,7 @@ def compose(
     with user_errors():
         config = with_overrides(config, sets)
         from configs import load_config
-        from models.sample import Sampler
+        from models.iclora.sample import Sampler
 
         cfg = load_config(config)
         logo_img, object_img = _read_images([logo, object_], cfg.data.panel_size)
@@ -172,8 +172,8 @@ def pretrain_tiny(
     with user_errors():
         import torch
 
-        from models.tiny import TinySpec
-        from models.pretrain import STAGES, PretrainRecipe, pretrain_tiny as run_pretrain
+        from models.iclora.tiny import TinySpec
+        from models.pretrain.base import STAGES, PretrainRecipe, pretrain_tiny as run_pretrain
 
         bad = set(stage) - set(STAGES)
         if bad:
@@ -198,7 +198,7 @@ def make_flux_shaped_command(
     with user_errors():
         import time
 
-        from models.realsize import FluxShape, make_flux_shaped
+        from models.iclora.realsize import FluxShape, make_flux_shaped
 
         t0 = time.time()
         paths = make_flux_shaped(out, FluxShape(t5_max_length=t5_max_length), seed=seed)

@@ -40,7 +40,7 @@ def seed(
     """Write round 0: seed triplets (procedural, or imported with --from-dir) and the held-out test split."""
     with user_errors():
         config = with_overrides(config, sets)
-        from models.seeding import commit_seeds
+        from models.loop.seeding import commit_seeds
 
         cfg, store = open_config(config, workdir)
         n_seeds = cfg.data.n_seeds if n is None else n
@@ -340,7 +340,7 @@ def deploy(
             raise typer.BadParameter("set PREFECT_API_URL to your Prefect server first (deployments live there)")
         cfg, store = open_config(config, workdir)
         from flows.bootstrap import bootstrap_flow
-        from models.runtime import REPO_ROOT
+        from models.loop.runtime import REPO_ROOT
 
         params = {"config": str(resolve_config_path(config).resolve()), "workdir": store.uri, "rounds": rounds}
         deployment_id = bootstrap_flow.from_source(

@@ -174,7 +174,7 @@ def review(
 ) -> None:
     """Write a contact sheet (composite | logo | object) of a round's accepted triplets (after overrides)."""
     with user_errors():
-        from models.viz import contact_sheet
+        from models.loop.viz import contact_sheet
         from storage.images import encode_png
 
         from storage.overrides import effective_accepted, in_effect, load_overrides

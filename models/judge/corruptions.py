@@ -1,6 +1,6 @@
 """Exact corruptions of synthetic triplets: the negatives the judge is calibrated and tested on.
 
-A clean triplet from `models.synthetic` passes every criterion by construction. Each corruption
+A clean triplet from `models.domains.logo_object` passes every criterion by construction. Each corruption
 breaks it in one known way, and the label of every criterion follows from what was done, so the
 benchmark has exact per-criterion ground truth with no human in the loop:
 
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageFilter
 
-from models.synthetic import Triplet, make_triplet
+from models.domains.logo_object import Triplet, make_triplet
 from storage.hashing import derive_seed
 
 CRITERIA = ("logo_clean", "object_clean", "composite_match", "panels_agree", "quality")

@@ -23,7 +23,7 @@ from typing import Sequence
 import torch
 from PIL import Image
 
-from models.grid import build_grid
+from models.iclora.grid import build_grid
 from models.judge.base import Criterion, Judge, Scored
 
 ANSWER_HINT = " Please answer yes or no."

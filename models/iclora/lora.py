@@ -16,7 +16,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from models.backbone import Backbone, seeded
+from models.iclora.backbone import Backbone, seeded
 
 
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"  # diffusers' name for a LoRA file

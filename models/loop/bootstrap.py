@@ -17,9 +17,9 @@ from pathlib import Path
 import pyarrow as pa
 
 from configs import Config
-from models.dataio import read_triplets
-from models.evaluate import psnr, to_unit_tensor
-from models.sample import Sampler
+from models.loop.dataio import read_triplets
+from models.loop.evaluate import psnr, to_unit_tensor
+from models.iclora.sample import Sampler
 from storage import schema
 from storage.hashing import derive_seed
 from storage.store import Store, now_utc
@@ -51,7 +51,7 @@ def prompt_bank(config: Config) -> list[str] | None:
 
 
 def candidate_prompt(config: Config, bank: list[str] | None, round: int, index: int) -> tuple[str, int]:
-    from models.synthetic import describe
+    from models.domains.logo_object import describe
 
     seed = derive_seed(config.run.seed, "candidate", round, index)
     return (bank[seed % len(bank)] if bank else describe(seed)), seed
@@ -129,7 +129,7 @@ def unlabeled_for_round(config: Config, store: Store, round: int) -> list[dict]:
         return []
     listed = read_unlabeled(store)
     if not listed:
-        from models.synthetic import make_triplet
+        from models.domains.logo_object import make_triplet
 
         out = []
         for i in range(k):

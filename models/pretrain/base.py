@@ -3,12 +3,12 @@
 Like FLUX.1-Fill-dev for the real profile, the tiny profile starts from a pretrained base: a
 small general model of the procedural world, which knows what objects and emblems look like but
 has never seen the decomposition. Three stages:
-  1. encoder: the VAE's encoder is built as an exact 8x8-patch PCA (models/codec.py) of single
+  1. encoder: the VAE's encoder is built as an exact 8x8-patch PCA (models/iclora/codec.py) of single
      images of the world: generic families, plain objects, flat emblems and glyphs, each on its own;
   2. decoder: the VAE's decoder is fitted to invert those fixed codes (needs only stage 1, so it
      can run beside stage 3);
   3. transformer: the Fill transformer (all weights) as a broad in-context model: three-panel
-     grids of *other* families (models/pretrain_data.py: blends, overlays, copies, shifts,
+     grids of *other* families (models/pretrain/data.py: blends, overlays, copies, shifts,
      recolours) under the task's masks, and text-to-image "drawings": three unrelated single
      images (object | emblem | object) drawn from their descriptions.
 No stage ever sees a (composite, logo, object) triplet, or any seed of the domain's namespaces
@@ -30,15 +30,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from models.backbone import Backbone, save_backbone
-from models.tiny import TinySpec, build_tiny
-from models.codec import build_pca_encoder, fit_decoder, reconstruction_psnr
-from models.encoded import TASKS, encode_grids, make_batch
-from models.grid import Task
-from models.objective import FlowMatching
-from models.pretrain_data import make_example, make_image
-from models.synthetic import make_single
-from models.train import optimizer_step
+from models.iclora.backbone import Backbone, save_backbone
+from models.iclora.tiny import TinySpec, build_tiny
+from models.iclora.codec import build_pca_encoder, fit_decoder, reconstruction_psnr
+from models.iclora.encoded import TASKS, encode_grids, make_batch
+from models.iclora.grid import Task
+from models.iclora.objective import FlowMatching
+from models.pretrain.data import make_example, make_image
+from models.domains.logo_object import make_single
+from models.iclora.train import optimizer_step
 from storage.hashing import derive_seed, stable_id
 
 RECIPE_FILE = "RECIPE.json"
@@ -93,7 +93,7 @@ def codec_batch(recipe: PretrainRecipe, namespace: str, step: int, n: int) -> to
 
 def codec_probes(recipe: PretrainRecipe, n: int = 48) -> dict[str, torch.Tensor]:
     """Held-out single images, and (report only) each panel kind of the task domain."""
-    from models.synthetic import make_triplet  # report only: never a training input
+    from models.domains.logo_object import make_triplet  # report only: never a training input
 
     s = recipe.panel_size
     probes = {"heldout_singles": codec_batch(recipe, "codec-heldout", 0, n)}
@@ -193,7 +193,7 @@ def pretrain_tiny(out_dir: str | Path, spec: TinySpec, recipe: PretrainRecipe, s
     if "encoder" in stages:
         backbone = build_tiny(spec, seed=recipe.seed)
     else:
-        from models.backbone import load_backbone
+        from models.iclora.backbone import load_backbone
 
         backbone = load_backbone(str(out_dir), torch.float32, "cpu")
     results = {}

@@ -1,10 +1,10 @@
 """The FLUX.1-Fill backbone: its seven components, loaded by hub id or local directory (the real
 model: `load_backbone("black-forest-labs/FLUX.1-Fill-dev", torch.bfloat16, "cuda")`) or built
-small (models/tiny.py), and saved in diffusers' folder layout, which `load_backbone` and
+small (models/iclora/tiny.py), and saved in diffusers' folder layout, which `load_backbone` and
 `FluxFillPipeline.from_pretrained` both read.
 
-Beside it: models/fill.py (prompt and latent helpers that follow FluxFillPipeline exactly),
-models/lora.py (the IC-LoRA adapter: add, save, load), models/tiny.py (the tiny profile's sizes
+Beside it: models/iclora/fill.py (prompt and latent helpers that follow FluxFillPipeline exactly),
+models/iclora/lora.py (the IC-LoRA adapter: add, save, load), models/iclora/tiny.py (the tiny profile's sizes
 and builder).
 """
 

@@ -27,10 +27,10 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from models.backbone import Backbone
-from models.fill import encode_images, encode_prompts, fill_condition, latent_image_ids, pack
-from models.grid import Task, grid_tensor, task_mask, token_mask
-from models.objective import Conditioning
+from models.iclora.backbone import Backbone
+from models.iclora.fill import encode_images, encode_prompts, fill_condition, latent_image_ids, pack
+from models.iclora.grid import Task, grid_tensor, task_mask, token_mask
+from models.iclora.objective import Conditioning
 
 TASKS = (Task.DECOMPOSE, Task.COMPOSE, Task.GENERATE)
 KEPT_TASKS = (Task.DECOMPOSE, Task.COMPOSE)  # GENERATE masks everything: its masked image is the same for every grid

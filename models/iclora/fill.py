@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from diffusers import FluxFillPipeline
 
-from models.backbone import Backbone
+from models.iclora.backbone import Backbone
 
 
 @torch.no_grad()

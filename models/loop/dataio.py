@@ -30,7 +30,7 @@ class PoolTriplets(Sequence):
     `keys` (content keys from the rows' blob sha256s, for the latent cache) come from the table."""
 
     def __init__(self, store: Store, table: pa.Table):
-        from models.encoded import blob_triplet_key
+        from models.iclora.encoded import blob_triplet_key
 
         cols = table.select(["composite_uri", "logo_uri", "object_uri", "composite_sha256", "logo_sha256",
                              "object_sha256", "panel_size", "prompt", "triplet_id"]).to_pydict()

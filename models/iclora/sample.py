@@ -14,11 +14,11 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from configs import Config
-from models.backbone import Backbone
-from models.fill import decode_latents, encode_prompts, fill_condition, latent_image_ids, unpack
-from models.grid import GENERATED_PANELS, PANELS, Task, grid_tensor, split_grid_tensor, task_mask, to_pil
-from models.objective import Conditioning, FlowMatching
-from models.train import task_prompts
+from models.iclora.backbone import Backbone
+from models.iclora.fill import decode_latents, encode_prompts, fill_condition, latent_image_ids, unpack
+from models.iclora.grid import GENERATED_PANELS, PANELS, Task, grid_tensor, split_grid_tensor, task_mask, to_pil
+from models.iclora.objective import Conditioning, FlowMatching
+from models.iclora.train import task_prompts
 
 Panels = tuple[Image.Image, Image.Image, Image.Image]
 
@@ -36,7 +36,7 @@ def fuse_qkv(backbone: Backbone) -> None:
     """model.fuse_qkv: one [3d, d] projection per attention instead of three (diffusers'
     fuse_qkv_projections). The fused Linear would bypass a LoRA on to_q/to_k/to_v, so an adapter is
     first merged into the base weights (fuse_lora); the backbone is then marked `fused`, and
-    models.runtime reloads the base before it serves another adapter or training: unmerging in bf16
+    models.loop.runtime reloads the base before it serves another adapter or training: unmerging in bf16
     would not give the base back bit for bit."""
     tr = backbone.transformer
     if getattr(tr, "_layerboot_fused", False):

@@ -13,7 +13,7 @@ from typing import Iterator
 import torch
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
 
-from models.backbone import Backbone
+from models.iclora.backbone import Backbone
 
 # black-forest-labs/FLUX.1-Fill-dev: transformer/config.json and vae/config.json
 FILL_TRANSFORMER = dict(
@@ -99,8 +99,8 @@ def flux_shaped_backbone(shape: FluxShape = FluxShape(), seed: int = 0, dtype: t
     `shape`'s depth, random weights drawn from `seed`, word-level tokenizers built in memory."""
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
-    from models.backbone import _assemble
-    from models.tiny import TINY_WORDS, _clip_tokenizer, _seeded, _t5_tokenizer
+    from models.iclora.backbone import _assemble
+    from models.iclora.tiny import TINY_WORDS, _clip_tokenizer, _seeded, _t5_tokenizer
 
     tokenizer = _clip_tokenizer(TINY_WORDS, CLIP_L["max_position_embeddings"])
     tokenizer_2 = _t5_tokenizer(TINY_WORDS, shape.t5_max_length)
@@ -141,7 +141,7 @@ def make_flux_shaped(out: str | Path, shape: FluxShape = FluxShape(), seed: int 
     """Write `out/flux` (diffusers' layout: model_index.json, transformer/, vae/, text_encoder/, ...)
     and `out/qwen` (transformers' layout: config, safetensors weights, processor with its chat
     template), both bf16. Returns the two paths (`model.base` and `judge.model`)."""
-    from models.backbone import save_backbone
+    from models.iclora.backbone import save_backbone
 
     out = Path(out)
     save_backbone(flux_shaped_backbone(shape, seed), out / "flux")

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from models.backbone import Backbone
-from models.fill import predict_velocity
+from models.iclora.backbone import Backbone
+from models.iclora.fill import predict_velocity
 
 
 @dataclass

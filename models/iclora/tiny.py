@@ -1,7 +1,7 @@
 """The tiny profile's base: FLUX.1-Fill's classes with small configs (TinySpec), random weights
 drawn deterministically from a seed, tokenizers built in memory (no download). `build_tiny(TinySpec(),
 seed)` gives a Backbone that `save_backbone` writes like the real one; `layerboot pretrain-tiny`
-then trains it (models/pretrain.py).
+then trains it (models/pretrain/base.py).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransf
 from tokenizers import pre_tokenizers
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Config, T5EncoderModel, T5TokenizerFast
 
-from models.backbone import Backbone, assemble, seeded
+from models.iclora.backbone import Backbone, assemble, seeded
 
 
 @dataclass(frozen=True)
@@ -33,13 +33,13 @@ class TinySpec:
     patch_size: int = 1
     # VAE (AutoencoderKL), 8x: one downsample per block but the last. 64 latent channels at 8x
     # (192 pixel values -> 64): an 8x8-patch PCA keeps >= 30 dB on the domain, 16 channels ~23 dB.
-    # The widths are what models/codec.py needs to build the PCA encoder exactly (see there).
+    # The widths are what models/iclora/codec.py needs to build the PCA encoder exactly (see there).
     latent_channels: int = 64
     vae_block_out_channels: tuple[int, ...] = (16, 64, 64, 128)
     vae_layers_per_block: int = 1
     vae_norm_num_groups: int = 8
     vae_mid_attention: bool = False
-    scaling_factor: float = 1.0  # replaced by the fitted latents' statistics (models/codec.py)
+    scaling_factor: float = 1.0  # replaced by the fitted latents' statistics (models/iclora/codec.py)
     shift_factor: float = 0.0
     # CLIP text encoder: only its pooled vector is used
     clip_hidden_size: int = 32

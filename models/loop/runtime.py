@@ -8,9 +8,9 @@ from pathlib import Path
 import torch
 
 from configs import Config
-from models.backbone import Backbone, load_backbone
+from models.iclora.backbone import Backbone, load_backbone
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -63,7 +63,7 @@ def _cached_base(config: Config) -> tuple[Backbone, dict[str, dict[str, torch.Te
 
 def backbone_for(config: Config, adapter_dir: str | Path | None = None) -> Backbone:
     """The config's base with `adapter_dir` loaded (or with no adapter). Call under MODEL_LOCK."""
-    from models.lora import ADAPTER_NAME, load_adapter
+    from models.iclora.lora import ADAPTER_NAME, load_adapter
 
     backbone, extra = _cached_base(config)
     if getattr(backbone.transformer, "_layerboot_fused", False):  # model.fuse_qkv merged an adapter into it
@@ -87,7 +87,7 @@ def backbone_for(config: Config, adapter_dir: str | Path | None = None) -> Backb
 def codec_for(config: Config):
     """(composite, logo, object) triplets -> the same through the base's VAE and back. Uses the
     shared base without touching its adapter (the VAE never carries one). Call under MODEL_LOCK."""
-    from models.evaluate import codec_roundtrip
+    from models.loop.evaluate import codec_roundtrip
 
     backbone = _cached_base(config)[0]
     return lambda triplets: codec_roundtrip(backbone, triplets)

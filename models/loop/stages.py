@@ -20,12 +20,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from configs import Config, config_hash, load_config
-from models import bootstrap
-from models.bootstrap import round_to  # (a stage parameter is called `round`)
-from models.dataio import PoolTriplets, read_triplets
-from models.runtime import MODEL_LOCK, backbone_for, judge_for
-from models.sample import Sampler
-from models.train import TrainResult, train_adapter
+from models.loop import bootstrap
+from models.loop.bootstrap import round_to  # (a stage parameter is called `round`)
+from models.loop.dataio import PoolTriplets, read_triplets
+from models.loop.runtime import MODEL_LOCK, backbone_for, judge_for
+from models.iclora.sample import Sampler
+from models.iclora.train import TrainResult, train_adapter
 from storage.faults import failpoint
 from storage.hashing import derive_seed, sha256_hex, stable_id
 from storage.store import Store
@@ -196,7 +196,7 @@ def evaluate_stage(config_path: str, workdir: str, round: int) -> dict[str, Any]
         log.info("kept finished stage evaluate-r%02d", round)
         return done
     failpoint(f"evaluate-r{round:02d}-start")
-    from models.evaluate import evaluate_decomposition
+    from models.loop.evaluate import evaluate_decomposition
 
     test = read_triplets(store, store.test_split(), footprint=True)[: cfg.bootstrap.eval_n]
     seeds = [derive_seed(cfg.run.seed, "eval", t["triplet_id"]) for t in test]
@@ -235,7 +235,7 @@ def seed_stage(config_path: str, workdir: str) -> dict[str, Any]:
     if (marker := store.marker(0)) is not None:
         store.metrics()  # refreshed if a crash came between the commit and its metrics
         return {"round": 0, "rows": marker["rows"], "skipped": True}
-    from models.seeding import commit_seeds
+    from models.loop.seeding import commit_seeds
 
     info = commit_seeds(store, cfg, cfg.data.n_seeds, cfg.data.n_test)
     return {"round": 0, "rows": info.rows}

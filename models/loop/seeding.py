@@ -7,7 +7,7 @@ from typing import Any, Iterator
 from tqdm.auto import tqdm
 
 from configs import Config
-from models.synthetic import make_triplet
+from models.domains.logo_object import make_triplet
 from storage.faults import failpoint
 from storage.hashing import derive_seed
 from storage.imports import read_triplet_dir

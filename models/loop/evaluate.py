@@ -18,10 +18,10 @@ import torch
 from PIL import Image
 from torchmetrics.functional.image import structural_similarity_index_measure as ssim
 
-from models.backbone import Backbone
-from models.fill import decode_latents, encode_images
-from models.grid import grid_tensor, split_grid_tensor, to_pil
-from models.sample import Sampler, blank
+from models.iclora.backbone import Backbone
+from models.iclora.fill import decode_latents, encode_images
+from models.iclora.grid import grid_tensor, split_grid_tensor, to_pil
+from models.iclora.sample import Sampler, blank
 
 
 def to_unit_tensor(images: Sequence[Image.Image]) -> torch.Tensor:
@@ -85,7 +85,7 @@ def evaluate_decomposition(sampler: Sampler, test: Sequence[dict], seeds: Sequen
 
 def decomposition_sheet(test: Sequence[dict], predicted, n: int = 8):
     """Rows of `composite | true logo | true object` beside `composite | predicted logo | predicted object`."""
-    from models.viz import contact_sheet
+    from models.loop.viz import contact_sheet
 
     cells, labels = [], []
     for t, (logo, obj) in list(zip(test, predicted))[:n]:

@@ -22,11 +22,11 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from configs import Config
-from models.backbone import Backbone
-from models.lora import _lora_parameters, add_lora, load_adapter, save_adapter, trainable_parameters
-from models.encoded import TASKS, LatentCache, LatentPool, make_batch, vae_identity
-from models.grid import Task
-from models.objective import Conditioning, FlowMatching
+from models.iclora.backbone import Backbone
+from models.iclora.lora import _lora_parameters, add_lora, load_adapter, save_adapter, trainable_parameters
+from models.iclora.encoded import TASKS, LatentCache, LatentPool, make_batch, vae_identity
+from models.iclora.grid import Task
+from models.iclora.objective import Conditioning, FlowMatching
 from storage.store import TRAIN_LOG
 
 CHECKPOINT = "checkpoint"
@@ -132,7 +132,7 @@ def train_adapter(
 ) -> TrainResult:
     """Train (or resume training) an adapter on `triplets` and save it to `out_dir`.
 
-    `triplets` may be a lazy sequence (models.dataio.PoolTriplets reads each from the store when
+    `triplets` may be a lazy sequence (models.loop.dataio.PoolTriplets reads each from the store when
     indexed): only a batch's panels are ever held. Latents go to a LatentCache in `cache_dir`
     (None: in memory), keyed by `keys` (content keys, e.g. blob sha256s; default: hashes of the
     pixels), so triplets encoded by an earlier round or a killed run are not encoded again.

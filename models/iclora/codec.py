@@ -141,7 +141,7 @@ def build_pca_encoder(vae: AutoencoderKL, images: torch.Tensor) -> dict:
 @torch.no_grad()
 def reconstruction_psnr(vae: AutoencoderKL, images: torch.Tensor) -> float:
     """Mean PSNR (dB) of `images` [B, 3, H, W] in [-1, 1] through the VAE and back."""
-    from models.evaluate import psnr  # the one PSNR (evaluate imports the sampler; only this needs it)
+    from models.loop.evaluate import psnr  # the one PSNR (evaluate imports the sampler; only this needs it)
 
     recon = vae.decode(vae.encode(images).latent_dist.mode()).sample.clamp(-1, 1)
     return psnr((recon.float() + 1) / 2, (images.float() + 1) / 2)

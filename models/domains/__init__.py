@@ -1,0 +1,1 @@
+"""Layer tasks: the procedural worlds with exact ground truth."""

@@ -15,18 +15,14 @@ from flows.cli.common import ConfigOpt, SetOpt, WorkdirOpt, open_config, user_er
 app = typer.Typer()
 
 
-def _backbone_with_adapter(cfg, adapter: Path | None):
-    """The config's frozen base, plus an adapter (or, without one, a fresh LoRA: the untrained model)."""
-    from models.iclora.lora import add_lora, load_adapter
-    from models.loop.runtime import load_base
+def _sampler(cfg, adapter: Path | None):
+    """A sampler over the config's base with `adapter` loaded (without one: the untrained model,
+    which equals the base, since a fresh LoRA's B is zero)."""
+    from models.iclora.sample import Sampler
+    from models.loop.runtime import MODEL_LOCK, backbone_for
 
-    backbone = load_base(cfg)
-    if adapter is None:
-        add_lora(backbone.transformer, cfg.lora.rank, cfg.lora.alpha, extra_trainable=tuple(cfg.lora.extra_trainable))
-    else:
-        load_adapter(backbone, adapter)
-    backbone.transformer.eval()
-    return backbone
+    with MODEL_LOCK:
+        return Sampler(backbone_for(cfg, adapter), cfg)
 
 
 def _read_images(paths, size: int):
@@ -83,14 +79,13 @@ def evaluate(
         config = with_overrides(config, sets)
         from models.loop.dataio import read_triplets
         from models.loop.evaluate import decomposition_sheet, evaluate_decomposition
-        from models.iclora.sample import Sampler
         from storage.hashing import derive_seed
 
         cfg, store = open_config(config, workdir, must_exist=True)
         test = read_triplets(store, store.test_split(), footprint=True)[:n]
         if not test:
             raise FileNotFoundError(f"no test split in {store.uri}: run `layerboot seed` first")
-        sampler = Sampler(_backbone_with_adapter(cfg, adapter), cfg)
+        sampler = _sampler(cfg, adapter)
         predicted: list = []
         seeds = [derive_seed(cfg.run.seed, "eval", t["triplet_id"]) for t in test]
         result = evaluate_decomposition(sampler, test, seeds, predicted)
@@ -119,12 +114,11 @@ def decompose(
     with user_errors():
         config = with_overrides(config, sets)
         from configs import load_config
-        from models.iclora.sample import Sampler
         from storage.hashing import derive_seed
 
         cfg = load_config(config)
         composites = _read_images(images, cfg.data.panel_size)
-        sampler = Sampler(_backbone_with_adapter(cfg, adapter), cfg)
+        sampler = _sampler(cfg, adapter)
         results = sampler.decompose(composites, [derive_seed(seed, p.name) for p in images])
         out.mkdir(parents=True, exist_ok=True)
         for path, (logo, obj) in zip(images, results):
@@ -147,11 +141,10 @@ def compose(
     with user_errors():
         config = with_overrides(config, sets)
         from configs import load_config
-        from models.iclora.sample import Sampler
 
         cfg = load_config(config)
         logo_img, object_img = _read_images([logo, object_], cfg.data.panel_size)
-        composite = Sampler(_backbone_with_adapter(cfg, adapter), cfg).compose([logo_img], [object_img], [seed])[0]
+        composite = _sampler(cfg, adapter).compose([logo_img], [object_img], [seed])[0]
         out.mkdir(parents=True, exist_ok=True)
         composite.save(out / "composite.png")
         typer.echo(f"wrote {out / 'composite.png'}")

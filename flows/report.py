@@ -33,6 +33,7 @@ from typing import Any
 from PIL import Image
 
 from storage.overrides import Override, effective_accepted, in_effect, load_overrides
+from storage.schema import panel_uris
 from storage.store import Store
 from storage.work import STAGES
 
@@ -88,7 +89,7 @@ def _plain(row: dict[str, Any]) -> dict[str, Any]:
 
 def thumbnail(store: Store, row: dict[str, Any], px: int) -> str:
     """composite | logo | object as one PNG strip, each panel at most px wide, as a data URI."""
-    panels = [store.read_image(row[f"{p}_uri"]) for p in ("composite", "logo", "object")]
+    panels = [store.read_image(key) for key in panel_uris(row)]
     side = min(px, panels[0].size[0])
     strip = Image.new("RGB", (3 * side, side))
     for i, img in enumerate(panels):

@@ -16,9 +16,9 @@ from PIL import Image
 
 from storage.hashing import sha256_hex
 from storage.images import ImageError, decode_image, encode_png
+from storage.schema import PANELS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
-PANEL_NAMES = ("composite", "logo", "object")
 MAX_FILE_BYTES = 64 * 2**20
 
 
@@ -59,7 +59,7 @@ def read_triplet_dir(directory: str | os.PathLike[str], panel_size: int) -> list
             problems.append(f"{folder}: points outside the import folder ({folder.resolve()})")
             continue
         panels, prompt = {}, folder.name.replace("_", " ").replace("-", " ")
-        for panel in PANEL_NAMES:
+        for panel in PANELS:
             candidates = [folder / f"{panel}{s}" for s in IMAGE_SUFFIXES if (folder / f"{panel}{s}").exists()]
             if len(candidates) != 1:
                 problems.append(f"{folder}/{panel}.*: expected exactly one image, found {len(candidates)}")
@@ -76,11 +76,11 @@ def read_triplet_dir(directory: str | os.PathLike[str], panel_size: int) -> list
                 problems.append(str(e))
             except UnicodeDecodeError as e:
                 problems.append(f"{prompt_file}: not UTF-8 text ({e.reason} at byte {e.start})")
-        if len(panels) == len(PANEL_NAMES):
+        if len(panels) == len(PANELS):
             triplets.append(ImportedTriplet(folder.name, panels["composite"], panels["logo"], panels["object"], prompt))
     seen: dict[tuple[str, ...], str] = {}  # the same three panels twice would be one triplet id twice
     for t in triplets:
-        content = tuple(sha256_hex(encode_png(getattr(t, p))) for p in PANEL_NAMES)
+        content = tuple(sha256_hex(encode_png(getattr(t, p))) for p in PANELS)
         if content in seen:
             problems.append(f"{root / t.name}: the same triplet as {root / seen[content]} (identical composite, "
                             "logo and object images)")

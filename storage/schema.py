@@ -19,7 +19,7 @@ SCHEMA_VERSION_KEY = b"layerboot.schema_version"
 
 SOURCES = ("seed", "user", "generated", "cycle")
 SPLITS = ("train", "test")
-PANELS = ("composite", "logo", "object")
+PANELS = ("composite", "logo", "object")  # a triplet's panels, composite first: the grid's order, left to right
 
 _scores = pa.map_(pa.string(), pa.float64())  # criterion -> score in [0, 1]
 _reasons = pa.map_(pa.string(), pa.string())  # criterion -> short reason
@@ -156,6 +156,11 @@ def check_uris(table: pa.Table) -> None:
             i = pc.index(bad, True).as_py()
             raise SchemaError(f"triplet {table['triplet_id'][i]}: column '{panel}_uri' is {uris[i].as_py()!r}, not the "
                               f"blob key of its {panel}_sha256 {shas[i].as_py()!r}")
+
+
+def panel_uris(row: dict[str, Any]) -> tuple[str, ...]:
+    """A manifest row's panel blob keys, in PANELS order."""
+    return tuple(row[f"{p}_uri"] for p in PANELS)
 
 
 def _check_values(table: pa.Table, column: str, allowed: tuple[str, ...]) -> None:

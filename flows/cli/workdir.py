@@ -178,6 +178,7 @@ def review(
         from storage.images import encode_png
 
         from storage.overrides import effective_accepted, in_effect, load_overrides
+        from storage.schema import panel_uris
 
         _, store = open_config(config, workdir, must_exist=True)
         table = store.read_round(round)
@@ -185,7 +186,7 @@ def review(
         rows = [r for r, ok in zip(table.to_pylist(), accepted) if ok and r["split"] == split][:n]
         if not rows:
             raise FileNotFoundError(f"round {round} has no accepted {split} triplets")
-        panels = [tuple(store.read_image(r[f"{p}_uri"]) for p in ("composite", "logo", "object")) for r in rows]
+        panels = [tuple(store.read_image(key) for key in panel_uris(r)) for r in rows]
         sheet = contact_sheet(panels, [r["prompt"] for r in rows])
         data = encode_png(sheet)
         if out is None:

@@ -13,7 +13,8 @@ from enum import Enum
 import torch
 from PIL import Image
 
-PANELS = ("composite", "logo", "object")  # left to right
+from storage.schema import PANELS  # left to right
+
 
 
 class Task(str, Enum):

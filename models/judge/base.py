@@ -22,8 +22,8 @@ from typing import Sequence, Union
 from PIL import Image
 
 from storage.images import ImageError, decode_image
+from storage.schema import PANELS
 
-PANELS = ("composite", "logo", "object")
 Panel = Union[Image.Image, bytes]
 MAX_REASON_CHARS = 200  # reasons go into every manifest row: keep them short
 

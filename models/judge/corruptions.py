@@ -33,10 +33,10 @@ from PIL import Image, ImageFilter
 
 from models.domains.logo_object import Triplet, make_triplet
 from storage.hashing import derive_seed
+from storage.schema import PANELS
 
 CRITERIA = ("logo_clean", "object_clean", "composite_match", "panels_agree", "quality")
 KINDS = ("residue", "missing", "mismatch", "wrong_logo", "unclean_logo", "blur", "noise", "colour_shift", "blank")
-PANELS = ("composite", "logo", "object")
 
 # which criteria a blank panel breaks: quality, plus every criterion that reads that panel
 _BLANK_BREAKS = {

@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image
 
 from models.judge.base import Criterion, Judge, Scored
+from storage.schema import PANELS
 
 ANALYSIS_MAX = 128
 LN9 = math.log(9.0)
@@ -411,7 +412,7 @@ CHECKS: dict[str, list[tuple[str, float, float, str]]] = {
         ("logo_shape_corr", 0.55, 0.3, "the logo in the composite has another silhouette (corr {v:.2f})"),
     ],
     "quality": [(k.replace("{p}", p), g, b, w.replace("{p}", p))
-                for p in ("composite", "logo", "object") for k, g, b, w in PANEL_CHECKS],
+                for p in PANELS for k, g, b, w in PANEL_CHECKS],
 }
 MEASURED = tuple(CHECKS)
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from storage.schema import PANELS, panel_uris
 from storage.store import Store
 
 
@@ -15,7 +16,7 @@ def read_triplets(store: Store, table: pa.Table, footprint: bool = False) -> lis
     `prompt`, `triplet_id` and `seed`."""
     out = []
     for row in table.to_pylist():
-        item = {p: store.read_image(row[f"{p}_uri"], size=row["panel_size"]) for p in ("composite", "logo", "object")}
+        item = {p: store.read_image(key, size=row["panel_size"]) for p, key in zip(PANELS, panel_uris(row))}
         if footprint:
             if row["footprint_uri"] is None:
                 raise ValueError(f"triplet {row['triplet_id']} has no footprint (only synthetic test rows do)")

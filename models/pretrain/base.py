@@ -40,6 +40,7 @@ from models.pretrain.data import make_example, make_image
 from models.domains.logo_object import make_single
 from models.iclora.train import optimizer_step
 from storage.hashing import derive_seed, stable_id
+from storage.schema import PANELS
 
 RECIPE_FILE = "RECIPE.json"
 STAGES = ("encoder", "decoder", "transformer")
@@ -98,7 +99,7 @@ def codec_probes(recipe: PretrainRecipe, n: int = 48) -> dict[str, torch.Tensor]
     s = recipe.panel_size
     probes = {"heldout_singles": codec_batch(recipe, "codec-heldout", 0, n)}
     triplets = [make_triplet(derive_seed(recipe.seed, "vae-domain-probe", i), s) for i in range(n)]
-    for panel in ("composite", "logo", "object"):
+    for panel in PANELS:
         probes[f"domain_{panel}"] = to_tensor([getattr(t, panel) for t in triplets])
     return probes
 

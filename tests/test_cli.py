@@ -121,5 +121,12 @@ def test_cli_as_subprocess(micro_config_path: Path, tmp_path: Path):
     assert table.num_rows == 12 and set(table["round"].to_pylist()) == {0}
     for key, sha in zip(table["composite_uri"].to_pylist(), table["composite_sha256"].to_pylist()):
         assert sha256_hex((work / key).read_bytes()) == sha
-    help_text = subprocess.run([exe, "--help"], check=True, capture_output=True, text=True).stdout
-    assert all(cmd in help_text for cmd in ("seed", "status", "review"))
+    help_text = subprocess.run([exe, "--help"], check=True, capture_output=True, text=True,
+                               env=os.environ | {"COLUMNS": "200"}).stdout
+    # every command once, under its group's heading, with its docstring's first paragraph on one line
+    headings = ("Run rounds", "Read and tend a workdir", "The model outside a round", "The judge")
+    assert [h for h in headings if f"─ {h} ─" in help_text] == list(headings)
+    listed = [line[2:].split()[0] for line in help_text.splitlines() if line.startswith("│ ") and line[2] not in " -"]
+    assert sorted(listed) == sorted(["seed", "add-unlabeled", "run", "resume", "ablate", "deploy", "status", "fsck",
+                                     "review", "override", "report", "train", "evaluate", "decompose", "compose",
+                                     "pretrain-tiny", "make-flux-shaped", "judge"])

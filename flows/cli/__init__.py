@@ -9,6 +9,7 @@ traceback instead. Heavy imports happen inside commands so `--help` stays fast.
 
 from __future__ import annotations
 
+import inspect
 from typing import Annotated
 
 import typer
@@ -31,7 +32,12 @@ def _main(debug: Annotated[bool, typer.Option("--debug", help="Show the full tra
     DEBUG["on"] = debug
 
 
+# the command list shows each docstring's first paragraph as one line, which rich wraps to the terminal
+for group in (rounds.app, workdir.app, model.app):
+    for info in group.registered_commands:
+        info.short_help = " ".join(inspect.getdoc(info.callback).split("\n\n")[0].split())
+
 app.add_typer(rounds.app)  # seed, add-unlabeled, run, resume, ablate, deploy
 app.add_typer(workdir.app)  # status, fsck, review, override, report
 app.add_typer(model.app)  # train, evaluate, decompose, compose, pretrain-tiny, make-flux-shaped
-app.add_typer(judge.app, name="judge")  # `layerboot judge calibrate|score`
+app.add_typer(judge.app, name="judge", rich_help_panel="The judge")  # `layerboot judge calibrate|score`

@@ -13,6 +13,7 @@ import typer
 from flows.cli.common import ConfigOpt, SetOpt, WorkdirOpt, open_config, user_errors, with_overrides
 
 app = typer.Typer()
+PANEL = "The model outside a round"  # the heading of these commands in `layerboot --help`
 
 
 def _sampler(cfg, adapter: Path | None):
@@ -34,7 +35,7 @@ def _read_images(paths, size: int):
 AdapterOpt = Annotated[Optional[Path], typer.Option("--adapter", help="Adapter folder (safetensors, diffusers LoRA format).")]
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL)
 def train(
     config: ConfigOpt = "configs/tiny.yaml",
     sets: SetOpt = None,
@@ -62,7 +63,7 @@ def train(
                        f"(L_rec {result.final_rec:.4f})")
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL)
 def evaluate(
     config: ConfigOpt = "configs/tiny.yaml",
     sets: SetOpt = None,
@@ -101,7 +102,7 @@ def evaluate(
             typer.echo(f"{who:<15}" + "".join(f"{v:>23}" for v in result[who].values()))
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL)
 def decompose(
     images: Annotated[list[Path], typer.Argument(help="Composite images (panel_size square).")],
     adapter: Annotated[Path, typer.Option("--adapter", help="Adapter folder.")],
@@ -127,7 +128,7 @@ def decompose(
         typer.echo(f"wrote {2 * len(results)} images to {out}")
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL)
 def compose(
     logo: Annotated[Path, typer.Option("--logo", help="Flat logo image.")],
     object_: Annotated[Path, typer.Option("--object", help="Plain object image.")],
@@ -150,7 +151,7 @@ def compose(
         typer.echo(f"wrote {out / 'composite.png'}")
 
 
-@app.command("pretrain-tiny")
+@app.command("pretrain-tiny", rich_help_panel=PANEL)
 def pretrain_tiny(
     out: Annotated[Path, typer.Option("--out", help="Where to write the base (diffusers layout).")] = Path("models/tiny_base"),
     stage: Annotated[list[str], typer.Option(
@@ -177,7 +178,7 @@ def pretrain_tiny(
         typer.echo(json.dumps(record["results"], indent=1))
 
 
-@app.command("make-flux-shaped")
+@app.command("make-flux-shaped", rich_help_panel=PANEL)
 def make_flux_shaped_command(
     out: Annotated[Path, typer.Option("--out", help="Folder for flux/ (diffusers layout) and qwen/ (transformers layout).")],
     t5_max_length: Annotated[int, typer.Option("--t5-max-length", min=1, max=512,

@@ -22,9 +22,10 @@ from flows.cli.common import (
 from flows.cli.workdir import print_status
 
 app = typer.Typer()
+PANEL = "Run rounds"  # the heading of these commands in `layerboot --help`
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL)
 def seed(
     config: ConfigOpt = "configs/tiny.yaml",
     sets: SetOpt = None,
@@ -55,7 +56,7 @@ def seed(
             typer.echo(f"committed round 0 in {store.uri}: {info.rows} triplets (digest {info.content_digest[:12]})")
 
 
-@app.command("add-unlabeled")
+@app.command("add-unlabeled", rich_help_panel=PANEL)
 def add_unlabeled(
     directory: Annotated[Path, typer.Argument(help="A folder of plain composites (product photos without their layers).")],
     config: ConfigOpt = "configs/tiny.yaml",
@@ -213,7 +214,7 @@ def _check_can_run(cfg, store) -> None:
     refuse_unmarked(store)
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL)
 def run(config: ConfigOpt = "configs/tiny.yaml", sets: SetOpt = None, workdir: WorkdirOpt = None,
         rounds: RoundsOpt = None, task_runner: RunnerOpt = None, dask_address: DaskAddressOpt = None) -> None:
     """Run the bootstrap loop as a Prefect flow: seed, then train / generate / judge / cycle /
@@ -235,7 +236,7 @@ def run(config: ConfigOpt = "configs/tiny.yaml", sets: SetOpt = None, workdir: W
             _run_flow(config, store, target, runner, dask_address, held)
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL)
 def resume(config: ConfigOpt = "configs/tiny.yaml", sets: SetOpt = None, workdir: WorkdirOpt = None,
            rounds: RoundsOpt = None, task_runner: RunnerOpt = None, dask_address: DaskAddressOpt = None) -> None:
     """Continue after a crash, failure or interruption: committed rounds and finished shards are
@@ -289,7 +290,7 @@ def resume(config: ConfigOpt = "configs/tiny.yaml", sets: SetOpt = None, workdir
             _run_flow(config, store, target, runner, address, held)
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL)
 def ablate(
     config: ConfigOpt = "configs/tiny.yaml",
     workdir: Annotated[str, typer.Option("--workdir", "-w", help="Root of the four runs (one folder each).")] = "runs/ablation",
@@ -320,7 +321,7 @@ def ablate(
         typer.echo(markdown_table(table))
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL)
 def deploy(
     pool: Annotated[str, typer.Option("--pool", help="Prefect work pool the GPU workers poll.")],
     config: ConfigOpt = "configs/tiny.yaml",

@@ -14,9 +14,10 @@ import typer
 from flows.cli.common import EXIT_FAILED, ConfigOpt, SetOpt, WorkdirOpt, open_config, user_errors, with_overrides
 
 app = typer.Typer()
+PANEL = "Read and tend a workdir"  # the heading of these commands in `layerboot --help`
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL)
 def status(
     config: ConfigOpt = "configs/tiny.yaml",
     sets: SetOpt = None,
@@ -89,7 +90,7 @@ def print_status(rows: list[dict]) -> None:
         typer.echo(line)
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL)
 def fsck(
     config: ConfigOpt = "configs/tiny.yaml",
     workdir: WorkdirOpt = None,
@@ -163,7 +164,7 @@ def _print_fsck(report, repair: bool) -> None:
                + (f"; {len(left) - fixable} cannot be repaired here" if len(left) - fixable else ""))
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL)
 def review(
     round: Annotated[int, typer.Option("--round", "-r", min=0, help="Committed round to show.")],
     config: ConfigOpt = "configs/tiny.yaml",
@@ -199,7 +200,7 @@ def review(
         typer.echo(f"wrote {target} ({len(rows)} triplets)")
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL)
 def override(
     triplet_id: Annotated[str, typer.Argument(help="The triplet's id (manifest column triplet_id).")],
     reason: Annotated[str, typer.Option("--reason", help="Why: kept with the record and shown in the report.")],
@@ -222,7 +223,7 @@ def override(
         typer.echo(f"training pool after round {last}: {store.pool(last).num_rows} triplets (the next round trains on it)")
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL)
 def report(
     config: ConfigOpt = "configs/tiny.yaml",
     workdir: WorkdirOpt = None,

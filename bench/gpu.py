@@ -45,7 +45,7 @@ def generation(n_grids: int, batch: int, cache: float, steps: int = 28, size: in
     from models.iclora.fill import decode_latents, fill_condition, latent_image_ids, unpack
     from models.iclora.grid import Task, task_mask
     from models.iclora.objective import Conditioning, FlowMatching
-    from models.iclora.realsize import random_prompt, real_size_backbone
+    from models.pretrain.realsize import random_prompt, real_size_backbone
     from models.iclora.sample import compiled_blocks, first_block_cache, fuse_qkv
 
     bb = real_size_backbone()
@@ -112,7 +112,7 @@ def training(batch: int, steps: int = 5, size: int = 512) -> tuple[float, float,
     from models.iclora.lora import add_lora, trainable_parameters
     from models.iclora.grid import Task, token_mask
     from models.iclora.objective import Conditioning, FlowMatching
-    from models.iclora.realsize import random_prompt, real_size_backbone
+    from models.pretrain.realsize import random_prompt, real_size_backbone
 
     bb = real_size_backbone()
     add_lora(bb.transformer, rank=32, alpha=32, gradient_checkpointing=True)
@@ -145,7 +145,7 @@ def training(batch: int, steps: int = 5, size: int = 512) -> tuple[float, float,
 def judging(n: int = 64, batch: int = 16) -> tuple[float, float, float]:
     from models.judge.base import Criterion
     from models.judge.qwen import QwenVLJudge
-    from models.iclora.realsize import real_size_judge
+    from models.pretrain.realsize import real_size_judge
     from models.domains.logo_object import make_triplet
 
     model, processor = real_size_judge()

@@ -58,7 +58,7 @@ def vae_backbone():
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler
 
     from models.iclora.backbone import Backbone
-    from models.iclora.realsize import FLUX_VAE
+    from models.pretrain.realsize import FLUX_VAE
 
     torch.set_num_threads(2)
     with torch.random.fork_rng():

@@ -19,7 +19,7 @@ def test_real_size_lora_step_and_sample():
     from models.iclora.lora import add_lora, trainable_parameters
     from models.iclora.grid import Task, token_mask
     from models.iclora.objective import Conditioning, FlowMatching
-    from models.iclora.realsize import random_prompt, real_size_backbone
+    from models.pretrain.realsize import random_prompt, real_size_backbone
 
     dev, dt = "cuda", torch.bfloat16
     bb = real_size_backbone(dev, dt)
@@ -64,7 +64,7 @@ def test_qwen25_vl_7b_size_judge_batched_vs_one_by_one():
     """Qwen2.5-VL-7B-size, random weights, bf16 + SDPA: 64 triplets batched and one by one."""
     from models.judge.base import Criterion
     from models.judge.qwen import QwenVLJudge
-    from models.iclora.realsize import real_size_judge
+    from models.pretrain.realsize import real_size_judge
     from models.domains.logo_object import make_triplet
 
     model, processor = real_size_judge()  # built on the GPU in bf16

@@ -10,7 +10,8 @@ from safetensors.torch import load_file
 
 from models.iclora.lora import LORA_WEIGHTS, EXTRA_MODULES, load_adapter
 from models.iclora.encoded import encode_grids, make_batch
-from models.loop.evaluate import codec_roundtrip, evaluate_decomposition, layer_metrics, psnr
+from models.iclora.codec import psnr
+from models.loop.evaluate import codec_roundtrip, evaluate_decomposition, layer_metrics
 from models.iclora.grid import Task
 from models.iclora.objective import FlowMatching
 from models.loop.runtime import load_base

@@ -192,7 +192,7 @@ def make_flux_shaped_command(
     with user_errors():
         import time
 
-        from models.iclora.realsize import FluxShape, make_flux_shaped
+        from models.pretrain.realsize import FluxShape, make_flux_shaped
 
         t0 = time.time()
         paths = make_flux_shaped(out, FluxShape(t5_max_length=t5_max_length), seed=seed)

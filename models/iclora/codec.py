@@ -138,11 +138,21 @@ def build_pca_encoder(vae: AutoencoderKL, images: torch.Tensor) -> dict:
             "shift_factor": round(shift, 6), "scaling_factor": round(scale, 6)}
 
 
+def psnr(pred: torch.Tensor, truth: torch.Tensor, weight: torch.Tensor | None = None) -> float:
+    """Mean over images of PSNR (dB, peak 1); `weight` [B,1,H,W] restricts it to a region. The one
+    PSNR: the codec's reconstruction figure, held-out evaluation and the cycle check all use it."""
+    err = (pred - truth).pow(2)
+    if weight is None:
+        mse = err.flatten(1).mean(1)
+    else:
+        w = weight.expand_as(err)
+        mse = (err * w).flatten(1).sum(1) / w.flatten(1).sum(1).clamp_min(1)
+    return float((-10 * torch.log10(mse.clamp_min(1e-10))).mean())
+
+
 @torch.no_grad()
 def reconstruction_psnr(vae: AutoencoderKL, images: torch.Tensor) -> float:
     """Mean PSNR (dB) of `images` [B, 3, H, W] in [-1, 1] through the VAE and back."""
-    from models.loop.evaluate import psnr  # the one PSNR (evaluate imports the sampler; only this needs it)
-
     recon = vae.decode(vae.encode(images).latent_dist.mode()).sample.clamp(-1, 1)
     return psnr((recon.float() + 1) / 2, (images.float() + 1) / 2)
 

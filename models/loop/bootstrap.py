@@ -18,7 +18,8 @@ import pyarrow as pa
 
 from configs import Config
 from models.loop.dataio import read_triplets
-from models.loop.evaluate import psnr, to_unit_tensor
+from models.iclora.codec import psnr
+from models.loop.evaluate import to_unit_tensor
 from models.iclora.sample import Sampler
 from storage import schema
 from storage.hashing import derive_seed

@@ -19,6 +19,7 @@ from PIL import Image
 from torchmetrics.functional.image import structural_similarity_index_measure as ssim
 
 from models.iclora.backbone import Backbone
+from models.iclora.codec import psnr
 from models.iclora.fill import decode_latents, encode_images
 from models.iclora.grid import grid_tensor, split_grid_tensor, to_pil
 from models.iclora.sample import Sampler, blank
@@ -28,17 +29,6 @@ def to_unit_tensor(images: Sequence[Image.Image]) -> torch.Tensor:
     """PIL -> [B, C, H, W] in [0, 1]."""
     arr = np.stack([np.asarray(im, dtype=np.float32) / 255.0 for im in images])
     return torch.from_numpy(arr if arr.ndim == 4 else arr[..., None]).permute(0, 3, 1, 2)
-
-
-def psnr(pred: torch.Tensor, truth: torch.Tensor, weight: torch.Tensor | None = None) -> float:
-    """Mean over images of PSNR (dB, peak 1); `weight` [B,1,H,W] restricts it to a region."""
-    err = (pred - truth).pow(2)
-    if weight is None:
-        mse = err.flatten(1).mean(1)
-    else:
-        w = weight.expand_as(err)
-        mse = (err * w).flatten(1).sum(1) / w.flatten(1).sum(1).clamp_min(1)
-    return float((-10 * torch.log10(mse.clamp_min(1e-10))).mean())
 
 
 def layer_metrics(

@@ -70,7 +70,7 @@ def calibrate(
     loop judges are decodes); report AUROC, precision/recall and thresholds per criterion."""
     with user_errors():
         from models.loop.runtime import MODEL_LOCK, calibrate_judge
-        from models.domains.logo_object import check_size
+        from models.domains import check_size
 
         cfg, store = open_config(config, workdir)
         size = size or cfg.data.panel_size

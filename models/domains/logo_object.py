@@ -26,6 +26,8 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 from PIL import Image
 
+from models.domains import check_size
+
 
 @dataclass(frozen=True)
 class Triplet:
@@ -941,14 +943,6 @@ def _render(p: dict, size: int) -> dict:
 
 
 # ----------------------------------------------------------------------------- API
-
-
-def check_size(size) -> None:
-    """A procedural panel side: an int multiple of 16 (FLUX packs 2x2 latents of an 8x VAE) in [32, 1024]."""
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
-        raise ValueError(f"size must be an int, got {size!r}")
-    if size % 16 or not 32 <= size <= 1024:
-        raise ValueError(f"size must be a multiple of 16 between 32 and 1024, got {size}")
 
 
 def _acceptable(r: dict, p: dict) -> bool:

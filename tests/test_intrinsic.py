@@ -1,0 +1,73 @@
+"""The intrinsic-image world (models/domains/intrinsic.py): exact ground truth, the Retinex
+assumptions it promises, and the standard metrics with the trivial baseline pinned."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from models.domains.intrinsic import (
+    baseline, describe, intrinsic_metrics, lmse, make_triplet, recompose, si_mse,
+)
+
+SEEDS = range(12)
+
+
+def _arrays(t):
+    return tuple(np.asarray(im) for im in (t.composite, t.albedo, t.shading))
+
+
+def test_same_seed_same_bytes_and_pinned_digest():
+    a, b = make_triplet(7, 64), make_triplet(7, 64)
+    assert all(np.array_equal(x, y) for x, y in zip(_arrays(a), _arrays(b)))
+    assert not np.array_equal(_arrays(a)[0], _arrays(make_triplet(8, 64))[0])
+    digest = hashlib.sha256(b"".join(x.tobytes() for x in _arrays(a))).hexdigest()[:16]
+    assert digest == "3759566b4ef8c1cc"
+    assert a.prompt == describe(7) == "a white disc, a pink box, an orange box and a blue disc on a cream ground, lit from the lower left"
+
+
+@pytest.mark.parametrize("size", [32, 64, 128])
+def test_the_composite_is_exactly_albedo_times_shading(size):
+    for seed in SEEDS:
+        composite, albedo, shading = _arrays(make_triplet(seed, size))
+        assert composite.shape == albedo.shape == shading.shape == (size, size, 3)
+        assert np.array_equal(recompose(albedo, shading), composite)
+        assert np.array_equal(recompose(albedo, shading[..., 0]), composite)
+
+
+def test_shading_is_achromatic_and_lit_albedo_is_flat():
+    for seed in SEEDS:
+        t = make_triplet(seed, 64)
+        _, albedo, shading = _arrays(t)
+        assert (shading[..., 0] == shading[..., 1]).all() and (shading[..., 1] == shading[..., 2]).all()
+        assert shading.min() >= round(t.params["ambient"] * 255) - 1 and shading.max() <= 255
+        # piecewise constant: the ground and the shapes' colours cover all but the anti-aliased edges
+        colours, counts = np.unique(albedo.reshape(-1, 3), axis=0, return_counts=True)
+        flat = np.sort(counts)[::-1][: len(t.params["shapes"]) + 1].sum()
+        assert flat / counts.sum() > 0.9
+
+
+def test_metrics_are_zero_on_truth_and_scale_invariant():
+    t = make_triplet(3, 64)
+    _, albedo, shading = (x / 255 for x in map(np.float64, _arrays(t)))
+    assert si_mse(albedo, albedo) == 0.0 and lmse(shading, shading) == 0.0
+    assert si_mse(0.5 * albedo, albedo) == pytest.approx(0.0, abs=1e-12)  # a global scale costs nothing
+    assert lmse(0.5 * shading, shading) == pytest.approx(0.0, abs=1e-12)
+    flat = np.full_like(shading, 0.5)
+    assert lmse(flat, shading) < si_mse(flat, shading) / np.mean(shading ** 2)  # local scales fit better
+
+
+def test_the_trivial_baseline_pinned():
+    ts = [make_triplet(s, 64) for s in SEEDS]
+    albedos, shadings = baseline([t.composite for t in ts])
+    assert np.array_equal(np.asarray(albedos[0]), np.asarray(ts[0].composite))
+    assert intrinsic_metrics(albedos, shadings, [t.albedo for t in ts], [t.shading for t in ts]) == {
+        "albedo_si_mse": 0.039558, "albedo_lmse": 0.028415, "shading_si_mse": 0.032182, "shading_lmse": 0.025851}
+
+
+def test_bad_sizes_are_refused():
+    for bad in (40, 16, 2048, 64.0, True):
+        with pytest.raises(ValueError, match="size must be"):
+            make_triplet(0, bad)

@@ -71,7 +71,7 @@ def _sample(rng) -> dict:
         names.remove(colour)
         shapes.append({"kind": _pick(rng, SHAPES), "colour": colour, "x": _u(rng, 0.2, 0.8), "y": _u(rng, 0.2, 0.8),
                        "r": _u(rng, 0.1, 0.22), "turn": _u(rng, 0.0, 1.0)})
-    bumps = [{"x": _u(rng, 0.0, 1.0), "y": _u(rng, 0.0, 1.0), "r": _u(rng, 0.25, 0.6), "h": _u(rng, -0.5, 0.5)}
+    bumps = [{"x": _u(rng, 0.0, 1.0), "y": _u(rng, 0.0, 1.0), "r": _u(rng, 0.3, 0.6), "h": _u(rng, -0.25, 0.25)}
              for _ in range(3 + int(rng.random() * 3))]
     return {"ground": ground, "shapes": shapes, "bumps": bumps, "light": _pick(rng, DIRECTIONS),
             "elevation": _u(rng, 0.35, 0.75), "ambient": _u(rng, 0.25, 0.45)}

@@ -119,7 +119,7 @@ def calibrate(judge, items, target_precision: float) -> dict:
     configured = {c.name: c.threshold for c in judge.criteria}
     return {
         "judge": judge.describe(),
-        "benchmark": {"items": len(items), "panel_size": items[0].composite.size[0] if items else None,
+        "benchmark": {"items": len(items), "panel_size": items[0].panels[0].size[0] if items else None,
                       "kinds": {k: kinds.count(k) for k in sorted(set(kinds))}},
         "target_precision": target_precision,
         "criteria": criteria,

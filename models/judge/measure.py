@@ -417,12 +417,12 @@ CHECKS: dict[str, list[tuple[str, float, float, str]]] = {
 MEASURED = tuple(CHECKS)
 
 
-def criterion_scores(m: dict[str, float], names=MEASURED) -> tuple[dict[str, float], dict[str, str]]:
+def criterion_scores(m: dict[str, float], names=MEASURED, checks=CHECKS) -> tuple[dict[str, float], dict[str, str]]:
     """Each criterion's score (its worst check) and a reason naming that check and its value."""
     scores, reasons = {}, {}
     for name in names:
         worst, why = 1.0, "ok: every check passes"
-        for key, good, bad, text in CHECKS[name]:
+        for key, good, bad, text in checks[name]:
             v = m[key]
             if math.isnan(v):
                 continue

@@ -140,14 +140,16 @@ def refuse_unmarked(store) -> None:
                          "`layerboot fsck` says how to re-mark them before rounds are run")
 
 
+def took_over(holder, reason: str) -> None:
+    """Said on stderr when a command takes over the stale lock of a dead process."""
+    typer.echo(f"taking over the lock of {holder.describe()}: {reason}", err=True)
+
+
 @contextmanager
 def workdir_lock(store, command: str) -> Iterator:
     """Hold the workdir lock (storage/lock.py) for a command that writes rounds: a second one on
     the same workdir is refused naming the holder; a stale lock of a dead process is taken over."""
     from storage.lock import WorkdirLock
-
-    def took_over(holder, reason: str) -> None:
-        typer.echo(f"taking over the lock of {holder.describe()}: {reason}", err=True)
 
     with WorkdirLock(store.loc, command, on_takeover=took_over) as lock:
         yield lock
@@ -156,8 +158,6 @@ def workdir_lock(store, command: str) -> Iterator:
 def prefect_env(store) -> None:
     """Ephemeral Prefect (SQLite) keeps its state under the workdir, unless the user points
     PREFECT_API_URL at a server. Must run before prefect is imported."""
-    import os
-
     if os.environ.get("PREFECT_API_URL"):
         return
     home = Path(store.loc.root) / ".prefect" if store.loc.is_local else Path.home() / ".layerboot" / "prefect"
@@ -173,8 +173,6 @@ def prefect_env(store) -> None:
 def prefect_logging() -> None:
     """Our stages log to the `layerboot` logger (shards kept/finished); let Prefect show those
     lines in the console and the UI beside its own."""
-    import os
-
     extra = os.environ.get("PREFECT_LOGGING_EXTRA_LOGGERS", "")
     if "layerboot" not in extra.split(","):
         os.environ["PREFECT_LOGGING_EXTRA_LOGGERS"] = ",".join(filter(None, [extra, "layerboot"]))

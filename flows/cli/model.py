@@ -26,10 +26,15 @@ def _sampler(cfg, adapter: Path | None):
         return Sampler(backbone_for(cfg, adapter), cfg)
 
 
-def _read_images(paths, size: int):
+def _config_and_images(config: str, sets, *paths: list[Path]):
+    """The config (with --set overrides) and each list of image files, read and validated at its
+    panel size (a bad file is named, before any model loads)."""
+    from configs import load_config
     from storage.images import decode_image
 
-    return [decode_image(Path(p).read_bytes(), str(p), size=size) for p in paths]
+    cfg = load_config(with_overrides(config, sets))
+    size = cfg.data.panel_size
+    return cfg, tuple([decode_image(Path(p).read_bytes(), str(p), size=size) for p in group] for group in paths)
 
 
 AdapterOpt = Annotated[Optional[Path], typer.Option("--adapter", help="Adapter folder (safetensors, diffusers LoRA format).")]
@@ -113,14 +118,10 @@ def decompose(
 ) -> None:
     """Split composites into a flat logo and the plain object."""
     with user_errors():
-        config = with_overrides(config, sets)
-        from configs import load_config
         from storage.hashing import derive_seed
 
-        cfg = load_config(config)
-        composites = _read_images(images, cfg.data.panel_size)
-        sampler = _sampler(cfg, adapter)
-        results = sampler.decompose(composites, [derive_seed(seed, p.name) for p in images])
+        cfg, (composites,) = _config_and_images(config, sets, images)
+        results = _sampler(cfg, adapter).decompose(composites, [derive_seed(seed, p.name) for p in images])
         out.mkdir(parents=True, exist_ok=True)
         for path, (logo, obj) in zip(images, results):
             logo.save(out / f"{path.stem}_logo.png")
@@ -140,12 +141,8 @@ def compose(
 ) -> None:
     """Put a logo onto an object: the composite."""
     with user_errors():
-        config = with_overrides(config, sets)
-        from configs import load_config
-
-        cfg = load_config(config)
-        logo_img, object_img = _read_images([logo, object_], cfg.data.panel_size)
-        composite = _sampler(cfg, adapter).compose([logo_img], [object_img], [seed])[0]
+        cfg, (logos, objects) = _config_and_images(config, sets, [logo], [object_])
+        composite = _sampler(cfg, adapter).compose(logos, objects, [seed])[0]
         out.mkdir(parents=True, exist_ok=True)
         composite.save(out / "composite.png")
         typer.echo(f"wrote {out / 'composite.png'}")

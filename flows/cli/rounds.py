@@ -333,8 +333,6 @@ def deploy(
     """Create (or update) a Prefect deployment of the bootstrap flow for a work pool. Needs a
     Prefect server (PREFECT_API_URL); run a worker with `prefect worker start --pool POOL`."""
     with user_errors():
-        import os
-
         from configs import resolve_config_path
 
         if not os.environ.get("PREFECT_API_URL"):

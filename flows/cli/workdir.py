@@ -11,7 +11,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from flows.cli.common import EXIT_FAILED, ConfigOpt, SetOpt, WorkdirOpt, open_config, user_errors, with_overrides
+from flows.cli.common import (
+    EXIT_FAILED, ConfigOpt, SetOpt, WorkdirOpt, open_config, took_over, user_errors, with_overrides,
+)
 
 app = typer.Typer()
 PANEL = "Read and tend a workdir"  # the heading of these commands in `layerboot --help`
@@ -115,10 +117,6 @@ def fsck(
         if len(actions) > 1:
             raise typer.BadParameter(f"give one of {', '.join(actions)} at a time")
         _, store = open_config(config, workdir, must_exist=True)
-
-        def took_over(holder, reason: str) -> None:
-            typer.echo(f"taking over the lock of {holder.describe()}: {reason}", err=True)
-
         if purge:
             batches = checks.purge(store, on_takeover=took_over)
             typer.echo(f"purged {len(batches)} quarantine batch(es)" + "".join(f"\n  {b}" for b in batches))

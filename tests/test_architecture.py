@@ -94,7 +94,7 @@ def test_no_import_circles():
 
 def test_every_module_imports_on_its_own():
     """One interpreter; before each module, every project module is dropped from sys.modules, so
-    each is imported first, as a user's `python -c "import flows.cli_judge"` would."""
+    each is imported first, as a user's `python -c "import flows.cli.judge"` would."""
     script = f"""
 import importlib, sys, traceback
 failed = []

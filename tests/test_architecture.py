@@ -123,3 +123,19 @@ def test_the_checks_catch_what_they_look_for(bad, monkeypatch):
     check = test_no_import_circles if bad == "cycle" else test_imports_only_point_down_and_models_storage_stay_free_of_prefect_and_torch
     with pytest.raises(AssertionError):
         check()
+
+
+def test_every_import_inside_functions_names_something_that_exists():
+    """Imports inside functions (kept there so `--help` stays fast) run only when their command
+    does: a renamed or moved name must fail here, not in a user's hands."""
+    import importlib
+
+    missing = []
+    for m, p in MODULES.items():
+        for node in ast.walk(ast.parse(p.read_text(), str(p))):
+            if isinstance(node, ast.ImportFrom) and node.module.split(".")[0] in PACKAGES:
+                module = importlib.import_module(node.module)
+                for alias in node.names:
+                    if not hasattr(module, alias.name) and f"{node.module}.{alias.name}" not in MODULES:
+                        missing.append(f"{m}:{node.lineno} imports {alias.name} from {node.module}, which has none")
+    assert not missing, missing

@@ -99,29 +99,29 @@ def flux_shaped_backbone(shape: FluxShape = FluxShape(), seed: int = 0, dtype: t
     `shape`'s depth, random weights drawn from `seed`, word-level tokenizers built in memory."""
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
-    from models.iclora.backbone import _assemble
-    from models.iclora.tiny import TINY_WORDS, _clip_tokenizer, _seeded, _t5_tokenizer
+    from models.iclora.backbone import assemble, seeded
+    from models.iclora.tiny import TINY_WORDS, _clip_tokenizer, _t5_tokenizer
 
     tokenizer = _clip_tokenizer(TINY_WORDS, CLIP_L["max_position_embeddings"])
     tokenizer_2 = _t5_tokenizer(TINY_WORDS, shape.t5_max_length)
-    with _seeded(seed, "transformer"):
+    with seeded(seed, "transformer"):
         transformer = FluxTransformer2DModel(**FILL_TRANSFORMER | dict(
             num_layers=shape.double_blocks, num_single_layers=shape.single_blocks))
-    with _seeded(seed, "vae"):
+    with seeded(seed, "vae"):
         vae = AutoencoderKL(**FLUX_VAE)
-    with _seeded(seed, "text_encoder"):
+    with seeded(seed, "text_encoder"):
         text_encoder = CLIPTextModel(CLIPTextConfig(
             vocab_size=len(tokenizer), num_hidden_layers=shape.clip_layers, **CLIP_L,
             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id))
-    with _seeded(seed, "text_encoder_2"):
+    with seeded(seed, "text_encoder_2"):
         text_encoder_2 = T5EncoderModel(T5Config(
             vocab_size=len(tokenizer_2), num_layers=shape.t5_layers, **T5_XXL, dropout_rate=0.0,
             is_encoder_decoder=False, use_cache=False, tie_word_embeddings=False,
             pad_token_id=tokenizer_2.pad_token_id, eos_token_id=tokenizer_2.eos_token_id))
     for m in (transformer, vae, text_encoder, text_encoder_2):
         m.to(dtype)
-    return _assemble(transformer, vae, text_encoder, text_encoder_2, tokenizer, tokenizer_2,
+    return assemble(transformer, vae, text_encoder, text_encoder_2, tokenizer, tokenizer_2,
                      FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, **SCHEDULER), "cpu", dtype)
 
 

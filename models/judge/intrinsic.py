@@ -26,14 +26,12 @@ through the codec 8%).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
 from models.domains.intrinsic import make_triplet
-from models.judge.base import Criterion, Judge, Scored
-from models.judge.measure import _grad, criterion_scores, dilate, gaussian, noise_level, reblur_ratio, to_float
+from models.judge.measure import MeasureJudge, _grad, dilate, gaussian, noise_level, reblur_ratio, to_float
 from storage.hashing import derive_seed
 
 CRITERIA = ("recomposes", "shading_achromatic", "albedo_flat", "shading_smooth", "quality")
@@ -85,20 +83,12 @@ def measure(composite: Image.Image, albedo: Image.Image, shading: Image.Image) -
     }
 
 
-class IntrinsicJudge(Judge):
+class IntrinsicJudge(MeasureJudge):
     """The intrinsic task's embedded judge: `measure` + the criteria above, no model."""
 
     kind = "measure-intrinsic"
-
-    def __init__(self, criteria: Sequence[Criterion], panel_size: int | None = None, batch_size: int = 64):
-        unknown = sorted({c.name for c in criteria} - set(CHECKS))
-        if unknown:
-            raise ValueError(f"the intrinsic judge has no measurement for {unknown}; it knows {list(CHECKS)}")
-        super().__init__(criteria, panel_size, batch_size)
-
-    def score(self, batch, prompts) -> list[Scored]:
-        names = [c.name for c in self.criteria]
-        return [Scored(*criterion_scores(measure(*t), names, CHECKS)) for t in batch]
+    checks = CHECKS
+    measure = staticmethod(measure)
 
 
 # ----------------------------------------------------------------------------- benchmark

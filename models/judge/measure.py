@@ -435,16 +435,19 @@ def criterion_scores(m: dict[str, float], names=MEASURED, checks=CHECKS) -> tupl
 
 
 class MeasureJudge(Judge):
-    """The embedded judge of the tiny profile: `measure` + `criterion_scores`, no model, no GPU."""
+    """The embedded judge of the tiny profile: `measure` + `criterion_scores`, no model, no GPU.
+    Another layer task's measurement judge is this class with its own `checks` and `measure`."""
 
     kind = "measure"
+    checks = CHECKS
+    measure = staticmethod(measure)
 
     def __init__(self, criteria: Sequence[Criterion], panel_size: int | None = None, batch_size: int = 64):
-        unknown = sorted({c.name for c in criteria} - set(MEASURED))
+        unknown = sorted({c.name for c in criteria} - set(self.checks))
         if unknown:
-            raise ValueError(f"the measurement judge has no measurement for {unknown}; it knows {list(MEASURED)}")
+            raise ValueError(f"the measurement judge has no measurement for {unknown}; it knows {list(self.checks)}")
         super().__init__(criteria, panel_size, batch_size)
 
     def score(self, batch, prompts) -> list[Scored]:
         names = [c.name for c in self.criteria]
-        return [Scored(*criterion_scores(measure(c, l, o), names)) for c, l, o in batch]
+        return [Scored(*criterion_scores(self.measure(*t), names, self.checks)) for t in batch]

@@ -81,7 +81,7 @@ def child_encode(work: Path, n: int) -> dict:
     rows = []
     for i in range(n):
         t = make_triplet(9000 + i, SIZE)
-        rows.append(put_triplet(store, composite=t.composite, logo=t.logo, object=t.object, run_id="bench", round=0,
+        rows.append(put_triplet(store, panels=t.panels, run_id="bench", round=0,
                                 source="seed", split="train", prompt=t.prompt, seed=i, created_at=NOW))
     bb = vae_backbone()
     base = rss_mb()
@@ -119,7 +119,7 @@ def child_pool(work: Path, n: int, steps: int, encoded: dict) -> dict:
     shas = [[hashlib.sha256(f"{p}{i}".encode()).hexdigest() for p in "clo"] for i in range(n)]
     rows = [{"triplet_id": f"t{i:06d}", "run_id": "bench", "round": 0, "source": "seed", "split": "train",
              "prompt": f"a product with logo number {i}", "composite_uri": blob_key(c), "composite_sha256": c,
-             "logo_uri": blob_key(l), "logo_sha256": l, "object_uri": blob_key(o), "object_sha256": o,
+             "layer1_uri": blob_key(l), "layer1_sha256": l, "layer2_uri": blob_key(o), "layer2_sha256": o,
              "footprint_uri": None, "footprint_sha256": None, "panel_size": SIZE, "judge_scores": None,
              "judge_reasons": None, "accepted": True, "reject_reason": None, "cycle_scores": None,
              "parent_id": None, "adapter_version": None, "seed": i, "created_at": NOW}

@@ -145,7 +145,8 @@ class BootstrapSection(_Strict):
 
 
 class CriterionConfig(_Strict):
-    name: Literal["logo_clean", "object_clean", "composite_match", "panels_agree", "quality"]
+    # the measurement judge knows its task's criteria by name (models/judge/); a VLM judge asks any
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
     # a yes/no question (the VLM judge asks it; the measurement judge reports it); `{prompt}`,
     # if present, becomes the triplet's own description
     question: str = Field(min_length=1)
@@ -215,8 +216,13 @@ class JudgeSection(_Strict):
         return v
 
 
+DOMAINS = ("logo_object", "intrinsic")  # the layer tasks of models/loop/domain.py
+
+
 class Config(_Strict):
     profile: Literal["tiny", "flux"]
+    # the layer task (models/loop/domain.py): its panels, procedural world, judge and metrics
+    domain: Literal[DOMAINS] = "logo_object"
     run: RunConfig
     data: DataConfig
     model: ModelConfig

@@ -67,9 +67,7 @@ def variant_row(workdir: str) -> dict[str, Any]:
     return {
         "selection_rate": [r["selection_rate"] for r in rounds],
         "pool_size": last.get("train_pool"),
-        "logo_psnr": last.get("eval_logo_psnr"),
-        "object_psnr_footprint": last.get("eval_object_psnr_footprint"),
-        "object_psnr": last.get("eval_object_psnr"),
+        **{k: dict(last.get("eval_metrics") or []).get(k) for k in ("logo_psnr", "object_psnr_footprint", "object_psnr")},
         "rounds": len(rounds),
     }
 

@@ -57,7 +57,7 @@ class Card:
     parent_id: str | None
     children: list[str]
     override: Override | None
-    thumbnail: str  # data: URI of composite | logo | object
+    thumbnail: str  # data: URI of the three panels side by side
 
 
 @dataclass
@@ -88,7 +88,7 @@ def _plain(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def thumbnail(store: Store, row: dict[str, Any], px: int) -> str:
-    """composite | logo | object as one PNG strip, each panel at most px wide, as a data URI."""
+    """The three panels as one PNG strip, each panel at most px wide, as a data URI."""
     panels = [store.read_image(key) for key in panel_uris(row)]
     side = min(px, panels[0].size[0])
     strip = Image.new("RGB", (3 * side, side))
@@ -177,6 +177,34 @@ def _layout(fig, height: int = 340, **kw) -> None:
     fig.update_yaxes(showgrid=True, gridcolor="#eee", zeroline=False)
 
 
+MEASURE_TITLES = {"psnr": "PSNR (dB)", "ssim": "SSIM", "psnr_footprint": "PSNR inside the logo footprint (dB)",
+                  "si_mse": "scale-invariant MSE (lower is better)", "lmse": "LMSE (lower is better)"}
+BASELINE_LABELS = {"baseline": "baseline", "baseline_codec": "baseline through codec"}
+BASELINE_DASH = {"model": None, "baseline": "dash", "baseline_codec": "dot"}
+
+
+def eval_measures(rounds: list[dict[str, Any]]) -> dict[str, list[tuple[str, str, str]]]:
+    """The `eval_metrics` keys of the rounds grouped by measure, in order of appearance:
+    measure -> [(key, panel, who)] with who = model | baseline | baseline_codec, e.g.
+    "baseline_codec_object_psnr_footprint" -> ("psnr_footprint", "object", "baseline_codec")."""
+    out: dict[str, list[tuple[str, str, str]]] = {}
+    for r in rounds:
+        panels = sorted(r["panels"][1:], key=len, reverse=True)  # longest first: no name is another's prefix
+        for key in r["eval_metrics"]:
+            who = next((w for w in ("baseline_codec", "baseline") if key.startswith(f"{w}_")), "model")
+            rest = key.removeprefix(f"{who}_") if who != "model" else key
+            panel = next((p for p in panels if rest.startswith(f"{p}_")), None)
+            if panel is None:
+                continue
+            entry = (key, panel, who)
+            group = out.setdefault(rest[len(panel) + 1:], [])
+            if entry not in group:
+                group.append(entry)
+    for group in out.values():  # the model's lines first, then each baseline
+        group.sort(key=lambda e: list(BASELINE_DASH).index(e[2]))
+    return out
+
+
 def _rounds_with(data: ReportData, column: str) -> list[dict[str, Any]]:
     return [r for r in data.rounds if r[column] is not None and r[column] != {}]
 
@@ -256,19 +284,17 @@ def charts(data: ReportData) -> list[Chart]:
     out.append(Chart("loss", "Training loss per round",
                      f"trailing mean over {LOSS_WINDOW} steps of each round's adapter training (warm-started after round 1)", fig))
 
-    ev = _rounds_with(data, "eval_logo_psnr")
+    ev = _rounds_with(data, "eval_metrics")
     ex = [r["round"] for r in ev]
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("PSNR (dB)", "SSIM"), horizontal_spacing=0.08)
-    for col, label, dash in (("eval_logo_psnr", "logo", None), ("eval_object_psnr", "object", None),
-                             ("eval_object_psnr_footprint", "object in logo footprint", None),
-                             ("baseline_logo_psnr", "baseline: logo", "dash"),
-                             ("baseline_object_psnr_footprint", "baseline: object in footprint", "dash"),
-                             ("baseline_codec_logo_psnr", "baseline through codec: logo", "dot"),
-                             ("baseline_codec_object_psnr_footprint", "baseline through codec: object in footprint", "dot")):
-        fig.add_trace(go.Scatter(x=ex, y=[r[col] for r in ev], mode="lines+markers", name=label,
-                                 line_dash=dash), row=1, col=1)
-    for col, label in (("eval_logo_ssim", "logo SSIM"), ("eval_object_ssim", "object SSIM")):
-        fig.add_trace(go.Scatter(x=ex, y=[r[col] for r in ev], mode="lines+markers", name=label), row=1, col=2)
+    measures = eval_measures(ev)
+    fig = make_subplots(rows=1, cols=max(1, len(measures)), horizontal_spacing=0.06,
+                        subplot_titles=[MEASURE_TITLES.get(m, m.replace("_", " ")) for m in measures] or None)
+    for col, (measure, keys) in enumerate(measures.items(), start=1):
+        for key, panel, who in keys:
+            label = panel if who == "model" else f"{BASELINE_LABELS[who]}: {panel}"
+            fig.add_trace(go.Scatter(x=ex, y=[r["eval_metrics"].get(key) for r in ev], mode="lines+markers",
+                                     name=f"{label} {measure.replace('_', ' ')}", line_dash=BASELINE_DASH[who]),
+                          row=1, col=col)
     _layout(fig)
     fig.update_xaxes(title="round", dtick=1)
     out.append(Chart("eval", "Held-out evaluation per round",
@@ -325,16 +351,19 @@ ROUND_COLUMNS = (  # (column, header, format) of the visible rounds table
     ("round", "round", ""), ("candidates", "candidates", ""), ("accepted", "accepted", ""),
     ("selection_rate", "selection", "%"), ("cycle_added", "cycle added", ""), ("seeds_added", "seeds added", ""),
     ("pool_size", "pool", ""), ("rec_loss", "L_rec", "g"), ("cyc_loss", "L_cyc", "g"),
-    ("eval_logo_psnr", "logo PSNR", ""), ("eval_object_psnr_footprint", "object PSNR (footprint)", ""),
-    ("eval_object_ssim", "object SSIM", "g"),
-)
+)  # then the model's held-out metrics, one column each (the task's own: logo_psnr, albedo_lmse, ...)
 
 
 def _rounds_table(data: ReportData) -> str:
+    measured = [key for group in eval_measures(_rounds_with(data, "eval_metrics")).values()
+                for key, _, who in group if who == "model"]
     head = "".join(f"<th>{_esc(h)}</th>" for _, h, _ in ROUND_COLUMNS)
+    head += "".join(f"<th>{_esc(key.replace('_', ' '))}</th>" for key in measured)
     body = []
     for r in data.rounds:
         cells = "".join(f'<td data-col="{c}">{_esc(_fmt(r[c], f))}</td>' for c, _, f in ROUND_COLUMNS)
+        cells += "".join(f'<td data-col="{key}">{_esc(_fmt((r["eval_metrics"] or {}).get(key), "g"))}</td>'
+                         for key in measured)
         seconds = sum((r["stage_seconds"] or {}).values())
         cells += f'<td data-col="stage_seconds">{seconds:.1f}</td>' if r["stage_seconds"] else '<td data-col="stage_seconds">-</td>'
         adapter = (r["adapter_uri"] or "-").rsplit("/", 2)[-2:]
@@ -362,7 +391,11 @@ def _overrides_table(data: ReportData) -> str:
             f"<tbody>{rows}</tbody></table>")
 
 
-def _card(card: Card, shown: set[str]) -> str:
+def _panel_names(data: ReportData) -> str:
+    return " | ".join(data.rounds[0]["panels"])  # the layer task's, recorded with every round
+
+
+def _card(card: Card, shown: set[str], panels: str) -> str:
     def link(tid: str) -> str:
         return f'<a href="#t-{_esc(tid)}"><code>{_esc(tid[:10])}</code></a>' if tid in shown else f"<code>{_esc(tid[:10])}</code>"
 
@@ -384,7 +417,7 @@ def _card(card: Card, shown: set[str]) -> str:
             f'data-triplet-id="{_esc(card.triplet_id)}" data-round="{card.round}" data-source="{_esc(card.source)}" '
             f'data-accepted="{str(card.accepted).lower()}" data-parent-id="{_esc(card.parent_id or "")}" '
             f'data-override="{card.override.action if card.override else ""}">'
-            f'<img src="{card.thumbnail}" loading="lazy" decoding="async" alt="composite | logo | object"><figcaption>{"".join(parts)}</figcaption></figure>')
+            f'<img src="{card.thumbnail}" loading="lazy" decoding="async" alt="{_esc(panels)}"><figcaption>{"".join(parts)}</figcaption></figure>')
 
 
 def _gallery(data: ReportData) -> str:
@@ -397,7 +430,7 @@ def _gallery(data: ReportData) -> str:
         for kind in ("accepted", "rejected"):
             cards = kinds[kind]
             heading = f"{kind}: showing {len(cards)} of {totals[kind]}"
-            inner = "".join(_card(c, shown) for c in cards) or '<p class="note">none</p>'
+            inner = "".join(_card(c, shown, _panel_names(data)) for c in cards) or '<p class="note">none</p>'
             groups.append(f'<h3 class="note">{heading}</h3><div class="cards" data-kind="{kind}" data-total="{totals[kind]}" '
                           f'data-shown="{len(cards)}">{inner}</div>')
         changed = sum(o.round == r for o in effective.values())
@@ -441,7 +474,7 @@ pool {last["pool_size"]} triplets · generated {data.generated_at:%Y-%m-%d %H:%M
 <p class="note">accept/reject decisions recorded with <code>layerboot override</code>; the latest per triplet is in effect and the next pool build honours it</p>
 {_overrides_table(data)}</section>
 <section id="sec-gallery"><h2>Triplets per round</h2>
-<p class="note">composite | logo | object; accepted and rejected training rows (after overrides), with reject reasons and cycle lineage</p>
+<p class="note">{_esc(_panel_names(data))}; accepted and rejected training rows (after overrides), with reject reasons and cycle lineage</p>
 {_gallery(data)}</section>
 </main></body></html>
 """

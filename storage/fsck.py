@@ -47,7 +47,9 @@ REPAIRABLE = ("orphan_blob", "stray_file", "temp_file", "staging", "torn_round")
 UNREPAIRABLE = ("bad_manifest", "unmarked_round", "metrics_mismatch", "bad_reference", "missing_blob",
                 "corrupt_blob", "missing_adapter", "bad_work_file")
 QUARANTINE = "quarantine"
-_URI_COLUMNS = tuple(f"{p}_uri" for p in (*schema.PANELS, "footprint"))
+_URI_COLUMNS = tuple(f"{p}_uri" for p in schema.IMAGE_COLUMNS)
+# a stray Parquet file may be of any schema version: every name an image column ever had
+_ANY_URI_COLUMNS = _URI_COLUMNS + tuple(f"{p}_uri" for p in schema.V1_PANEL_NAMES[1:])
 _SKIP = (".prefect", QUARANTINE)  # ephemeral Prefect state (SQLite); what repair set aside: not judged
 
 
@@ -162,8 +164,8 @@ def remark(store: Store, r: int, on_takeover: Callable[[Holder, str], None] | No
         data = store.loc.read_bytes(posixpath.join(store.round_dir(r), name))
         if sha256_hex(data) != row["manifest_sha256"]:
             raise FsckError(f"round {r}: manifest {name} does not hash to the manifest_sha256 rounds.parquet records")
-        table = pq.read_table(io.BytesIO(data)).cast(schema.MANIFEST_SCHEMA)
-        digest = content_digest(table)
+        stored, table = schema.load_manifest(data)
+        digest = content_digest(stored)
         if digest != row["content_digest"] or name != f"part-{digest[:16]}.parquet":
             raise FsckError(f"round {r}: the content of manifest {name} does not match rounds.parquet")
         figures = derived_figures(table)
@@ -174,7 +176,7 @@ def remark(store: Store, r: int, on_takeover: Callable[[Holder, str], None] | No
         marker = {k: v for k, v in row.items()}
         marker["committed_at"] = row["committed_at"].isoformat()
         for k, v in marker.items():
-            if isinstance(v, list):  # Arrow maps come back as (key, value) pairs
+            if isinstance(v, list) and all(isinstance(x, tuple) for x in v):  # Arrow maps: (key, value) pairs
                 marker[k] = dict(v)
         marker |= {"file": name, "schema_version": schema.SCHEMA_VERSION}
         store.loc.write_atomic(posixpath.join(store.round_dir(r), MARKER), json.dumps(marker, indent=1).encode())
@@ -196,7 +198,7 @@ def _manifest_refs(loc, path: str) -> set[str]:
     """Blob keys a Parquet file with manifest columns references (raises when unreadable)."""
     table = pq.read_table(io.BytesIO(loc.read_bytes(path)))
     keys: set[str] = set()
-    for col in _URI_COLUMNS:
+    for col in _ANY_URI_COLUMNS:
         if col in table.column_names:
             keys.update(k for k in table.column(col).to_pylist() if k)
     return keys

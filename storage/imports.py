@@ -1,7 +1,7 @@
 """Importing a user's own triplets from a folder, validated in full before anything is written.
 
-Layout: one sub-folder per triplet holding `composite`, `logo` and `object` images
-(.png/.jpg/.jpeg/.webp) and optionally `prompt.txt`:
+Layout: one sub-folder per triplet holding one image per panel, named by the layer task's panel
+names (.png/.jpg/.jpeg/.webp), and optionally `prompt.txt`; for the logo/object task:
 
     my_triplets/mug-01/composite.png  logo.png  object.png  prompt.txt
 """
@@ -16,7 +16,6 @@ from PIL import Image
 
 from storage.hashing import sha256_hex
 from storage.images import ImageError, decode_image, encode_png
-from storage.schema import PANELS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 MAX_FILE_BYTES = 64 * 2**20
@@ -37,14 +36,14 @@ class ImportFailed(ValueError):
 @dataclass(frozen=True)
 class ImportedTriplet:
     name: str
-    composite: Image.Image
-    logo: Image.Image
-    object: Image.Image
+    panels: tuple[Image.Image, ...]  # in the order of the panel names read
     prompt: str
 
 
-def read_triplet_dir(directory: str | os.PathLike[str], panel_size: int) -> list[ImportedTriplet]:
-    """Read and validate every triplet under `directory`; raise ImportFailed naming every bad file."""
+def read_triplet_dir(directory: str | os.PathLike[str], panel_size: int,
+                     panel_names: tuple[str, ...]) -> list[ImportedTriplet]:
+    """Read and validate every triplet under `directory` (one `<panel name>.png` per panel);
+    raise ImportFailed naming every bad file."""
     root = Path(directory)
     if not root.is_dir():
         raise ImportFailed(root, [f"{root}: not a directory"])
@@ -53,13 +52,13 @@ def read_triplet_dir(directory: str | os.PathLike[str], panel_size: int) -> list
     triplets: list[ImportedTriplet] = []
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:
-        problems.append(f"{root}: no triplet folders (expected <name>/composite.png, logo.png, object.png)")
+        problems.append(f"{root}: no triplet folders (expected <name>/{'.png, '.join(panel_names)}.png)")
     for folder in folders:
         if not folder.resolve().is_relative_to(real_root):  # a symlinked folder: its files live elsewhere
             problems.append(f"{folder}: points outside the import folder ({folder.resolve()})")
             continue
         panels, prompt = {}, folder.name.replace("_", " ").replace("-", " ")
-        for panel in PANELS:
+        for panel in panel_names:
             candidates = [folder / f"{panel}{s}" for s in IMAGE_SUFFIXES if (folder / f"{panel}{s}").exists()]
             if len(candidates) != 1:
                 problems.append(f"{folder}/{panel}.*: expected exactly one image, found {len(candidates)}")
@@ -76,14 +75,14 @@ def read_triplet_dir(directory: str | os.PathLike[str], panel_size: int) -> list
                 problems.append(str(e))
             except UnicodeDecodeError as e:
                 problems.append(f"{prompt_file}: not UTF-8 text ({e.reason} at byte {e.start})")
-        if len(panels) == len(PANELS):
-            triplets.append(ImportedTriplet(folder.name, panels["composite"], panels["logo"], panels["object"], prompt))
+        if len(panels) == len(panel_names):
+            triplets.append(ImportedTriplet(folder.name, tuple(panels[p] for p in panel_names), prompt))
     seen: dict[tuple[str, ...], str] = {}  # the same three panels twice would be one triplet id twice
     for t in triplets:
-        content = tuple(sha256_hex(encode_png(getattr(t, p))) for p in PANELS)
+        content = tuple(sha256_hex(encode_png(p)) for p in t.panels)
         if content in seen:
-            problems.append(f"{root / t.name}: the same triplet as {root / seen[content]} (identical composite, "
-                            "logo and object images)")
+            problems.append(f"{root / t.name}: the same triplet as {root / seen[content]} (identical "
+                            f"{', '.join(panel_names[:-1])} and {panel_names[-1]} images)")
         else:
             seen[content] = t.name
     if problems:

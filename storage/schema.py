@@ -1,61 +1,77 @@
 """The one place that owns the on-disk schemas: round manifests and the rounds-metrics table.
 
 Bump SCHEMA_VERSION whenever a column changes; it is written into every Parquet file's metadata
-and every commit marker, so readers can tell which layout they are looking at.
+and every commit marker, so readers can tell which layout they are looking at, and `upgrade_*`
+turns an older layout into today's (workdirs written by schema 1 stay readable).
+
+Storage knows no layer task: a triplet's panels are the columns `composite`, `layer1`, `layer2`
+(grid order, left to right); the task's own names for them (e.g. composite, logo, object) travel
+beside the rows, in the Parquet metadata (PANEL_NAMES_KEY) and in rounds.parquet's `panels`.
+
+Versions: 1 (the logo/object task only: `logo_*`, `object_*` columns, one eval_*/baseline_* column
+per metric); 2 (generic layer columns, panel names recorded, eval metrics as one map).
 """
 
 from __future__ import annotations
 
+import io
+import json
+import re
 from typing import Any, Iterable
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from storage.blobs import blob_keys
 from storage.hashing import SHA256_PATTERN
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA_VERSION_KEY = b"layerboot.schema_version"
+PANEL_NAMES_KEY = b"layerboot.panels"  # JSON list: the layer task's names of PANELS, in order
 
 SOURCES = ("seed", "user", "generated", "cycle")
 SPLITS = ("train", "test")
-PANELS = ("composite", "logo", "object")  # a triplet's panels, composite first: the grid's order, left to right
+PANELS = ("composite", "layer1", "layer2")  # a triplet's panel columns, composite first: the grid's order
+IMAGE_COLUMNS = (*PANELS, "footprint")  # every column pair `<name>_uri` + `<name>_sha256`
+V1_PANEL_NAMES = ("composite", "logo", "object")  # schema 1 stored the one task it had under its own names
 
 _scores = pa.map_(pa.string(), pa.float64())  # criterion -> score in [0, 1]
 _reasons = pa.map_(pa.string(), pa.string())  # criterion -> short reason
 
 # One row per triplet. Image columns hold blob keys relative to the workdir
 # (`blobs/ab/ab...png`) plus the sha256 the blob must hash to.
-MANIFEST_SCHEMA = pa.schema(
-    [
-        pa.field("triplet_id", pa.string(), nullable=False),  # stable hash of content + lineage
-        pa.field("run_id", pa.string(), nullable=False),
-        pa.field("round", pa.int32(), nullable=False),
-        pa.field("source", pa.string(), nullable=False),  # one of SOURCES
-        pa.field("split", pa.string(), nullable=False),  # one of SPLITS
-        pa.field("prompt", pa.string(), nullable=False),
-        pa.field("composite_uri", pa.string(), nullable=False),
-        pa.field("composite_sha256", pa.string(), nullable=False),
-        pa.field("logo_uri", pa.string(), nullable=False),
-        pa.field("logo_sha256", pa.string(), nullable=False),
-        pa.field("object_uri", pa.string(), nullable=False),
-        pa.field("object_sha256", pa.string(), nullable=False),
-        # where the logo changes the composite; known for synthetic triplets, used by evaluation
-        pa.field("footprint_uri", pa.string()),
-        pa.field("footprint_sha256", pa.string()),
-        pa.field("panel_size", pa.int32(), nullable=False),
-        pa.field("judge_scores", _scores),
-        pa.field("judge_reasons", _reasons),
-        pa.field("accepted", pa.bool_(), nullable=False),
-        pa.field("reject_reason", pa.string()),
-        pa.field("cycle_scores", _scores),
-        pa.field("parent_id", pa.string()),  # the triplet a cycle triplet was made from
-        pa.field("adapter_version", pa.string()),  # adapter that produced the row (null for seeds)
-        pa.field("seed", pa.int64(), nullable=False),
-        pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
-    ],
-    metadata={SCHEMA_VERSION_KEY: str(SCHEMA_VERSION).encode()},
-)
+def _manifest_schema(panels: tuple[str, ...], version: int) -> pa.Schema:
+    images = [pa.field(f"{p}_{kind}", pa.string(), nullable=False) for p in panels for kind in ("uri", "sha256")]
+    return pa.schema(
+        [
+            pa.field("triplet_id", pa.string(), nullable=False),  # stable hash of content + lineage
+            pa.field("run_id", pa.string(), nullable=False),
+            pa.field("round", pa.int32(), nullable=False),
+            pa.field("source", pa.string(), nullable=False),  # one of SOURCES
+            pa.field("split", pa.string(), nullable=False),  # one of SPLITS
+            pa.field("prompt", pa.string(), nullable=False),
+            *images,
+            # where a layer changes the composite (the logo's); known for synthetic triplets, used by evaluation
+            pa.field("footprint_uri", pa.string()),
+            pa.field("footprint_sha256", pa.string()),
+            pa.field("panel_size", pa.int32(), nullable=False),
+            pa.field("judge_scores", _scores),
+            pa.field("judge_reasons", _reasons),
+            pa.field("accepted", pa.bool_(), nullable=False),
+            pa.field("reject_reason", pa.string()),
+            pa.field("cycle_scores", _scores),
+            pa.field("parent_id", pa.string()),  # the triplet a cycle triplet was made from
+            pa.field("adapter_version", pa.string()),  # adapter that produced the row (null for seeds)
+            pa.field("seed", pa.int64(), nullable=False),
+            pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        ],
+        metadata={SCHEMA_VERSION_KEY: str(version).encode()},
+    )
+
+
+MANIFEST_SCHEMA = _manifest_schema(PANELS, SCHEMA_VERSION)
+MANIFEST_SCHEMA_V1 = _manifest_schema(V1_PANEL_NAMES, 1)
 
 # One row per committed round: the dashboard contract. The first block is derived from the
 # manifest at commit time; the second is what the orchestrator measured (ROUND_EXTRA_FIELDS).
@@ -64,6 +80,7 @@ ROUNDS_SCHEMA = pa.schema(
         pa.field("round", pa.int32(), nullable=False),
         pa.field("run_id", pa.string(), nullable=False),
         pa.field("committed_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("panels", pa.list_(pa.string()), nullable=False),  # the layer task's names of PANELS
         pa.field("rows", pa.int64(), nullable=False),
         pa.field("candidates", pa.int64(), nullable=False),  # generated triplets judged
         pa.field("accepted", pa.int64(), nullable=False),  # generated triplets accepted
@@ -82,16 +99,10 @@ ROUNDS_SCHEMA = pa.schema(
         pa.field("rec_loss", pa.float64()),  # L_rec at the end of the round's training
         pa.field("cyc_loss", pa.float64()),  # L_cyc at the end of the round's training
         pa.field("rec_loss_by_task", _scores),  # task -> L_rec over the training's last 200 steps
-        pa.field("eval_logo_psnr", pa.float64()),
-        pa.field("eval_logo_ssim", pa.float64()),
-        pa.field("eval_object_psnr", pa.float64()),
-        pa.field("eval_object_ssim", pa.float64()),
-        pa.field("eval_object_psnr_footprint", pa.float64()),
-        pa.field("baseline_logo_psnr", pa.float64()),
-        pa.field("baseline_object_psnr_footprint", pa.float64()),
-        # the trivial baseline through the codec: what a perfect model's decodes are compared with
-        pa.field("baseline_codec_logo_psnr", pa.float64()),
-        pa.field("baseline_codec_object_psnr_footprint", pa.float64()),
+        # held-out metric -> value: the model's as `<panel>_<metric>` (e.g. logo_psnr), the trivial
+        # baseline's as `baseline_<panel>_<metric>`, and the baseline through the codec (what a
+        # perfect model's decodes are compared with) as `baseline_codec_<panel>_<metric>`
+        pa.field("eval_metrics", _scores),
         pa.field("judge_thresholds", _scores),  # criterion -> threshold the round's judge used
         pa.field("stage_seconds", _scores),  # stage -> wall seconds
     ],
@@ -147,7 +158,7 @@ def validate(table: pa.Table, schema: pa.Schema = MANIFEST_SCHEMA) -> None:
 def check_uris(table: pa.Table) -> None:
     """Image columns hold exactly the blob key of their sha256: never a path of their own choosing
     (`../`, `/etc/...`, another bucket), so a manifest can only ever point inside blobs/."""
-    for panel in (*PANELS, "footprint"):
+    for panel in IMAGE_COLUMNS:
         uris, shas = table.column(f"{panel}_uri"), table.column(f"{panel}_sha256")
         ok = pc.and_(pc.match_substring_regex(shas, SHA256_PATTERN), pc.equal(uris, blob_keys(shas)))
         both_null = pc.and_(pc.is_null(uris), pc.is_null(shas))
@@ -156,6 +167,71 @@ def check_uris(table: pa.Table) -> None:
             i = pc.index(bad, True).as_py()
             raise SchemaError(f"triplet {table['triplet_id'][i]}: column '{panel}_uri' is {uris[i].as_py()!r}, not the "
                               f"blob key of its {panel}_sha256 {shas[i].as_py()!r}")
+
+
+def check_panel_names(names: Any) -> tuple[str, ...]:
+    """A layer task's names of the three panels: distinct lower-case words, composite first."""
+    names = tuple(names)
+    if (len(names) != len(PANELS) or len(set(names)) != len(names) or names[0] != "composite"
+            or not all(isinstance(n, str) and re.fullmatch(r"[a-z][a-z0-9_]{0,31}", n) for n in names)):
+        raise SchemaError(f"panel names must be three distinct lower-case words, 'composite' first; got {list(names)}")
+    return names
+
+
+def with_panel_names(table: pa.Table, names: Any) -> pa.Table:
+    """The table with its task's panel names (and the schema version) in its metadata."""
+    meta = {SCHEMA_VERSION_KEY: str(SCHEMA_VERSION).encode(),
+            PANEL_NAMES_KEY: json.dumps(list(check_panel_names(names))).encode()}
+    return table.replace_schema_metadata(meta)
+
+
+def panel_names_of(schema: pa.Schema) -> tuple[str, ...] | None:
+    value = (schema.metadata or {}).get(PANEL_NAMES_KEY)
+    return tuple(json.loads(value)) if value is not None else None
+
+
+def load_manifest(data: bytes) -> tuple[pa.Table, pa.Table]:
+    """A manifest file's rows twice: as stored (cast to the schema of the version that wrote it,
+    which is what its content digest was computed over) and in today's layout with its panel
+    names in the metadata. Raises SchemaError for a file newer than this code or not a manifest."""
+    raw = pq.read_table(io.BytesIO(data))
+    version = schema_version_of(raw.schema) or 1
+    if version == SCHEMA_VERSION:
+        names = panel_names_of(raw.schema)
+        stored = with_panel_names(raw.cast(MANIFEST_SCHEMA), names if names is not None else PANELS)
+        return stored, stored
+    if version == 1:
+        stored = raw.cast(MANIFEST_SCHEMA_V1)
+        renamed = stored.rename_columns([_v1_column(n) for n in stored.column_names])
+        return stored, with_panel_names(renamed.cast(MANIFEST_SCHEMA), V1_PANEL_NAMES)
+    raise SchemaError(f"written by schema version {version}; this layerboot reads versions 1 to {SCHEMA_VERSION} "
+                      "(upgrade layerboot)")
+
+
+def _v1_column(name: str) -> str:
+    for new, old in zip(PANELS, V1_PANEL_NAMES):
+        if name.startswith(f"{old}_"):
+            return new + name[len(old):]
+    return name
+
+
+def upgrade_round(row: dict[str, Any], version: int | None) -> dict[str, Any]:
+    """A commit marker or rounds.parquet row of an older schema in today's layout."""
+    if (version or 1) >= SCHEMA_VERSION:
+        return row
+    row = dict(row)
+    metrics = {k.removeprefix("eval_"): row.pop(k) for k in list(row) if k.startswith(("eval_", "baseline_"))}
+    row["eval_metrics"] = {k: v for k, v in metrics.items() if v is not None} or None
+    row["panels"] = list(V1_PANEL_NAMES)
+    return row
+
+
+def upgrade_rounds_table(table: pa.Table) -> pa.Table:
+    """rounds.parquet as read from disk, in today's layout (rebuilt row by row when older)."""
+    version = schema_version_of(table.schema)
+    if (version or 1) >= SCHEMA_VERSION:
+        return table.cast(ROUNDS_SCHEMA)
+    return to_table([upgrade_round(row, version) for row in table.to_pylist()], ROUNDS_SCHEMA)
 
 
 def panel_uris(row: dict[str, Any]) -> tuple[str, ...]:

@@ -27,7 +27,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -158,7 +158,8 @@ class Store:
         it names not published yet: an object-store commit that stopped half-way). A marker that
         is not JSON, or whose `file` is not a plain part-file name inside the round's folder, is
         refused (DamagedRound): readers never follow it elsewhere. Only its shape is checked
-        here; `verify_round` checks it against the manifest."""
+        here; `verify_round` checks it against the manifest. An older schema's marker is returned
+        in today's layout (schema.upgrade_round)."""
         path = posixpath.join(self.round_dir(r), MARKER)
         if not self.loc.exists(path):
             return None
@@ -167,7 +168,9 @@ class Store:
         if not isinstance(name, str) or not PART_NAME.match(name):
             raise DamagedRound(f"round {r} is damaged: its commit marker names {name!r}, not a part file "
                                "inside the round's folder; run `layerboot fsck`")
-        return marker if self.loc.exists(posixpath.join(self.round_dir(r), name)) else None
+        if not self.loc.exists(posixpath.join(self.round_dir(r), name)):
+            return None
+        return schema.upgrade_round(marker, marker.get("schema_version"))
 
     def round_files(self, r: int) -> list[str]:
         """Names of the files in round r's folder."""
@@ -234,7 +237,7 @@ class Store:
         if sha != marker.get("manifest_sha256"):
             raise damaged(f"manifest {name} does not match its commit marker")
         try:
-            table = pq.read_table(io.BytesIO(data)).cast(schema.MANIFEST_SCHEMA)
+            stored, table = schema.load_manifest(data)  # table: today's layout; stored: as digested
         except (pa.ArrowException, ValueError) as e:
             raise damaged(f"manifest {name} cannot be read ({e})") from None
         if (r, sha) not in self._verified:
@@ -242,7 +245,7 @@ class Store:
                 raise damaged(f"its marker says round {marker.get('round')!r}")
             if table.num_rows != marker.get("rows"):
                 raise damaged(f"its marker says {marker.get('rows')!r} rows, manifest {name} holds {table.num_rows}")
-            digest = content_digest(table)
+            digest = content_digest(stored)
             if digest != marker.get("content_digest") or name != f"part-{digest[:16]}.parquet":
                 raise damaged(f"the content of manifest {name} does not match its commit marker")
             figures = derived_figures(table)
@@ -300,15 +303,17 @@ class Store:
 
     # ---- committing -----------------------------------------------------------------------
     def commit_round(
-        self, r: int, table: pa.Table, adapter_dir: str | None = None, metrics: dict[str, Any] | None = None
+        self, r: int, table: pa.Table, adapter_dir: str | None = None, metrics: dict[str, Any] | None = None,
+        panels: Sequence[str] = schema.PANELS,
     ) -> CommitInfo:
         """Commit round r all at once: adapter and manifest first, the marker last. `metrics` are
-        the orchestrator's measurements (schema.ROUND_EXTRA_FIELDS), kept in the marker.
+        the orchestrator's measurements (schema.ROUND_EXTRA_FIELDS), kept in the marker; `panels`
+        the layer task's names of the three panel columns (recorded; one task per workdir).
 
         Re-committing identical content is a no-op; different content for a committed round,
-        a gap in the round sequence, or rows pointing at missing blobs are refused.
+        a gap in the round sequence, another task's panels or rows pointing at missing blobs are refused.
         """
-        table = table.cast(schema.MANIFEST_SCHEMA)
+        table = schema.with_panel_names(table.cast(schema.MANIFEST_SCHEMA), panels)
         schema.validate(table)
         carried = set(pc.unique(table["round"]).to_pylist())
         if table.num_rows and carried != {r}:
@@ -328,6 +333,9 @@ class Store:
         missing = [q for q in range(r) if self.marker(q) is None]
         if missing:
             raise StoreError(f"cannot commit round {r}: round(s) {missing} are not committed yet")
+        if r > 0 and (first := self.marker(0)["panels"]) != list(panels):
+            raise StoreError(f"round {r}: panels {list(panels)}, but this workdir holds a task with panels {first} "
+                             "(one layer task per workdir)")
         self._check_blobs(table)
         unknown = set(metrics or {}) - set(schema.ROUND_EXTRA_FIELDS)
         if unknown:
@@ -367,7 +375,7 @@ class Store:
                     self.loc.remove_tree(path)
 
     def _check_blobs(self, table: pa.Table) -> None:
-        for panel in (*schema.PANELS, "footprint"):  # schema.validate made sure each key is its sha's
+        for panel in schema.IMAGE_COLUMNS:  # schema.validate made sure each key is its sha's
             for key in pc.unique(table[f"{panel}_uri"].drop_null()).to_pylist():  # rows may share a blob
                 if not self.blobs.exists(key):
                     raise StoreError(f"{panel}_uri {key} points at a missing blob")
@@ -391,6 +399,7 @@ class Store:
             "round": r,
             "run_id": figures["run_id"],
             "committed_at": now_utc().isoformat(),
+            "panels": list(schema.panel_names_of(table.schema)),
             **{k: figures[k] for k in ("rows", "candidates", "accepted", "selection_rate", "cycle_added",
                                        "seeds_added", "test_rows")},
             "pool_size": previous_pool + train_accepted,
@@ -425,7 +434,7 @@ class Store:
         if not self.loc.exists(path):
             return None
         try:
-            return pq.read_table(io.BytesIO(self.loc.read_bytes(path))).cast(schema.ROUNDS_SCHEMA)
+            return schema.upgrade_rounds_table(pq.read_table(io.BytesIO(self.loc.read_bytes(path))))
         except (pa.ArrowException, ValueError) as e:
             raise StoreError(f"{self.loc.uri(path)}: cannot be read ({e})") from None
 

@@ -64,8 +64,7 @@ class RoundWork:
         self.store.loc.write_atomic(self.shard_path(stage, shard), buf.getvalue())
 
     def read_shard(self, stage: str, shard: int) -> pa.Table:
-        data = self.store.loc.read_bytes(self.shard_path(stage, shard))
-        return pq.read_table(io.BytesIO(data)).cast(schema.MANIFEST_SCHEMA)
+        return schema.load_manifest(self.store.loc.read_bytes(self.shard_path(stage, shard)))[1]
 
     def read_stage(self, stage: str, shards: list[int]) -> pa.Table:
         """All rows of a stage, in shard order; every listed shard must be finished."""

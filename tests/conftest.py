@@ -97,9 +97,7 @@ def make_row(store: Store, r: int, i: int, source: str = "seed", split: str = "t
     """A real row with real blobs; colours derived from (round, index) so every row is distinct."""
     return put_triplet(
         store,
-        composite=solid((r * 40 % 256, i * 7 % 256, 1)),
-        logo=solid((r * 40 % 256, i * 7 % 256, 2)),
-        object=solid((r * 40 % 256, i * 7 % 256, 3)),
+        panels=[solid((r * 40 % 256, i * 7 % 256, k)) for k in (1, 2, 3)],
         run_id="micro",
         round=r,
         source=source,

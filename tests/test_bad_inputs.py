@@ -333,7 +333,7 @@ CONFIG_CASES: dict[str, tuple[str | None, str]] = {
     "threshold-above-one": (_patched(judge__criteria=[CRITERION | {"threshold": 1.5}]),
                             "judge.criteria.0.threshold: Input should be less than or equal to 1 (got 1.5)"),
     "unknown-profile-in-yaml": (_patched(profile="sdxl"), "profile: Input should be 'tiny' or 'flux' (got 'sdxl')"),
-    "unknown-profile-name": (None, "config file not found (nor a profile: flux, tiny)"),
+    "unknown-profile-name": (None, "config file not found (nor a profile: flux, intrinsic_tiny, tiny)"),
     "config-is-a-directory": (None, "cannot read config (Is a directory)"),
     "yaml-duplicate-key": (_DUPLICATED, f"duplicate key 'n_seeds' (lines {_DUP_LINES[0]} and {_DUP_LINES[1]})"),
     "yaml-not-utf8": (None, f"not UTF-8 text (invalid continuation byte at byte {_LATIN1_AT}, line "
@@ -383,13 +383,13 @@ def test_bad_rounds_option(value: str, config_path: Path, workdir: Path):
                          ids=["uri-dotdot", "uri-absolute", "uri-other-bucket", "uri-dotdot-inside-blobs"])
 def test_manifest_row_with_a_foreign_uri_is_refused(uri: str, workdir: Path):
     store = Store(str(workdir))
-    row = make_row(store, 1, 0, source="generated") | {"logo_uri": uri}
+    row = make_row(store, 1, 0, source="generated") | {"layer1_uri": uri}
     before = snapshot(workdir)
     with pytest.raises(SchemaError) as err:
         store.commit_round(1, schema.to_table([row]))
     msg = str(err.value)
-    assert "\n" not in msg and msg == (f"triplet {row['triplet_id']}: column 'logo_uri' is {uri!r}, not the blob "
-                                       f"key of its logo_sha256 {row['logo_sha256']!r}")
+    assert "\n" not in msg and msg == (f"triplet {row['triplet_id']}: column 'layer1_uri' is {uri!r}, not the blob "
+                                       f"key of its layer1_sha256 {row['layer1_sha256']!r}")
     assert snapshot(workdir) == before and store.committed_rounds() == [0]
 
 
@@ -411,15 +411,15 @@ def test_hand_edited_manifest_pointing_outside_is_a_one_line_error(uri: str, con
 def test_damaged_blob_is_a_one_line_error(case: str, config_path: Path, workdir: Path):
     store = Store(str(workdir))
     row = [r for r in store.read_round(0).to_pylist() if r["split"] == "train"][0]
-    path = workdir / row["logo_uri"]
+    path = workdir / row["layer1_uri"]
     if case == "blob-corrupt":
         data = bytearray(path.read_bytes())
         data[50] ^= 0x01
         path.write_bytes(bytes(data))
-        expect = f"error: corrupt blob {row['logo_uri']}: content hashes to "
+        expect = f"error: corrupt blob {row['layer1_uri']}: content hashes to "
     else:
         path.unlink()
-        expect = f"error: missing blob {row['logo_uri']}"
+        expect = f"error: missing blob {row['layer1_uri']}"
     before = snapshot(workdir)
     res = runner.invoke(app, ["review", "--round", "0", "-c", str(config_path), "-w", str(workdir),
                               "--out", str(workdir.parent / "sheet.png")])
@@ -523,7 +523,7 @@ def test_unusual_but_valid_images_are_converted_on_import(case: str, config_path
     assert res.exit_code == 0, res.output
     store = Store(str(work))
     (row,) = store.read_round(0).to_pylist()
-    logo = store.read_image(row["logo_uri"], size=SIZE)
+    logo = store.read_image(row["layer1_uri"], size=SIZE)
     assert logo.mode == "RGB" and logo.getpixel((5, 5)) == pytest.approx(expected, abs=2)
 
 
@@ -800,7 +800,7 @@ def test_exif_orientation_is_applied_on_import(config_path: Path, tmp_path: Path
     assert res.exit_code == 0, res.output
     store = Store(str(work))
     (row,) = store.read_round(0).to_pylist()
-    logo = store.read_image(row["logo_uri"], size=SIZE)
+    logo = store.read_image(row["layer1_uri"], size=SIZE)
     assert logo.getpixel((5, 2)) == (255, 0, 0) and logo.getpixel((5, SIZE - 3)) == (0, 0, 255)  # top red, bottom blue
 
 

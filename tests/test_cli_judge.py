@@ -49,7 +49,7 @@ def workdir(tmp_path: Path) -> tuple[str, Store, dict]:
     store = Store(wd)
     common = dict(run_id="judgetest", split="train", created_at=T0)
     seeds = [make_triplet(100 + i, 64) for i in range(2)]
-    store.commit_round(0, to_table([put_triplet(store, composite=t.composite, logo=t.logo, object=t.object,
+    store.commit_round(0, to_table([put_triplet(store, panels=t.panels,
                                                 round=0, source="seed", prompt=t.prompt, seed=100 + i, **common)
                                     for i, t in enumerate(seeds)]))
     ts = [make_triplet(200 + i, 64) for i in range(5)]
@@ -59,10 +59,10 @@ def workdir(tmp_path: Path) -> tuple[str, Store, dict]:
     panels[2] = (ts[2].composite, ts[2].logo, Image.fromarray(ghost, "RGB"))
     c, _, o = panels[3]
     panels[3] = (c, Image.new("RGB", (64, 64), (255, 255, 255)), o)
-    rows = [put_triplet(store, composite=c, logo=l, object=o, round=1, source="generated", prompt=t.prompt,
-                        seed=200 + i, accepted=False, **common) for i, (t, (c, l, o)) in enumerate(zip(ts, panels))]
+    rows = [put_triplet(store, panels=p, round=1, source="generated", prompt=t.prompt,
+                        seed=200 + i, accepted=False, **common) for i, (t, p) in enumerate(zip(ts, panels))]
     store.commit_round(1, to_table(rows))
-    broken = Path(wd) / rows[4]["object_uri"]
+    broken = Path(wd) / rows[4]["layer2_uri"]
     broken.write_bytes(b"not a png")
     return wd, store, {"rows": rows}
 

@@ -78,3 +78,16 @@ def test_set_overrides_apply_before_validation_and_travel_as_a_content_named_fil
 def test_bad_set_overrides_name_the_key(item, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config("tiny", [item])
+
+
+def test_the_config_names_every_layer_task_and_only_those():
+    from configs.schema import DOMAINS as NAMED
+    from models.loop.domain import DOMAINS, domain_of
+
+    assert set(NAMED) == set(DOMAINS)
+    assert domain_of(load_config("configs/tiny.yaml")).panels == ("composite", "logo", "object")
+    intrinsic = load_config("configs/intrinsic_tiny.yaml")
+    assert domain_of(intrinsic).panels == ("composite", "albedo", "shading")
+    assert [c.name for c in intrinsic.judge.criteria] == list(domain_of(intrinsic).judge.checks)
+    with pytest.raises(ConfigError, match="domain"):
+        load_config("configs/tiny.yaml", ["domain=foreground"])

@@ -52,7 +52,7 @@ def damaged(store: Store):
     """A store with one of every problem. Returns what the test needs to know about it."""
     rows = [make_row(store, 0, i) for i in range(3)]
     commit(store, 0, rows)
-    missing, corrupt = rows[0]["logo_uri"], rows[1]["object_uri"]
+    missing, corrupt = rows[0]["layer1_uri"], rows[1]["layer2_uri"]
     store.loc.fs.rm_file(store.loc.join(missing))
     data = bytearray(store.loc.read_bytes(store.loc.join(corrupt)))
     data[40] ^= 0xFF
@@ -72,7 +72,7 @@ def damaged(store: Store):
     work_row = make_row(store, 1, 0, source="generated")
     RoundWork(store, 1).write_shard("generate", 0, schema.to_table([work_row]))
     return dict(missing=missing, corrupt=corrupt, orphan=orphan, stray=stray, temp=temp, staging=staging, torn=torn,
-                kept=[work_row[f"{p}_uri"] for p in ("composite", "logo", "object")], rows=rows)
+                kept=[work_row[f"{p}_uri"] for p in ("composite", "layer1", "layer2")], rows=rows)
 
 
 def test_every_problem_is_found_by_name(store: Store):
@@ -84,7 +84,7 @@ def test_every_problem_is_found_by_name(store: Store):
     }
     by_kind = {f.kind: f for f in report.findings}
     tid0 = d["rows"][0]["triplet_id"]
-    assert by_kind["missing_blob"].detail == f"referenced by round 0, triplet {tid0}, logo_uri"
+    assert by_kind["missing_blob"].detail == f"referenced by round 0, triplet {tid0}, layer1_uri"
     assert by_kind["corrupt_blob"].detail.startswith("hashes to ")
     assert report.kept_for_work == 3 and report.rounds == [0] and report.rows == 3
     assert [f.kind for f in report.unrepaired if not f.repairable] == ["missing_blob", "corrupt_blob"]
@@ -106,7 +106,7 @@ def test_repair_moves_to_quarantine_only_what_nothing_references(store: Store):
     assert sorted(i["path"] for i in record["items"]) == moved and record["command"] == "layerboot fsck --repair"
     assert {i["kind"] for i in record["items"]} == {"orphan_blob", "stray_file", "temp_file", "staging", "torn_round"}
     assert {k: v for k, v in after.items() if k.startswith("manifests/round=00")} == manifests_before
-    referenced = {r[f"{p}_uri"] for r in d["rows"] for p in ("composite", "logo", "object")} - {d["missing"]}
+    referenced = {r[f"{p}_uri"] for r in d["rows"] for p in ("composite", "layer1", "layer2")} - {d["missing"]}
     assert referenced | set(d["kept"]) <= set(after)  # every referenced blob is still there, corrupt one too
     assert not store.loc.exists(store.loc.join("locks/run.lock"))
     again = fsck(store)
@@ -204,16 +204,16 @@ def test_a_manifest_row_pointing_outside_blobs_is_a_bad_reference(tmp_path: Path
     store = Store(str(tmp_path / "w"))
     commit(store, 0, [make_row(store, 0, i) for i in range(2)])
     rows = sorted(store.read_round(0).to_pylist(), key=lambda r: r["triplet_id"])
-    dropped = {rows[0]["logo_uri"], rows[1]["object_uri"]}
-    rows[0]["logo_uri"], rows[1]["object_uri"] = "../../etc/passwd", "/etc/passwd"
+    dropped = {rows[0]["layer1_uri"], rows[1]["layer2_uri"]}
+    rows[0]["layer1_uri"], rows[1]["layer2_uri"] = "../../etc/passwd", "/etc/passwd"
     rewrite_manifest(store, 0, rows)
     report = fsck(store)
     bad = sorted(f.detail for f in report.findings if f.kind == "bad_reference")
     assert bad == sorted([
-        f"round 0, triplet {rows[0]['triplet_id']}, logo_uri: '../../etc/passwd' is not the blob key of sha256 "
-        f"{rows[0]['logo_sha256']!r}",
-        f"round 0, triplet {rows[1]['triplet_id']}, object_uri: '/etc/passwd' is not the blob key of sha256 "
-        f"{rows[1]['object_sha256']!r}",
+        f"round 0, triplet {rows[0]['triplet_id']}, layer1_uri: '../../etc/passwd' is not the blob key of sha256 "
+        f"{rows[0]['layer1_sha256']!r}",
+        f"round 0, triplet {rows[1]['triplet_id']}, layer2_uri: '/etc/passwd' is not the blob key of sha256 "
+        f"{rows[1]['layer2_sha256']!r}",
     ])
     assert {f.path for f in report.findings if f.kind == "orphan_blob"} == dropped  # what those rows pointed at
 
@@ -290,7 +290,7 @@ def test_cli_exit_codes_json_and_the_lock(tmp_path: Path):
     res = runner.invoke(app, args + ["--purge"])
     assert res.exit_code == 0 and "purged 1 quarantine batch(es)" in res.stdout and not (work / "quarantine").exists()
 
-    store.loc.fs.rm_file(store.loc.join(store.read_round(0).to_pylist()[0]["logo_uri"]))
+    store.loc.fs.rm_file(store.loc.join(store.read_round(0).to_pylist()[0]["layer1_uri"]))
     res = runner.invoke(app, args + ["--repair"])
     assert res.exit_code == 1 and "1 cannot be repaired here" in res.stdout
 

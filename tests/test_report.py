@@ -157,7 +157,7 @@ def test_report_in_headless_chromium(two_rounds, tmp_path: Path):
             assert counts["scores"]["bartraces"] == counts["scores"]["data"] == 2 * 5  # rounds x criteria
             cyc_rounds = sum(any(e["lambda"] > 0 for e in log) for log in logs.values())
             assert counts["loss"]["scatter"] == 2 + cyc_rounds
-            assert (counts["eval"]["scatter"], counts["eval"]["markers"]) == (9, 18)  # 5 measured + 4 baselines (raw, through codec)
+            assert (counts["eval"]["scatter"], counts["eval"]["markers"]) == (15, 30)  # 5 measured, x3: model + 2 baselines
             assert (counts["stages"]["bartraces"], counts["stages"]["bars"]) == (5, 10)
             for name, c in counts.items():
                 assert c["declared"] == c["data"], name
@@ -173,8 +173,8 @@ def test_report_in_headless_chromium(two_rounds, tmp_path: Path):
                 cells: Object.fromEntries([...tr.querySelectorAll('td')].map(td => [td.dataset.col, td.textContent]))}))""")
             assert len(shown) == len(parquet) == 3
             for row, want in zip(shown, parquet):
-                want = {k: (v.isoformat() if hasattr(v, "isoformat") else dict(v) if isinstance(v, list) else v)
-                        for k, v in want.items()}
+                want = {k: (v.isoformat() if hasattr(v, "isoformat") else v if k == "panels"
+                            else dict(v) if isinstance(v, list) else v) for k, v in want.items()}
                 assert row["values"] == want
                 cells = row["cells"]
                 assert cells["round"] == str(want["round"]) and cells["candidates"] == str(want["candidates"])
@@ -187,8 +187,11 @@ def test_report_in_headless_chromium(two_rounds, tmp_path: Path):
             assert plotted["selection"][0]["x"] == [1, 2]
             assert plotted["counts"][0]["y"] == [r["accepted"] for r in judged]
             assert plotted["counts"][1]["y"] == [r["candidates"] - r["accepted"] for r in judged]
-            assert plotted["eval"][0]["y"] == [r["eval_logo_psnr"] for r in judged]
-            assert plotted["eval"][2]["y"] == [r["eval_object_psnr_footprint"] for r in judged]
+            lines = {t["name"]: t["y"] for t in plotted["eval"]}
+            for name, key in (("logo psnr", "logo_psnr"), ("object psnr footprint", "object_psnr_footprint"),
+                              ("baseline through codec: object psnr footprint", "baseline_codec_object_psnr_footprint")):
+                assert lines[name] == [dict(r["eval_metrics"])[key] for r in judged], name
+            assert cells["logo_psnr"] == f'{dict(parquet[-1]["eval_metrics"])["logo_psnr"]:.4g}'
             assert {t["name"]: t["y"] for t in plotted["stages"]} == {
                 s: [dict(r["stage_seconds"])[s] for r in judged] for s in ROUND_STAGES}
 

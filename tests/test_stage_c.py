@@ -50,7 +50,7 @@ def test_procedural_composites_without_layers_are_cycled(micro_config_path: Path
         assert row["source"] == "cycle" and row["round"] == 1 and row["cycle_scores"]
         # the composite is the procedural one; its layers are the model's, never the generator's
         assert store.read_image(row["composite_uri"]).tobytes() == make_triplet(seed, 32).composite.tobytes()
-        assert row["object_sha256"] != store.put_image(make_triplet(seed, 32).object)[1]
+        assert row["layer2_sha256"] != store.put_image(make_triplet(seed, 32).object)[1]
         assert row["accepted"] or row["reject_reason"]
 
 

@@ -68,7 +68,7 @@ def test_schema_roundtrip_through_parquet(store: Store):
     pq.write_table(table, buf)
     back = pq.read_table(io.BytesIO(buf.getvalue()))
     assert back.equals(table)
-    assert schema.schema_version_of(back.schema) == schema.SCHEMA_VERSION == 1
+    assert schema.schema_version_of(back.schema) == schema.SCHEMA_VERSION == 2
     assert back["judge_scores"][0].as_py() == [("clean_logo", 0.9)]
 
 
@@ -78,7 +78,7 @@ def test_schema_roundtrip_through_parquet(store: Store):
         ({"bogus": 1}, r"unknown column\(s\) \['bogus'\]"),
         ({"source": "scraped"}, "column 'source' has value"),
         ({"split": "val"}, "column 'split' has value"),
-        ({"logo_sha256": "xyz"}, "malformed sha256"),
+        ({"layer1_sha256": "xyz"}, "malformed sha256"),
         ({"prompt": None}, "column 'prompt' is required"),
         ({"round": "one"}, "do not fit the schema"),
     ],
@@ -152,7 +152,7 @@ def test_commit_refuses_gaps_missing_blobs_and_wrong_round(store: Store):
     with pytest.raises(StoreError, match=r"round\(s\) \[0\] are not committed"):
         commit(store, 1, [make_row(store, 1, 0)])
     row = make_row(store, 0, 0)
-    store.loc.fs.rm(store.blobs.path(row["logo_uri"]))
+    store.loc.fs.rm(store.blobs.path(row["layer1_uri"]))
     with pytest.raises(StoreError, match="points at a missing blob"):
         commit(store, 0, [row])
     with pytest.raises(StoreError, match=r"rows carry round\(s\) \[3\]"):

@@ -114,17 +114,18 @@ def test_metrics_pin_known_values(triplets):
 
 def test_evaluate_reports_model_baseline_and_codec(micro_config, triplets):
     _, _, ts = triplets
-    test = [dict(composite=t.composite, logo=t.logo, object=t.object, footprint=t.footprint) for t in ts[:2]]
+    test = [dict(panels=t.panels, footprint=t.footprint) for t in ts[:2]]
     sampler = Sampler(load_base(micro_config), micro_config)
     from models.iclora.lora import add_lora
+    from models.loop.domain import DOMAINS
 
     add_lora(sampler.backbone.transformer, 4, 4)
-    result = evaluate_decomposition(sampler, test, [0, 1])
+    result = evaluate_decomposition(sampler, test, [0, 1], DOMAINS["logo_object"])
     assert set(result) == {"n", "model", "baseline", "baseline_codec", "codec"} and result["n"] == 2
-    truth = [t["logo"] for t in test], [t["object"] for t in test], [t["footprint"] for t in test]
-    assert result["baseline"] == layer_metrics([blank(S)] * 2, [t["composite"] for t in test], *truth)
+    truth = [t.logo for t in ts[:2]], [t.object for t in ts[:2]], [t.footprint for t in ts[:2]]
+    assert result["baseline"] == layer_metrics([blank(S)] * 2, [t.composite for t in ts[:2]], *truth)
     # like for like: the baseline's panels through the same codec as the model's
-    coded = codec_roundtrip(sampler.backbone, [(t["composite"], blank(S), t["composite"]) for t in test])
+    coded = codec_roundtrip(sampler.backbone, [(t.composite, blank(S), t.composite) for t in ts[:2]])
     assert result["baseline_codec"] == layer_metrics([c[1] for c in coded], [c[2] for c in coded], *truth)
 
 

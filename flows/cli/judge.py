@@ -117,11 +117,12 @@ def score(
 
         from models.loop.bootstrap import pass_rates, rescore_rows
         from models.judge import build_judge
+        from models.loop.domain import domain_of
 
         cfg, store = open_config(config, workdir)
         committed = store.read_round(round)
         thresholds = _read_thresholds(calibration_uri(cfg, store)) if calibrated else None
-        judge = build_judge(cfg, thresholds=thresholds)
+        judge = build_judge(cfg, thresholds=thresholds, measure_judge=domain_of(cfg).judge)
         rescored = rescore_rows(judge, store, committed)
         buf = io.BytesIO()
         pq.write_table(rescored, buf, compression="zstd")

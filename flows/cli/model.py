@@ -84,6 +84,7 @@ def evaluate(
     with user_errors():
         config = with_overrides(config, sets)
         from models.loop.dataio import read_triplets
+        from models.loop.domain import domain_of
         from models.loop.evaluate import decomposition_sheet, evaluate_decomposition
         from storage.hashing import derive_seed
 
@@ -94,7 +95,7 @@ def evaluate(
         sampler = _sampler(cfg, adapter)
         predicted: list = []
         seeds = [derive_seed(cfg.run.seed, "eval", t["triplet_id"]) for t in test]
-        result = evaluate_decomposition(sampler, test, seeds, predicted)
+        result = evaluate_decomposition(sampler, test, seeds, domain_of(cfg), predicted)
         if figure:
             figure.parent.mkdir(parents=True, exist_ok=True)
             decomposition_sheet(test, predicted).save(figure)
@@ -111,35 +112,38 @@ def evaluate(
 def decompose(
     images: Annotated[list[Path], typer.Argument(help="Composite images (panel_size square).")],
     adapter: Annotated[Path, typer.Option("--adapter", help="Adapter folder.")],
-    out: Annotated[Path, typer.Option("--out", help="Folder for <name>_logo.png and <name>_object.png.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for <name>_<layer>.png, one per layer "
+                                      "(<name>_logo.png and <name>_object.png for the logo task).")],
     config: ConfigOpt = "configs/tiny.yaml",
     sets: SetOpt = None,
     seed: Annotated[int, typer.Option("--seed", help="Sampling seed.")] = 0,
 ) -> None:
-    """Split composites into a flat logo and the plain object."""
+    """Split composites into their two layers (a flat logo and the plain object)."""
     with user_errors():
+        from models.loop.domain import domain_of
         from storage.hashing import derive_seed
 
         cfg, (composites,) = _config_and_images(config, sets, images)
         results = _sampler(cfg, adapter).decompose(composites, [derive_seed(seed, p.name) for p in images])
         out.mkdir(parents=True, exist_ok=True)
-        for path, (logo, obj) in zip(images, results):
-            logo.save(out / f"{path.stem}_logo.png")
-            obj.save(out / f"{path.stem}_object.png")
+        names = domain_of(cfg).panels[1:]
+        for path, layers in zip(images, results):
+            for name, layer in zip(names, layers):
+                layer.save(out / f"{path.stem}_{name}.png")
         typer.echo(f"wrote {2 * len(results)} images to {out}")
 
 
 @app.command(rich_help_panel=PANEL)
 def compose(
-    logo: Annotated[Path, typer.Option("--logo", help="Flat logo image.")],
-    object_: Annotated[Path, typer.Option("--object", help="Plain object image.")],
+    logo: Annotated[Path, typer.Option("--layer1", "--logo", help="First layer (the flat logo; the albedo).")],
+    object_: Annotated[Path, typer.Option("--layer2", "--object", help="Second layer (the plain object; the shading).")],
     adapter: Annotated[Path, typer.Option("--adapter", help="Adapter folder.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for composite.png.")],
     config: ConfigOpt = "configs/tiny.yaml",
     sets: SetOpt = None,
     seed: Annotated[int, typer.Option("--seed", help="Sampling seed.")] = 0,
 ) -> None:
-    """Put a logo onto an object: the composite."""
+    """Compose two layers (a logo onto an object): the composite."""
     with user_errors():
         cfg, (logos, objects) = _config_and_images(config, sets, [logo], [object_])
         composite = _sampler(cfg, adapter).compose(logos, objects, [seed])[0]

@@ -35,7 +35,8 @@ def seed(
     n_test: Annotated[Optional[int], typer.Option("--n-test", min=0, max=100_000,
                                                   help="Held-out test triplets (default: data.n_test).")] = None,
     from_dir: Annotated[
-        Optional[Path], typer.Option("--from-dir", help="Import your own triplets: DIR/<name>/{composite,logo,object}.png")
+        Optional[Path], typer.Option("--from-dir", help="Import your own triplets: DIR/<name>/<panel>.png, one per panel of the config's layer task "
+                     "(logo_object: composite, logo, object)")
     ] = None,
 ) -> None:
     """Write round 0: seed triplets (procedural, or imported with --from-dir) and the held-out test split."""

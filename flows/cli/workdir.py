@@ -171,7 +171,7 @@ def review(
     n: Annotated[int, typer.Option("--n", min=1, help="Triplets on the sheet.")] = 16,
     split: Annotated[str, typer.Option("--split", help="train or test.")] = "train",
 ) -> None:
-    """Write a contact sheet (composite | logo | object) of a round's accepted triplets (after overrides)."""
+    """Write a contact sheet (the three panels side by side) of a round's accepted triplets (after overrides)."""
     with user_errors():
         from models.loop.viz import contact_sheet
         from storage.images import encode_png

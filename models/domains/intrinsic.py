@@ -51,6 +51,11 @@ class IntrinsicTriplet:
     shading: Image.Image  # RGB with R = G = B: the light falling on the scene
     prompt: str  # e.g. "a red disc and a blue box on a beige ground, lit from the upper left"
     params: dict  # the sampled parameters (JSON-serialisable)
+    footprint = None  # the logo task's "where the layer changes the composite" has no analogue here
+
+    @property
+    def panels(self) -> tuple[Image.Image, Image.Image, Image.Image]:
+        return self.composite, self.albedo, self.shading
 
 
 def _pick(rng, seq):

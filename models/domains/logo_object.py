@@ -28,6 +28,8 @@ from PIL import Image
 
 from models.domains import check_size
 
+PANELS = ("composite", "logo", "object")  # this task's names of the grid's panels, left to right
+
 
 @dataclass(frozen=True)
 class Triplet:
@@ -37,6 +39,10 @@ class Triplet:
     footprint: Image.Image  # mode "L", 255 where the logo changes the composite, 0 elsewhere
     prompt: str             # short English description, e.g. "a red mug with a blue star emblem"
     params: dict            # the sampled parameters (JSON-serialisable: str/int/float/bool/lists)
+
+    @property
+    def panels(self) -> tuple[Image.Image, Image.Image, Image.Image]:
+        return self.composite, self.logo, self.object
 
 
 # ----------------------------------------------------------------------------- vocabulary

@@ -115,9 +115,9 @@ def triplet_key(panels: Panels) -> str:
     return h.hexdigest()
 
 
-def blob_triplet_key(composite_sha256: str, logo_sha256: str, object_sha256: str) -> str:
+def blob_triplet_key(composite_sha256: str, layer1_sha256: str, layer2_sha256: str) -> str:
     """Content key of a stored triplet: its grid spans three blobs, in panel order."""
-    return hashlib.sha256(f"blobs:{composite_sha256}:{logo_sha256}:{object_sha256}".encode()).hexdigest()
+    return hashlib.sha256(f"blobs:{composite_sha256}:{layer1_sha256}:{layer2_sha256}".encode()).hexdigest()
 
 
 class LatentCache:

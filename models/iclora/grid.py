@@ -1,5 +1,6 @@
-"""The in-context grid: three square panels side by side, `composite | logo | object`, and the
-masks that tell FLUX.1-Fill which panels to generate for each task.
+"""The in-context grid: three square panels side by side, `composite | layer 1 | layer 2` (for the
+logo task `composite | logo | object`), and the masks that tell FLUX.1-Fill which panels to
+generate for each task. The grid knows panels by position; their names belong to the layer task.
 
 Conventions follow FluxFillPipeline: pixel tensors are in [-1, 1], the mask is 1 where the model
 generates and 0 where it keeps (the pipeline feeds `image * (1 - mask)`), and packed latent tokens
@@ -13,20 +14,19 @@ from enum import Enum
 import torch
 from PIL import Image
 
-from storage.schema import PANELS  # left to right
-
+PANEL_NAMES = ("composite", "layer 1", "layer 2")  # left to right, for messages
 
 
 class Task(str, Enum):
-    DECOMPOSE = "decompose"  # keep composite, generate logo + object
-    COMPOSE = "compose"  # keep logo + object, generate composite
+    DECOMPOSE = "decompose"  # keep composite, generate both layers
+    COMPOSE = "compose"  # keep both layers, generate composite
     GENERATE = "generate"  # generate all three panels from text
 
 
-GENERATED_PANELS: dict[Task, tuple[str, ...]] = {
-    Task.DECOMPOSE: ("logo", "object"),
-    Task.COMPOSE: ("composite",),
-    Task.GENERATE: PANELS,
+GENERATED_PANELS: dict[Task, tuple[int, ...]] = {  # panel indices, left to right
+    Task.DECOMPOSE: (1, 2),
+    Task.COMPOSE: (0,),
+    Task.GENERATE: (0, 1, 2),
 }
 
 
@@ -41,11 +41,11 @@ def check_panel_size(panel_size: int, vae_scale: int = 8) -> None:
 # -----------------------------------------------------------------------------
 # PIL grids
 
-def build_grid(composite: Image.Image, logo: Image.Image, object: Image.Image) -> Image.Image:
+def build_grid(composite: Image.Image, layer1: Image.Image, layer2: Image.Image) -> Image.Image:
     """Three s x s panels -> one RGB image of 3s x s."""
-    panels = (composite, logo, object)
+    panels = (composite, layer1, layer2)
     s = composite.size[0]
-    for name, p in zip(PANELS, panels):
+    for name, p in zip(PANEL_NAMES, panels):
         if p.size != (s, s):
             raise ValueError(f"{name} panel is {p.size[0]}x{p.size[1]}, expected {s}x{s} (square, same size)")
     grid = Image.new("RGB", (3 * s, s))
@@ -55,7 +55,7 @@ def build_grid(composite: Image.Image, logo: Image.Image, object: Image.Image) -
 
 
 def split_grid(grid: Image.Image) -> tuple[Image.Image, Image.Image, Image.Image]:
-    """One 3s x s grid -> (composite, logo, object), each s x s RGB."""
+    """One 3s x s grid -> (composite, layer 1, layer 2), each s x s RGB."""
     w, s = grid.size
     if w != 3 * s:
         raise ValueError(f"grid is {w}x{s}, expected width = 3 x height")
@@ -76,14 +76,14 @@ def _pil_to_tensor(img: Image.Image) -> torch.Tensor:
 
 
 def grid_tensor(images: list[tuple[Image.Image, Image.Image, Image.Image]]) -> torch.Tensor:
-    """A batch of (composite, logo, object) PIL triplets -> [B, 3, s, 3s] in [-1, 1]."""
+    """A batch of (composite, layer 1, layer 2) PIL triplets -> [B, 3, s, 3s] in [-1, 1]."""
     if not images:
         raise ValueError("no triplets given")
     return torch.stack([_pil_to_tensor(build_grid(*t)) for t in images])
 
 
 def split_grid_tensor(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """[B, C, s, 3s] -> (composite, logo, object), each [B, C, s, s] (views, no copy)."""
+    """[B, C, s, 3s] -> (composite, layer 1, layer 2), each [B, C, s, s] (views, no copy)."""
     s, w = x.shape[-2:]
     if w != 3 * s:
         raise ValueError(f"grid tensor is {w}x{s}, expected width = 3 x height")
@@ -113,8 +113,7 @@ def task_mask(task: Task | str, panel_size: int) -> torch.Tensor:
     task = Task(task)
     s = panel_size
     mask = torch.zeros(1, 1, s, 3 * s)
-    for name in GENERATED_PANELS[task]:
-        i = PANELS.index(name)
+    for i in GENERATED_PANELS[task]:
         mask[..., i * s : (i + 1) * s] = 1.0
     return mask
 

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from configs import Config
 from models.iclora.backbone import Backbone
 from models.iclora.fill import decode_latents, encode_prompts, fill_condition, latent_image_ids, unpack
-from models.iclora.grid import GENERATED_PANELS, PANELS, Task, grid_tensor, split_grid_tensor, task_mask, to_pil
+from models.iclora.grid import GENERATED_PANELS, Task, grid_tensor, split_grid_tensor, task_mask, to_pil
 from models.iclora.objective import Conditioning, FlowMatching
 from models.iclora.train import task_prompts
 
@@ -113,7 +113,7 @@ class Sampler:
             made = split_grid_tensor(decode_latents(bb, unpack(x0, s, 3 * s, bb.vae_scale)).float().cpu())
             made_pil = [to_pil(p) for p in made]  # three lists of B images
             for j, given in enumerate(chunk):
-                out.append(tuple(made_pil[k][j] if PANELS[k] in GENERATED_PANELS[task] else given[k] for k in range(3)))
+                out.append(tuple(made_pil[k][j] if k in GENERATED_PANELS[task] else given[k] for k in range(3)))
         return out
 
     @torch.no_grad()
@@ -133,11 +133,13 @@ class Sampler:
     def decompose(self, composites: Sequence[Image.Image], seeds: Sequence[int], descriptions=None) -> list[tuple[Image.Image, Image.Image]]:
         s = composites[0].size[0]
         res = self.run(Task.DECOMPOSE, [(c, blank(s), blank(s)) for c in composites], descriptions or [""] * len(composites), seeds)
-        return [(logo, obj) for _, logo, obj in res]
+        return [(a, b) for _, a, b in res]
 
-    def compose(self, logos: Sequence[Image.Image], objects: Sequence[Image.Image], seeds: Sequence[int], descriptions=None) -> list[Image.Image]:
-        s = logos[0].size[0]
-        res = self.run(Task.COMPOSE, [(blank(s), l, o) for l, o in zip(logos, objects)], descriptions or [""] * len(logos), seeds)
+    def compose(self, layers1: Sequence[Image.Image], layers2: Sequence[Image.Image], seeds: Sequence[int],
+                descriptions=None) -> list[Image.Image]:
+        s = layers1[0].size[0]
+        res = self.run(Task.COMPOSE, [(blank(s), a, b) for a, b in zip(layers1, layers2)],
+                       descriptions or [""] * len(layers1), seeds)
         return [c for c, _, _ in res]
 
     def generate(self, descriptions: Sequence[str], seeds: Sequence[int], size: int) -> list[Panels]:

@@ -9,14 +9,16 @@ from models.judge.base import Criterion, Judge, Judgement, Scored, criteria_of, 
 from models.judge.measure import MeasureJudge
 
 
-def build_judge(config, thresholds: dict[str, float] | None = None, panel_size: int | None = None) -> Judge:
+def build_judge(config, thresholds: dict[str, float] | None = None, panel_size: int | None = None,
+                measure_judge: type[MeasureJudge] = MeasureJudge) -> Judge:
     """The judge a config asks for (`judge.kind`), optionally with some thresholds replaced and for
-    another panel size than `data.panel_size`."""
+    another panel size than `data.panel_size`; `measure_judge` is the layer task's measurement
+    judge (models/loop/domain.py)."""
     section = config.judge
     criteria = criteria_of(section)
     size = panel_size or config.data.panel_size
     if section.kind == "measure":
-        judge: Judge = MeasureJudge(criteria, panel_size=size)
+        judge: Judge = measure_judge(criteria, panel_size=size)
     else:
         from models.judge.qwen import QwenVLJudge  # transformers: imported only when asked for
 

@@ -21,8 +21,8 @@ from typing import Sequence, Union
 
 from PIL import Image
 
+from models.domains import logo_object
 from storage.images import ImageError, decode_image
-from storage.schema import PANELS
 
 Panel = Union[Image.Image, bytes]
 MAX_REASON_CHARS = 200  # reasons go into every manifest row: keep them short
@@ -93,6 +93,7 @@ class Judge(ABC):
     fault isolation and the accept rule, identically for every backend."""
 
     kind: str = "judge"
+    panels: tuple[str, ...] = logo_object.PANELS  # the layer task's panel names, for messages
 
     def __init__(self, criteria: Sequence[Criterion], panel_size: int | None = None, batch_size: int = 8):
         if not criteria:
@@ -153,9 +154,9 @@ class Judge(ABC):
 
     def _validate(self, t) -> tuple[Image.Image, Image.Image, Image.Image]:
         if not isinstance(t, (tuple, list)) or len(t) != 3:
-            raise ImageError("expected three panels (composite, logo, object)")
+            raise ImageError(f"expected three panels ({', '.join(self.panels)})")
         imgs = []
-        for name, p in zip(PANELS, t):
+        for name, p in zip(self.panels, t):
             if isinstance(p, (bytes, bytearray)):
                 p = decode_image(bytes(p), f"{name} panel", size=self.panel_size)
             elif not isinstance(p, Image.Image):
@@ -165,7 +166,7 @@ class Judge(ABC):
             imgs.append(p)
         sizes = {im.size for im in imgs}
         want = (self.panel_size, self.panel_size) if self.panel_size else imgs[0].size
-        for name, im in zip(PANELS, imgs):
+        for name, im in zip(self.panels, imgs):
             if im.size != want or want[0] != want[1]:
                 raise ImageError(f"{name} panel: {im.size[0]}x{im.size[1]} px, expected {want[0]}x{want[0]}"
                                  + ("" if len(sizes) == 1 else " (panels differ in size)"))

@@ -31,9 +31,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageFilter
 
-from models.domains.logo_object import Triplet, make_triplet
+from models.domains.logo_object import PANELS, Triplet, make_triplet
 from storage.hashing import derive_seed
-from storage.schema import PANELS
 
 CRITERIA = ("logo_clean", "object_clean", "composite_match", "panels_agree", "quality")
 KINDS = ("residue", "missing", "mismatch", "wrong_logo", "unclean_logo", "blur", "noise", "colour_shift", "blank")

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from models.domains.intrinsic import make_triplet
+from models.domains.intrinsic import PANELS, make_triplet
 from models.judge.measure import MeasureJudge, _grad, dilate, gaussian, noise_level, reblur_ratio, to_float
 from storage.hashing import derive_seed
 
@@ -87,6 +87,7 @@ class IntrinsicJudge(MeasureJudge):
     """The intrinsic task's embedded judge: `measure` + the criteria above, no model."""
 
     kind = "measure-intrinsic"
+    panels = PANELS
     checks = CHECKS
     measure = staticmethod(measure)
 

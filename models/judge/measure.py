@@ -32,8 +32,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from models.domains.logo_object import PANELS
 from models.judge.base import Criterion, Judge, Scored
-from storage.schema import PANELS
 
 ANALYSIS_MAX = 128
 LN9 = math.log(9.0)

@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from configs import Config
 from models.loop.dataio import read_triplets
+from models.loop.domain import domain_of
 from models.iclora.codec import psnr
 from models.loop.evaluate import to_unit_tensor
 from models.iclora.sample import Sampler
@@ -52,10 +53,8 @@ def prompt_bank(config: Config) -> list[str] | None:
 
 
 def candidate_prompt(config: Config, bank: list[str] | None, round: int, index: int) -> tuple[str, int]:
-    from models.domains.logo_object import describe
-
     seed = derive_seed(config.run.seed, "candidate", round, index)
-    return (bank[seed % len(bank)] if bank else describe(seed)), seed
+    return (bank[seed % len(bank)] if bank else domain_of(config).describe(seed)), seed
 
 
 def generate_rows(sampler: Sampler, store: Store, config: Config, round: int, shard: Shard, adapter_version: str) -> pa.Table:
@@ -65,10 +64,10 @@ def generate_rows(sampler: Sampler, store: Store, config: Config, round: int, sh
     panels = sampler.generate([p for p, _ in specs], [s for _, s in specs], config.data.panel_size)
     created = now_utc()
     rows = [
-        put_triplet(store, composite=c, logo=l, object=o, run_id=config.run_id, round=round, source="generated",
+        put_triplet(store, panels=triplet, run_id=config.run_id, round=round, source="generated",
                     split="train", prompt=prompt, seed=seed, created_at=created, accepted=False,
                     adapter_version=adapter_version)
-        for (c, l, o), (prompt, seed) in zip(panels, specs)
+        for triplet, (prompt, seed) in zip(panels, specs)
     ]
     return schema.to_table(rows)
 
@@ -83,7 +82,7 @@ def judge_rows(judge, store: Store, table: pa.Table) -> pa.Table:
         except Exception as e:  # a bad blob rejects its row, never the shard
             row.update(accepted=False, reject_reason=f"unreadable: {e}", judge_scores=None, judge_reasons=None)
             continue
-        triplets.append((item["composite"], item["logo"], item["object"]))
+        triplets.append(item["panels"])
         prompts.append(item["prompt"])
         readable.append(row)
     for row, verdict in zip(readable, judge.judge(triplets, prompts) if triplets else []):
@@ -112,7 +111,7 @@ def pass_rates(rows: list[dict], thresholds: dict[str, float]) -> dict[str, floa
 
 def cycle_parents(store: Store, table: pa.Table) -> list[dict]:
     """Accepted candidates as cycle parents: their composite, prompt and id."""
-    return [{"composite": t["composite"], "prompt": t["prompt"], "parent_id": t["triplet_id"]}
+    return [{"composite": t["panels"][0], "prompt": t["prompt"], "parent_id": t["triplet_id"]}
             for t in read_triplets(store, table)]
 
 
@@ -130,12 +129,10 @@ def unlabeled_for_round(config: Config, store: Store, round: int) -> list[dict]:
         return []
     listed = read_unlabeled(store)
     if not listed:
-        from models.domains.logo_object import make_triplet
-
-        out = []
+        make, out = domain_of(config).make, []
         for i in range(k):
             seed = derive_seed(config.run.seed, "unlabeled", round, i)
-            t = make_triplet(seed, size)
+            t = make(seed, size)
             out.append({"composite": t.composite, "prompt": t.prompt, "parent_id": f"unlabeled:procedural:{seed}"})
         return out
     kept = set(store.pool(round - 1)["parent_id"].drop_null().to_pylist())
@@ -166,7 +163,7 @@ def cycle_rows(sampler: Sampler, judge, store: Store, config: Config, round: int
     again = sampler.compose([a for a, _ in layers], [b for _, b in layers], seeds)
     verdicts = judge.judge([(c, a, b) for c, (a, b) in zip(composites, layers)], [t["prompt"] for t in parents])
     created, rows = now_utc(), []
-    for item, (logo, obj), recomposed, verdict, seed in zip(parents, layers, again, verdicts, seeds):
+    for item, (layer1, layer2), recomposed, verdict, seed in zip(parents, layers, again, verdicts, seeds):
         agreement = psnr(to_unit_tensor([recomposed]), to_unit_tensor([item["composite"]]))
         consistent = agreement >= config.bootstrap.cycle_min_psnr
         accepted = consistent and verdict.accepted
@@ -175,7 +172,7 @@ def cycle_rows(sampler: Sampler, judge, store: Store, config: Config, round: int
         else:
             reason = verdict.reject_reason  # None when accepted
         rows.append(put_triplet(
-            store, composite=item["composite"], logo=logo, object=obj, run_id=config.run_id, round=round,
+            store, panels=(item["composite"], layer1, layer2), run_id=config.run_id, round=round,
             source="cycle", split="train", prompt=item["prompt"], seed=seed, created_at=created,
             accepted=accepted, parent_id=item["parent_id"], adapter_version=adapter_version,
             judge_scores=verdict.scores, judge_reasons=verdict.reasons, reject_reason=reason,

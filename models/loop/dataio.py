@@ -12,36 +12,35 @@ from storage.store import Store
 
 
 def read_triplets(store: Store, table: pa.Table, footprint: bool = False) -> list[dict[str, Any]]:
-    """Rows -> dicts with PIL `composite`, `logo`, `object` (and `footprint`, mode L), plus
-    `prompt`, `triplet_id` and `seed`."""
+    """Rows -> dicts with `panels`, the three PIL panels in grid order (composite first), plus
+    `prompt`, `triplet_id` and `seed` (and with `footprint`, the footprint image, mode L, or None
+    for a task without one)."""
     out = []
     for row in table.to_pylist():
-        item = {p: store.read_image(key, size=row["panel_size"]) for p, key in zip(PANELS, panel_uris(row))}
+        item = {"panels": tuple(store.read_image(key, size=row["panel_size"]) for key in panel_uris(row))}
         if footprint:
-            if row["footprint_uri"] is None:
-                raise ValueError(f"triplet {row['triplet_id']} has no footprint (only synthetic test rows do)")
-            item["footprint"] = store.read_image(row["footprint_uri"], size=row["panel_size"], mode="L")
+            uri = row["footprint_uri"]
+            item["footprint"] = None if uri is None else store.read_image(uri, size=row["panel_size"], mode="L")
         out.append(item | {k: row[k] for k in ("prompt", "triplet_id", "seed")})
     return out
 
 
 class PoolTriplets(Sequence):
-    """Manifest rows as a lazy sequence of (composite, logo, object) PIL panels: item i is read
+    """Manifest rows as a lazy sequence of PIL panel triplets (grid order): item i is read
     (and hash-checked) from the store when indexed, never kept. `prompts`, `triplet_ids` and
     `keys` (content keys from the rows' blob sha256s, for the latent cache) come from the table."""
 
     def __init__(self, store: Store, table: pa.Table):
         from models.iclora.encoded import blob_triplet_key
 
-        cols = table.select(["composite_uri", "logo_uri", "object_uri", "composite_sha256", "logo_sha256",
-                             "object_sha256", "panel_size", "prompt", "triplet_id"]).to_pydict()
+        cols = table.select([f"{p}_{kind}" for kind in ("uri", "sha256") for p in PANELS]
+                            + ["panel_size", "prompt", "triplet_id"]).to_pydict()
         self.store = store
-        self.uris = list(zip(cols["composite_uri"], cols["logo_uri"], cols["object_uri"]))
+        self.uris = list(zip(*(cols[f"{p}_uri"] for p in PANELS)))
         self.sizes = cols["panel_size"]
         self.prompts = cols["prompt"]
         self.triplet_ids = cols["triplet_id"]
-        self.keys = [blob_triplet_key(c, l, o) for c, l, o in
-                     zip(cols["composite_sha256"], cols["logo_sha256"], cols["object_sha256"])]
+        self.keys = [blob_triplet_key(*shas) for shas in zip(*(cols[f"{p}_sha256"] for p in PANELS))]
 
     def __len__(self) -> int:
         return len(self.uris)

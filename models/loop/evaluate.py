@@ -1,9 +1,10 @@
 """Decomposition quality on the held-out test split, beside the trivial baseline and the codec.
 
-For each test composite the adapter predicts (logo, object); we report per-layer PSNR and SSIM
-against ground truth, and the object's PSNR inside the logo footprint, where the work is (most
-object pixels already equal the composite). Side by side:
-  - baseline: logo = blank white panel, object = the composite itself;
+For each test composite the adapter predicts both layers; the layer task (models/loop/domain.py)
+measures them against ground truth (logo/object: per-layer PSNR and SSIM, and the object's PSNR
+inside the logo footprint, where the work is; intrinsic: si-MSE and LMSE). Side by side:
+  - baseline: the task's trivial decomposition (logo = blank panel, object = the composite;
+    albedo = the composite, shading = constant);
   - baseline_codec: the same through the VAE and back (the model's panels are decodes too, so
     this is the like-for-like floor);
   - codec: the ground truth through the VAE and back, the ceiling of any latent model.
@@ -22,7 +23,7 @@ from models.iclora.backbone import Backbone
 from models.iclora.codec import psnr
 from models.iclora.fill import decode_latents, encode_images
 from models.iclora.grid import grid_tensor, split_grid_tensor, to_pil
-from models.iclora.sample import Sampler, blank
+from models.iclora.sample import Sampler
 
 
 def to_unit_tensor(images: Sequence[Image.Image]) -> torch.Tensor:
@@ -52,25 +53,34 @@ def codec_roundtrip(backbone: Backbone, triplets) -> list[tuple[Image.Image, Ima
     return list(zip(*(to_pil(p) for p in recon)))
 
 
-def evaluate_decomposition(sampler: Sampler, test: Sequence[dict], seeds: Sequence[int], predicted=None) -> dict:
-    """`test` items carry PIL `composite`, `logo`, `object`, `footprint` (ground truth).
-    Pass a list as `predicted` to receive the (logo, object) predictions too."""
-    composites = [t["composite"] for t in test]
-    truth = ([t["logo"] for t in test], [t["object"] for t in test], [t["footprint"] for t in test])
+def evaluate_decomposition(sampler: Sampler, test: Sequence[dict], seeds: Sequence[int], domain,
+                           predicted=None) -> dict:
+    """`test` items carry the PIL `panels` and `footprint` (ground truth); `domain` is the layer
+    task (its metrics and baseline). Pass a list as `predicted` to receive the predicted layer
+    pairs too."""
+    composites = [t["panels"][0] for t in test]
     made = sampler.decompose(composites, seeds)
     if predicted is not None:
         predicted.extend(made)
-    predicted = made
-    s = composites[0].size[0]
-    codec = codec_roundtrip(sampler.backbone, [(t["composite"], t["logo"], t["object"]) for t in test])
-    baseline_codec = codec_roundtrip(sampler.backbone, [(c, blank(s), c) for c in composites])
+    baseline = domain.baseline(composites)
+    codec = codec_roundtrip(sampler.backbone, [t["panels"] for t in test])
+    baseline_codec = codec_roundtrip(sampler.backbone, [(c, *layers) for c, layers in zip(composites, baseline)])
     return {
         "n": len(test),
-        "model": layer_metrics([p[0] for p in predicted], [p[1] for p in predicted], *truth),
-        "baseline": layer_metrics([blank(s)] * len(test), composites, *truth),
-        "baseline_codec": layer_metrics([b[1] for b in baseline_codec], [b[2] for b in baseline_codec], *truth),
-        "codec": layer_metrics([c[1] for c in codec], [c[2] for c in codec], *truth),
+        "model": domain.metrics(made, test),
+        "baseline": domain.metrics(baseline, test),
+        "baseline_codec": domain.metrics([b[1:] for b in baseline_codec], test),
+        "codec": domain.metrics([c[1:] for c in codec], test),
     }
+
+
+def eval_metrics(report: dict) -> dict[str, float]:
+    """An evaluation report as rounds.parquet's `eval_metrics` map: the model's metrics as they
+    are (logo_psnr, ...), the baselines' prefixed (baseline_logo_psnr, baseline_codec_logo_psnr)."""
+    out = dict(report.get("model", {}))
+    for who in ("baseline", "baseline_codec"):
+        out |= {f"{who}_{k}": v for k, v in report.get(who, {}).items()}
+    return out
 
 
 def decomposition_sheet(test: Sequence[dict], predicted, n: int = 8):
@@ -79,6 +89,6 @@ def decomposition_sheet(test: Sequence[dict], predicted, n: int = 8):
 
     cells, labels = [], []
     for t, (logo, obj) in list(zip(test, predicted))[:n]:
-        cells += [(t["composite"], t["logo"], t["object"]), (t["composite"], logo, obj)]
+        cells += [t["panels"], (t["panels"][0], logo, obj)]
         labels += ["ground truth", "prediction"]
     return contact_sheet(cells, labels, columns=2, scale=3)

@@ -85,7 +85,7 @@ def backbone_for(config: Config, adapter_dir: str | Path | None = None) -> Backb
 
 
 def codec_for(config: Config):
-    """(composite, logo, object) triplets -> the same through the base's VAE and back. Uses the
+    """Panel triplets -> the same through the base's VAE and back. Uses the
     shared base without touching its adapter (the VAE never carries one). Call under MODEL_LOCK."""
     from models.loop.evaluate import codec_roundtrip
 
@@ -100,12 +100,12 @@ def calibrate_judge(config: Config, n: int | None = None, panel_size: int | None
     target (`target_precision`, else the config's, else 0.99). Deterministic. Call under MODEL_LOCK."""
     from models.judge import build_judge
     from models.judge.calibrate import calibrate
-    from models.judge.corruptions import build_benchmark
+    from models.loop.domain import domain_of
 
-    size = panel_size or config.data.panel_size
-    items = build_benchmark(config.run.seed, n or config.judge.calibration_size, size, codec=codec_for(config))
+    domain, size = domain_of(config), panel_size or config.data.panel_size
+    items = domain.benchmark(config.run.seed, n or config.judge.calibration_size, size, codec=codec_for(config))
     target = target_precision or config.judge.target_precision or 0.99
-    report = calibrate(build_judge(config, panel_size=size), items, target)
+    report = calibrate(build_judge(config, panel_size=size, measure_judge=domain.judge), items, target)
     report["run_seed"] = config.run.seed
     return report
 
@@ -119,9 +119,10 @@ def judge_for(config: Config):
     the benchmark is a pure function of the config, so a resumed run judges alike)."""
     from configs import config_hash
     from models.judge import build_judge
+    from models.loop.domain import domain_of
 
     key = config_hash(config)
     if key not in _JUDGES:
         thresholds = calibrate_judge(config)["thresholds"] if config.judge.target_precision is not None else None
-        _JUDGES[key] = build_judge(config, thresholds=thresholds)
+        _JUDGES[key] = build_judge(config, thresholds=thresholds, measure_judge=domain_of(config).judge)
     return _JUDGES[key]

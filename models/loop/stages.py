@@ -23,6 +23,7 @@ from configs import Config, config_hash, load_config
 from models.loop import bootstrap
 from models.loop.bootstrap import round_to  # (a stage parameter is called `round`)
 from models.loop.dataio import PoolTriplets, read_triplets
+from models.loop.domain import domain_of
 from models.loop.runtime import MODEL_LOCK, backbone_for, judge_for
 from models.iclora.sample import Sampler
 from models.iclora.train import TrainResult, train_adapter
@@ -201,7 +202,7 @@ def evaluate_stage(config_path: str, workdir: str, round: int) -> dict[str, Any]
     test = read_triplets(store, store.test_split(), footprint=True)[: cfg.bootstrap.eval_n]
     seeds = [derive_seed(cfg.run.seed, "eval", t["triplet_id"]) for t in test]
     with MODEL_LOCK:
-        report = evaluate_decomposition(_sampler(cfg, store, round), test, seeds) if test else {}
+        report = evaluate_decomposition(_sampler(cfg, store, round), test, seeds, domain_of(cfg)) if test else {}
     work.write_result("evaluate", report)
     log.info("finished stage evaluate-r%02d", round)
     failpoint(f"evaluate-r{round:02d}-done")
@@ -221,7 +222,8 @@ def commit_stage(config_path: str, workdir: str, round: int, extra: dict[str, An
     table = pa.concat_tables([work.read_stage("judge", shards), work.read_stage("cycle", shards)])
     adapter = _local_adapter(store, work.adapter_dir, Path(tempfile.mkdtemp(prefix="layerboot-commit-")))
     failpoint(f"commit-r{round:02d}-start")
-    info = store.commit_round(round, table, adapter_dir=str(adapter), metrics=extra or {})
+    info = store.commit_round(round, table, adapter_dir=str(adapter), metrics=extra or {},
+                              panels=domain_of(cfg).panels)
     failpoint(f"commit-r{round:02d}-done")
     work.clear()
     log.info("committed round %02d (%d rows)", round, info.rows)
@@ -247,8 +249,9 @@ def round_metrics(config_path: str, workdir: str, round: int, stage_seconds: dic
     cfg, store = open_run(config_path, workdir)
     work = RoundWork(store, round)
     trained = work.read_result("train") or {}
+    from models.loop.evaluate import eval_metrics
+
     evaluation = work.read_result("evaluate") or {}
-    model, baseline = evaluation.get("model", {}), evaluation.get("baseline", {})
     shards = [s.index for s in bootstrap.plan_shards(cfg.bootstrap.candidates, cfg.bootstrap.shard_size)]
     judged = work.read_stage("judge", shards).to_pylist()
     with MODEL_LOCK:
@@ -261,11 +264,7 @@ def round_metrics(config_path: str, workdir: str, round: int, stage_seconds: dic
         "rec_loss": trained.get("rec_loss"),
         "cyc_loss": trained.get("cyc_loss"),
         "rec_loss_by_task": trained.get("rec_loss_by_task"),
-        **{f"eval_{k}": model.get(k) for k in ("logo_psnr", "logo_ssim", "object_psnr", "object_ssim", "object_psnr_footprint")},
-        "baseline_logo_psnr": baseline.get("logo_psnr"),
-        "baseline_object_psnr_footprint": baseline.get("object_psnr_footprint"),
-        "baseline_codec_logo_psnr": evaluation.get("baseline_codec", {}).get("logo_psnr"),
-        "baseline_codec_object_psnr_footprint": evaluation.get("baseline_codec", {}).get("object_psnr_footprint"),
+        "eval_metrics": eval_metrics(evaluation) or None,
         "judge_thresholds": thresholds,
         "stage_seconds": {k: round_to(v, 2) for k, v in stage_seconds.items()},
     }

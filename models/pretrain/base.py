@@ -37,10 +37,9 @@ from models.iclora.encoded import TASKS, encode_grids, make_batch
 from models.iclora.grid import Task
 from models.iclora.objective import FlowMatching
 from models.pretrain.data import make_example, make_image
-from models.domains.logo_object import make_single
+from models.domains.logo_object import PANELS, make_single
 from models.iclora.train import optimizer_step
 from storage.hashing import derive_seed, stable_id
-from storage.schema import PANELS
 
 RECIPE_FILE = "RECIPE.json"
 STAGES = ("encoder", "decoder", "transformer")

@@ -1,0 +1,81 @@
+"""A layer task, declared in one place: what the round needs to know about it.
+
+The IC-LoRA, the store and the flow know panels by position only (composite, layer 1, layer 2);
+everything a task means lives here, selected by the config's `domain:` key:
+
+    logo_object   composite = an object carrying a flat logo; layers: logo, object
+    intrinsic     composite = albedo x shading; layers: albedo, shading
+
+To add a task, write its procedural world (models/domains/), its measurement judge with a
+corruption benchmark (models/judge/), its metrics and trivial baseline, and one `Domain(...)`
+entry below (README, "Add a layer task").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from PIL import Image
+
+from models.domains import intrinsic, logo_object
+from models.judge import intrinsic as intrinsic_judge
+from models.judge.measure import MeasureJudge
+
+Layers = tuple[Image.Image, Image.Image]
+
+
+@dataclass(frozen=True)
+class Domain:
+    name: str
+    panels: tuple[str, str, str]  # the task's panel names, composite first (grid order)
+    # (seed, size) -> a triplet with exact ground truth: `.panels`, `.prompt`, `.footprint` (None
+    # when the task has none); used for seeds, the test split and stage (c)'s unlabeled composites
+    make: Callable[[int, int], Any]
+    describe: Callable[[int], str]  # seed -> a prompt of the world, for candidate generation
+    judge: type[MeasureJudge]  # the embedded measurement judge; its `checks` are the criteria it knows
+    benchmark: Callable[..., list]  # (run_seed, n, size, codec=) -> labelled corruption benchmark
+    metrics: Callable[[Sequence[Layers], Sequence[dict]], dict[str, float]]  # (predicted, test items) -> named values
+    baseline: Callable[[Sequence[Image.Image]], list[Layers]]  # composites -> the trivial decomposition
+    lower_is_better: bool = False  # of its metrics (PSNR: higher; si-MSE, LMSE: lower)
+
+
+def _logo_object_metrics(predicted: Sequence[Layers], test: Sequence[dict]) -> dict[str, float]:
+    from models.loop.evaluate import layer_metrics
+
+    return layer_metrics([p[0] for p in predicted], [p[1] for p in predicted], [t["panels"][1] for t in test],
+                         [t["panels"][2] for t in test], [t["footprint"] for t in test])
+
+
+def _logo_object_baseline(composites: Sequence[Image.Image]) -> list[Layers]:
+    """logo = a blank white panel, object = the composite itself."""
+    return [(Image.new("RGB", c.size, (255, 255, 255)), c) for c in composites]
+
+
+def _intrinsic_metrics(predicted: Sequence[Layers], test: Sequence[dict]) -> dict[str, float]:
+    return intrinsic.intrinsic_metrics([p[0] for p in predicted], [p[1] for p in predicted],
+                                       [t["panels"][1] for t in test], [t["panels"][2] for t in test])
+
+
+def _intrinsic_baseline(composites: Sequence[Image.Image]) -> list[Layers]:
+    return list(zip(*intrinsic.baseline(composites)))
+
+
+def _logo_object_benchmark(run_seed: int, n: int, size: int, codec=None) -> list:
+    from models.judge.corruptions import build_benchmark
+
+    return build_benchmark(run_seed, n, size, codec=codec)
+
+
+DOMAINS: dict[str, Domain] = {
+    "logo_object": Domain("logo_object", logo_object.PANELS, logo_object.make_triplet, logo_object.describe,
+                          MeasureJudge, _logo_object_benchmark, _logo_object_metrics, _logo_object_baseline),
+    "intrinsic": Domain("intrinsic", intrinsic.PANELS, intrinsic.make_triplet, intrinsic.describe,
+                        intrinsic_judge.IntrinsicJudge, intrinsic_judge.build_benchmark, _intrinsic_metrics,
+                        _intrinsic_baseline, lower_is_better=True),
+}
+
+
+def domain_of(config) -> Domain:
+    """The config's layer task (`domain:`)."""
+    return DOMAINS[config.domain]

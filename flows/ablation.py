@@ -61,23 +61,27 @@ def ablation_flow(config: str, workdir: str, rounds: int | None = None, variants
 
 
 def variant_row(workdir: str) -> dict[str, Any]:
-    """One line of the ablation table, from the run's rounds.parquet."""
+    """One line of the ablation table, from the run's rounds.parquet: the selection rate per round,
+    the last round's training pool and its adapter's held-out metrics (the layer task's own)."""
     rounds = [r for r in Store(workdir).metrics().to_pylist() if r["round"] > 0]
     last = rounds[-1] if rounds else {}
+    measured = dict(last.get("eval_metrics") or [])
     return {
         "selection_rate": [r["selection_rate"] for r in rounds],
         "pool_size": last.get("train_pool"),
-        **{k: dict(last.get("eval_metrics") or []).get(k) for k in ("logo_psnr", "object_psnr_footprint", "object_psnr")},
+        "metrics": {k: v for k, v in measured.items() if not k.startswith("baseline_")},
         "rounds": len(rounds),
     }
 
 
 def markdown_table(table: dict[str, dict[str, Any]]) -> str:
-    head = "| variant | selection rate per round | training pool, last round | logo PSNR | object PSNR in footprint | object PSNR |"
-    lines = [head, "|---|---|---|---|---|---|"]
+    names = list(dict.fromkeys(k for row in table.values() for k in row["metrics"]))
+    head = "| variant | selection rate per round | training pool, last round | " + " | ".join(
+        n.replace("_", " ") for n in names) + " |"
+    lines = [head, "|---" * (3 + len(names)) + "|"]
     for name, row in table.items():
         rates = " ".join("-" if r is None else f"{r:.0%}" for r in row["selection_rate"])
-        cells = [row["pool_size"], row["logo_psnr"], row["object_psnr_footprint"], row["object_psnr"]]
+        cells = [row["pool_size"], *(row["metrics"].get(n) for n in names)]
         lines.append(f"| {name} | {rates} | " + " | ".join("-" if c is None else f"{c:.2f}" if isinstance(c, float)
                                                          else str(c) for c in cells) + " |")
     return "\n".join(lines)

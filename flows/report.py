@@ -289,12 +289,13 @@ def charts(data: ReportData) -> list[Chart]:
     measures = eval_measures(ev)
     fig = make_subplots(rows=1, cols=max(1, len(measures)), horizontal_spacing=0.06,
                         subplot_titles=[MEASURE_TITLES.get(m, m.replace("_", " ")) for m in measures] or None)
+    panels = ev[0]["panels"][1:] if ev else []
     for col, (measure, keys) in enumerate(measures.items(), start=1):
-        for key, panel, who in keys:
+        for key, panel, who in keys:  # one colour per layer; dashes tell the model from the baselines
             label = panel if who == "model" else f"{BASELINE_LABELS[who]}: {panel}"
             fig.add_trace(go.Scatter(x=ex, y=[r["eval_metrics"].get(key) for r in ev], mode="lines+markers",
-                                     name=f"{label} {measure.replace('_', ' ')}", line_dash=BASELINE_DASH[who]),
-                          row=1, col=col)
+                                     name=f"{label} {measure.replace('_', ' ')}", line_dash=BASELINE_DASH[who],
+                                     line_color=PALETTE[panels.index(panel) % len(PALETTE)]), row=1, col=col)
     _layout(fig)
     fig.update_xaxes(title="round", dtick=1)
     out.append(Chart("eval", "Held-out evaluation per round",

@@ -49,5 +49,8 @@ def test_ablation_reuses_the_flow_and_seeds_only_never_grows_the_training_pool(
     assert table["seeds_only"]["pool_size"] == 8
     full = Store(str(tmp_path / "abl" / "full" / "run"))
     assert table["full"]["pool_size"] == full.pool(1).num_rows
+    assert set(table["full"]["metrics"]) == {"logo_psnr", "logo_ssim", "object_psnr", "object_ssim", "object_psnr_footprint"}
     md = markdown_table(table)
-    assert md.splitlines()[0].startswith("| variant |") and "| seeds_only |" in md and "| full |" in md
+    assert md.splitlines()[0] == ("| variant | selection rate per round | training pool, last round | logo psnr | "
+                                  "logo ssim | object psnr | object psnr footprint | object ssim |")
+    assert md.splitlines()[1] == "|---" * 8 + "|" and "| seeds_only |" in md and "| full |" in md

@@ -4,7 +4,6 @@ round encodes only the triplets it has not seen; local and object-store workdirs
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from tests.conftest import make_row

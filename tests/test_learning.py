@@ -37,6 +37,7 @@ def test_adapter_training_moves_held_out_decomposition(tmp_path):
     trivial baseline through the codec (the aim of issues 13/14: +2 dB): README, "Measured",
     says by how much it falls short and what limits it; this test prints both."""
     from models.loop.dataio import read_triplets
+    from models.loop.domain import domain_of
     from models.loop.evaluate import evaluate_decomposition
     from models.iclora.lora import load_adapter
     from models.loop.runtime import load_base
@@ -52,12 +53,12 @@ def test_adapter_training_moves_held_out_decomposition(tmp_path):
     pool = read_triplets(store, store.pool(0))
     test = read_triplets(store, store.test_split(), footprint=True)
     seeds = list(range(len(test)))
-    untrained = evaluate_decomposition(Sampler(load_base(cfg), cfg), test, seeds)
-    train_adapter(load_base(cfg), cfg, [(t["composite"], t["logo"], t["object"]) for t in pool],
+    untrained = evaluate_decomposition(Sampler(load_base(cfg), cfg), test, seeds, domain_of(cfg))
+    train_adapter(load_base(cfg), cfg, [t["panels"] for t in pool],
                   [t["prompt"] for t in pool], tmp_path / "adapter", seed=0)
     backbone = load_base(cfg)
     load_adapter(backbone, tmp_path / "adapter")
-    trained = evaluate_decomposition(Sampler(backbone, cfg), test, seeds)
+    trained = evaluate_decomposition(Sampler(backbone, cfg), test, seeds, domain_of(cfg))
     print(json.dumps({"untrained": untrained["model"], "trained": trained["model"],
                       "baseline_codec": trained["baseline_codec"]}, indent=1))
     gain = {k: trained["model"][k] - untrained["model"][k] for k in ("logo_psnr", "object_psnr_footprint", "object_psnr")}

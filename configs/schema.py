@@ -239,7 +239,7 @@ class Config(_Strict):
 
 
 def resolve_config_path(path_or_profile: str | Path) -> Path:
-    """A path to a YAML file, or a profile name (`tiny`, `flux`) meaning the packaged file."""
+    """A path to a YAML file, or a profile name (`tiny`, `intrinsic_tiny`, `flux`) meaning the packaged file."""
     p = Path(path_or_profile)
     if p.suffix not in (".yaml", ".yml") and (PROFILES_DIR / f"{p}.yaml").exists():
         return PROFILES_DIR / f"{p}.yaml"

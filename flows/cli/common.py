@@ -15,7 +15,7 @@ from typing import Annotated, Iterator, Optional
 import typer
 
 ConfigOpt = Annotated[
-    str, typer.Option("--config", "-c", help="Config YAML, or a profile name (tiny, flux).", show_default=True)
+    str, typer.Option("--config", "-c", help="Config YAML, or a profile name (tiny, intrinsic_tiny, flux).", show_default=True)
 ]
 WorkdirOpt = Annotated[
     Optional[str],

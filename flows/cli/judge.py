@@ -89,10 +89,11 @@ def calibrate(
             return
         typer.echo(f"judge {report['judge']['kind']}: {items} benchmark triplets (raw + codec) at {size} px "
                    f"in {report['seconds']:.1f} s; target precision {report['target_precision']}")
-        typer.echo(f"{'criterion':<16} {'AUROC':>6} {'threshold':>9} {'precision':>9} {'recall':>6} {'pos':>4} {'neg':>4}")
+        w = max(16, *map(len, report["criteria"]))  # the task's criterion names
+        typer.echo(f"{'criterion':<{w}} {'AUROC':>6} {'threshold':>9} {'precision':>9} {'recall':>6} {'pos':>4} {'neg':>4}")
         for name, r in report["criteria"].items():
             auroc = "-" if r["auroc"] is None else f"{r['auroc']:.3f}"
-            typer.echo(f"{name:<16} {auroc:>6} {r['threshold']:>9.3f} {r['precision']:>9.3f} "
+            typer.echo(f"{name:<{w}} {auroc:>6} {r['threshold']:>9.3f} {r['precision']:>9.3f} "
                        f"{r['recall'] if r['recall'] is not None else float('nan'):>6.3f} {r['positives']:>4} {r['negatives']:>4}")
         rates = ", ".join(f"{k} {v:.0%}" for k, v in report["selection_rate"].items())
         typer.echo(f"selection rate at these thresholds: {rates}")
@@ -146,8 +147,9 @@ def score(
             typer.echo(json.dumps(summary, indent=1))
             return
         typer.echo(f"round {round}: re-scored {len(rows)} rows ({len(cands)} candidates) with the {judge.kind} judge")
+        w = max(16, *map(len, passed))
         for n, rate in passed.items():
-            typer.echo(f"  {n:<16} threshold {summary['thresholds'][n]:.3f}  pass rate "
+            typer.echo(f"  {n:<{w}} threshold {summary['thresholds'][n]:.3f}  pass rate "
                        + ("-" if rate is None else f"{rate:.1%}"))
         sel = summary["selection_rate"]
         typer.echo(f"  all criteria pass: {summary['passes_all']}/{len(rows)} rows; selection rate "

@@ -14,13 +14,14 @@ Criteria, each a measurement that can be read and checked (same score map as mea
 
 Corruptions (what a decomposition gets wrong), each labelled with the criteria it breaks:
 shading left in the albedo (the product unchanged: only albedo_flat breaks), an albedo edge in
-the shading, colour in the shading, an albedo from another scene, and blur / noise / blank panels.
+the shading, colour in the shading, an albedo from another scene, blur / noise / blank panels, and
+confetti (colour blocks at the latent patch's scale: what an untrained adapter draws).
 
-Measured (140 items at 64 px, run seed 0, and the same through the tiny base's codec; tests/
-test_intrinsic.py): AUROC recomposes 0.994 (raw 1.00, codec 0.98), shading_achromatic 1.00,
-albedo_flat 1.00, shading_smooth 0.999, quality 0.956 (codec 0.94: the codec wipes some of the
-noise it is shown); accepted: clean 100%, clean through the codec 91%, corruptions 0% (noise
-through the codec 8%).
+Measured (140 items at 64 px, run seed 0, and the same through the tiny base's codec; `layerboot
+judge calibrate --config configs/intrinsic_tiny.yaml`): AUROC recomposes 0.999, shading_achromatic
+1.000, albedo_flat 0.998, shading_smooth 0.999, quality 0.964; accepted at 0.5: clean 100%, clean
+through the codec 91%, corruptions 0% except shading moved into the albedo (9%: faint shading
+makes it nearly invisible).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from models.judge.measure import MeasureJudge, _grad, dilate, gaussian, noise_le
 from storage.hashing import derive_seed
 
 CRITERIA = ("recomposes", "shading_achromatic", "albedo_flat", "shading_smooth", "quality")
-KINDS = ("shading_in_albedo", "albedo_edge_in_shading", "coloured_shading", "wrong_albedo", "blur", "noise", "blank")
+KINDS = ("shading_in_albedo", "albedo_edge_in_shading", "coloured_shading", "wrong_albedo", "blur", "noise", "blank",
+         "confetti")
 ANALYSIS = 64  # every panel is measured at 64 px (box-downsampled): thresholds hold at any size
 
 CHECKS: dict[str, list[tuple[str, float, float, str]]] = {
@@ -46,6 +48,10 @@ CHECKS: dict[str, list[tuple[str, float, float, str]]] = {
     "shading_smooth": [("shading_steps", 0.01, 0.04, "the shading holds an albedo edge ({v:.1%} sharp steps)")],
     "quality": [
         ("composite_std", 0.04, 0.01, "composite panel is blank"), ("albedo_std", 0.04, 0.01, "albedo panel is blank"),
+        # what an untrained adapter draws: colour blocks at the latent patch's scale, edges everywhere
+        # (the noise measure reads flat blocks, which confetti has none of)
+        ("composite_edge_share", 0.6, 0.8, "composite panel is confetti (edges on {v:.0%} of pixels)"),
+        ("albedo_edge_share", 0.6, 0.8, "albedo panel is confetti (edges on {v:.0%} of pixels)"),
         ("composite_noise", 0.008, 0.018, "composite panel is noisy (sigma {v:.3f})"),
         ("albedo_noise", 0.008, 0.018, "albedo panel is noisy (sigma {v:.3f})"),
         ("shading_noise", 0.008, 0.018, "shading panel is noisy (sigma {v:.3f})"),
@@ -67,6 +73,7 @@ def _gradient(x: np.ndarray) -> np.ndarray:
 def measure(composite: Image.Image, albedo: Image.Image, shading: Image.Image) -> dict[str, float]:
     c, a, s = (to_float(im, ANALYSIS) for im in (composite, albedo, shading))
     edges = dilate(_gradient(a) > EDGE, 3)
+    composite_edges = dilate(_gradient(c) > EDGE, 3)
     ramps = _gradient(gaussian(a, 1.5))  # smoothed first: a codec's pixel noise is not a ramp, shading is
     return {
         # the share of pixels it misses by much: a codec's small error everywhere does not count, a
@@ -75,6 +82,7 @@ def measure(composite: Image.Image, albedo: Image.Image, shading: Image.Image) -
         "shading_chroma": float((s.max(axis=-1) - s.min(axis=-1)).mean()),
         "albedo_ramp": float(ramps[~edges].mean()) if (~edges).any() else 0.0,
         "albedo_edge_share": float(edges.mean()),
+        "composite_edge_share": float(composite_edges.mean()),
         # a step (an albedo edge) survives a 1-px blur as a residual; smooth shading, even steep, does not
         "shading_steps": float((np.abs(s - gaussian(s, 1.0)).max(axis=-1) > STEP).mean()),
         **{f"{name}_std": float(x.std(axis=(0, 1)).max()) for name, x in (("composite", c), ("albedo", a))},
@@ -140,11 +148,16 @@ def corrupt(t, kind: str, rng: np.random.Generator, donor) -> tuple[tuple, froze
         y = x + rng.normal(0.0, 0.1, x.shape)
     elif kind == "blank":
         y = np.full_like(x, x.mean(axis=(0, 1)))
+    elif kind == "confetti":  # random colour blocks of a latent patch's size (4 px at 64), mixed in
+        n, b = x.shape[0], max(1, x.shape[0] // 16)
+        blocks = np.kron(rng.random((n // b, n // b, 3)), np.ones((b, b, 1)))
+        m = 0.6 + 0.4 * float(rng.random())
+        y = (1 - m) * x + m * blocks
     else:
         raise ValueError(f"unknown corruption {kind!r}; known: {KINDS}")
     panels = [t.composite, t.albedo, t.shading]
     panels[i] = _img(y)
-    broken = {"quality", "recomposes"} | ({"albedo_flat"} if panel == "albedo" and kind == "noise" else set())
+    broken = {"quality", "recomposes"} | ({"albedo_flat"} if panel == "albedo" and kind in ("noise", "confetti") else set())
     return tuple(panels), frozenset(broken), {"panel": panel}  # a noisy albedo is not flat either
 
 

@@ -126,3 +126,26 @@ def test_calibration_with_codec_round_trips_as_positives():
     aurocs = {c: round(report["criteria"][c]["auroc"], 3) for c in CRITERIA}
     assert min(aurocs.values()) >= 0.95, aurocs
     assert report["selection_rate_configured"]["clean+codec"] >= 0.9
+
+
+def test_single_images_of_the_world_for_pretraining():
+    """A base's text-to-image share draws single albedos and shadings, each of its own seed: the
+    layers of one scene never appear together (that would be the decomposition task)."""
+    from models.domains.intrinsic import make_single
+    from models.pretrain.base import make_drawing
+
+    albedo, text = make_single(3, 32, "albedo")
+    assert albedo.tobytes() == make_triplet(3, 32).albedo.tobytes()
+    assert text == "flat colours: " + describe(3).rsplit(", lit from", 1)[0] and "lit from" not in text
+    shading, text = make_single(3, 32, "shading")
+    assert shading.tobytes() == make_triplet(3, 32).shading.tobytes() and text.startswith("grey light")
+    with pytest.raises(ValueError, match="panel must be 'albedo' or 'shading'"):
+        make_single(3, 32, "composite")
+    from storage.hashing import derive_seed
+
+    (a, s, b), text = make_drawing(5, 32, "intrinsic")
+    seeds = [derive_seed(5, i) for i in range(3)]
+    assert len(set(seeds)) == 3  # three scenes: no albedo beside its own shading
+    assert a.tobytes() == make_triplet(seeds[0], 32).albedo.tobytes()
+    assert s.tobytes() == make_triplet(seeds[1], 32).shading.tobytes() != make_triplet(seeds[0], 32).shading.tobytes()
+    assert text.startswith("left flat colours: ") and "; middle grey light on a bumpy ground, from the " in text

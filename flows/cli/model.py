@@ -160,22 +160,32 @@ def pretrain_tiny(
         "transformer need only the encoder: run them in two processes to use two machines' worth of cores.")
     ] = ["encoder", "decoder", "transformer"],
     threads: Annotated[int, typer.Option("--threads", min=1, help="torch CPU threads.")] = 2,
+    world: Annotated[str, typer.Option("--world", help="Whose single images the text-to-image share draws: "
+                                       "logo_object or intrinsic.")] = "logo_object",
+    transformer_steps: Annotated[Optional[int], typer.Option(
+        "--transformer-steps", min=1, help="Transformer steps (default: the recipe's 5,000).")] = None,
 ) -> None:
     """Pretrain the tiny profile's base: the codec (a PCA encoder, then its decoder) and the Fill
     transformer, on single images and generic in-context families of the procedural world, never
-    on a (composite, logo, object) triplet; writes safetensors + RECIPE.json."""
+    on a triplet of the layer task; writes safetensors + RECIPE.json. `--stage transformer` on a
+    copy of a trained base continues its transformer (RECIPE.json records from which)."""
     with user_errors():
         import torch
 
         from models.iclora.tiny import TinySpec
         from models.pretrain.base import STAGES, PretrainRecipe, pretrain_tiny as run_pretrain
 
+        from models.pretrain.base import WORLD_SINGLES
+
         bad = set(stage) - set(STAGES)
         if bad:
             raise typer.BadParameter(f"unknown stage(s) {sorted(bad)}; known: {', '.join(STAGES)}")
+        if world not in WORLD_SINGLES:
+            raise typer.BadParameter(f"unknown world {world!r}; known: {', '.join(WORLD_SINGLES)}")
         torch.set_num_threads(threads)
         command = "layerboot pretrain-tiny " + " ".join(sys.argv[2:])
-        record = run_pretrain(out, TinySpec(), PretrainRecipe(), tuple(stage), log=typer.echo, command=command.strip())
+        recipe = PretrainRecipe(world=world, **({"transformer_steps": transformer_steps} if transformer_steps else {}))
+        record = run_pretrain(out, TinySpec(), recipe, tuple(stage), log=typer.echo, command=command.strip())
         typer.echo(json.dumps(record["results"], indent=1))
 
 

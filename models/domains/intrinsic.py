@@ -139,6 +139,20 @@ def make_triplet(seed: int, size: int) -> IntrinsicTriplet:
     )
 
 
+def make_single(seed: int, size: int, panel: str) -> tuple[Image.Image, str]:
+    """One image of the world on its own, with its description: panel "albedo" is a scene's flat
+    colours ("flat colours: a red disc and a blue box on a beige ground"), "shading" a grey light
+    field ("grey light on a bumpy ground, from the upper left"). For pretraining a base's
+    text-to-image share: a single panel of its own seed, never a triplet (models/pretrain)."""
+    t = make_triplet(seed, size)
+    p = t.params
+    if panel == "albedo":
+        return t.albedo, "flat colours: " + _describe(p).rsplit(", lit from", 1)[0]
+    if panel == "shading":
+        return t.shading, f"grey light on a bumpy ground, from the {p['light']}"
+    raise ValueError(f"panel must be 'albedo' or 'shading', got {panel!r}")
+
+
 def recompose(albedo: np.ndarray, shading: np.ndarray) -> np.ndarray:
     """The analytic composition (the cycle check's reference): uint8 albedo [H, W, 3] times uint8
     shading ([H, W] or [H, W, 3]) -> uint8 composite, rounded to nearest."""

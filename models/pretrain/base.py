@@ -37,7 +37,7 @@ from models.iclora.encoded import TASKS, encode_grids, make_batch
 from models.iclora.grid import Task
 from models.iclora.objective import FlowMatching
 from models.pretrain.data import make_example, make_image
-from models.domains.logo_object import PANELS, make_single
+from models.domains import intrinsic, logo_object
 from models.iclora.train import optimizer_step
 from storage.hashing import derive_seed, stable_id
 
@@ -61,11 +61,22 @@ class PretrainRecipe:
     transformer_lr: float = 5e-4
     guidance_scale: float = 1.0
     grad_clip: float = 1.0
+    # the procedural world whose single images the text-to-image share draws (a layer task's
+    # world: logo_object draws objects and emblems, intrinsic flat-colour scenes and grey light)
+    world: str = "logo_object"
+
+
+WORLD_SINGLES = {  # the world's single-image maker, and the kinds a drawing shows left to right
+    "logo_object": (logo_object.make_single, ("object", "logo", "object")),
+    "intrinsic": (intrinsic.make_single, ("albedo", "shading", "albedo")),
+}
 
 
 def recipe_hash(spec: TinySpec, recipe: PretrainRecipe) -> str:
-    """What the shipped weights were made from; a test checks the shipped RECIPE.json against it."""
-    return stable_id(json.dumps({"spec": asdict(spec), "recipe": asdict(recipe)}, sort_keys=True), length=16)
+    """What the shipped weights were made from; a test checks the shipped RECIPE.json against it.
+    `world` counts only when it is not the first base's (whose hash predates the field)."""
+    fields = {k: v for k, v in asdict(recipe).items() if not (k == "world" and v == "logo_object")}
+    return stable_id(json.dumps({"spec": asdict(spec), "recipe": fields}, sort_keys=True), length=16)
 
 
 def to_tensor(images) -> torch.Tensor:
@@ -84,7 +95,7 @@ def cosine_lr(step: int, total: int, base: float, warmup: int = 100) -> float:
 def single_image(seed: int, size: int, i: int):
     """The codec's data, in turn: a generic picture, a plain object, a flat emblem or glyph."""
     kind = i % 3
-    return make_image(seed, size) if kind == 0 else make_single(seed, size, ("object", "logo")[kind - 1])[0]
+    return make_image(seed, size) if kind == 0 else logo_object.make_single(seed, size, ("object", "logo")[kind - 1])[0]
 
 
 def codec_batch(recipe: PretrainRecipe, namespace: str, step: int, n: int) -> torch.Tensor:
@@ -98,7 +109,7 @@ def codec_probes(recipe: PretrainRecipe, n: int = 48) -> dict[str, torch.Tensor]
     s = recipe.panel_size
     probes = {"heldout_singles": codec_batch(recipe, "codec-heldout", 0, n)}
     triplets = [make_triplet(derive_seed(recipe.seed, "vae-domain-probe", i), s) for i in range(n)]
-    for panel in PANELS:
+    for panel in logo_object.PANELS:
         probes[f"domain_{panel}"] = to_tensor([getattr(t, panel) for t in triplets])
     return probes
 
@@ -132,11 +143,12 @@ PRETRAIN_PROMPTS = {
 DRAWING_PROMPTS = {t: "{prompt}" for t in TASKS}
 
 
-def make_drawing(seed: int, size: int):
-    """Text-to-image: `object | emblem | object`, three single images of their own seeds (never a
-    triplet), and the description of each: "left a red mug; middle a blue star emblem; right ..."."""
-    (a, pa), (b, pb), (c, pc) = (make_single(derive_seed(seed, i), size, kind)
-                                 for i, kind in enumerate(("object", "logo", "object")))
+def make_drawing(seed: int, size: int, world: str = "logo_object"):
+    """Text-to-image: three single images of the world, each of its own seed (never a triplet), and
+    the description of each. logo_object: `object | emblem | object` ("left a red mug; middle a blue
+    star emblem; right ..."); intrinsic: `flat colours | grey light | flat colours`."""
+    single, kinds = WORLD_SINGLES[world]
+    (a, pa), (b, pb), (c, pc) = (single(derive_seed(seed, i), size, kind) for i, kind in enumerate(kinds))
     return (a, b, c), f"left {pa}; middle {pb}; right {pc}"
 
 
@@ -144,7 +156,8 @@ def pretrain_transformer(backbone: Backbone, recipe: PretrainRecipe, log: Callab
     s = recipe.panel_size
     examples = [make_example(derive_seed(recipe.seed, "transformer", i), s) for i in range(recipe.transformer_examples)]
     relations = encode_grids(backbone, [e.panels for e in examples], [e.prompt for e in examples], desc="encode examples")
-    drawings = [make_drawing(derive_seed(recipe.seed, "drawing", i), s) for i in range(recipe.drawing_examples)]
+    drawings = [make_drawing(derive_seed(recipe.seed, "drawing", i), s, recipe.world)
+                for i in range(recipe.drawing_examples)]
     drawn = encode_grids(backbone, [d[0] for d in drawings], [d[1] for d in drawings], desc="encode drawings")
     tr = backbone.transformer
     tr.train().requires_grad_(True)
@@ -218,6 +231,11 @@ def pretrain_tiny(out_dir: str | Path, spec: TinySpec, recipe: PretrainRecipe, s
         "command": command or "layerboot pretrain-tiny",
         "torch": torch.__version__,
     }
+    if "transformer" in stages and "encoder" not in stages and "transformer" in previous.get("results", {}):
+        # the transformer continued from a trained one (a base copied to `out_dir`): say which
+        record["transformer_started_from"] = {k: previous[k] for k in ("recipe_hash", "command") if k in previous}
+    elif "transformer_started_from" in previous:
+        record["transformer_started_from"] = previous["transformer_started_from"]
     tmp = path.with_suffix(f".tmp-{os.getpid()}")
     tmp.write_text(json.dumps(record, indent=1))
     tmp.replace(path)

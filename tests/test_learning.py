@@ -20,6 +20,21 @@ SHIPPED = REPO_ROOT / "models" / "tiny_base"
 MIN_GAIN = 1.0  # dB over the untrained base on held-out logo and whole-object PSNR (measured +1.40, +2.41)
 
 
+def test_shipped_intrinsic_base_matches_its_recipe():
+    """The intrinsic task's base: the shipped base's codec and text encoders, its transformer
+    continued on the intrinsic world's single images (never a triplet)."""
+    shipped = REPO_ROOT / "models" / "tiny_base_intrinsic"
+    record = json.loads((shipped / RECIPE_FILE).read_text())
+    assert record["recipe_hash"] == recipe_hash(TinySpec(), PretrainRecipe(world="intrinsic", transformer_steps=2000))
+    assert record["transformer_started_from"]["recipe_hash"] == json.loads((SHIPPED / RECIPE_FILE).read_text())["recipe_hash"]
+    assert record["command"] == ("layerboot pretrain-tiny --out models/tiny_base_intrinsic --stage transformer "
+                                 "--world intrinsic --transformer-steps 2000 --threads 1")
+    assert Path(resolve_base(load_config("intrinsic_tiny").model.base)).resolve() == shipped
+    for part in ("vae", "text_encoder", "text_encoder_2"):  # the same codec and text encoders, byte for byte
+        for f in (SHIPPED / part).glob("*.safetensors"):
+            assert (shipped / part / f.name).read_bytes() == f.read_bytes()
+
+
 def test_shipped_base_matches_its_recipe():
     record = json.loads((SHIPPED / RECIPE_FILE).read_text())
     assert record["recipe_hash"] == recipe_hash(TinySpec(), PretrainRecipe())

@@ -83,18 +83,15 @@ def evaluate(
     Without --adapter, evaluates the untrained base."""
     with user_errors():
         config = with_overrides(config, sets)
-        from models.loop.dataio import read_triplets
         from models.loop.domain import domain_of
-        from models.loop.evaluate import decomposition_sheet, evaluate_decomposition
-        from storage.hashing import derive_seed
+        from models.loop.evaluate import decomposition_sheet, evaluate_decomposition, held_out
 
         cfg, store = open_config(config, workdir, must_exist=True)
-        test = read_triplets(store, store.test_split(), footprint=True)[:n]
+        test, seeds = held_out(cfg, store, n)
         if not test:
             raise FileNotFoundError(f"no test split in {store.uri}: run `layerboot seed` first")
         sampler = _sampler(cfg, adapter)
         predicted: list = []
-        seeds = [derive_seed(cfg.run.seed, "eval", t["triplet_id"]) for t in test]
         result = evaluate_decomposition(sampler, test, seeds, domain_of(cfg), predicted)
         if figure:
             figure.parent.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,8 @@ from typing import Any, Callable, Sequence
 from PIL import Image
 
 from models.domains import intrinsic, logo_object
+from models.iclora.sample import blank
+from models.judge import corruptions
 from models.judge import intrinsic as intrinsic_judge
 from models.judge.measure import MeasureJudge
 
@@ -49,7 +51,7 @@ def _logo_object_metrics(predicted: Sequence[Layers], test: Sequence[dict]) -> d
 
 def _logo_object_baseline(composites: Sequence[Image.Image]) -> list[Layers]:
     """logo = a blank white panel, object = the composite itself."""
-    return [(Image.new("RGB", c.size, (255, 255, 255)), c) for c in composites]
+    return [(blank(c.size[0]), c) for c in composites]
 
 
 def _intrinsic_metrics(predicted: Sequence[Layers], test: Sequence[dict]) -> dict[str, float]:
@@ -61,15 +63,9 @@ def _intrinsic_baseline(composites: Sequence[Image.Image]) -> list[Layers]:
     return list(zip(*intrinsic.baseline(composites)))
 
 
-def _logo_object_benchmark(run_seed: int, n: int, size: int, codec=None) -> list:
-    from models.judge.corruptions import build_benchmark
-
-    return build_benchmark(run_seed, n, size, codec=codec)
-
-
 DOMAINS: dict[str, Domain] = {
     "logo_object": Domain("logo_object", logo_object.PANELS, logo_object.make_triplet, logo_object.describe,
-                          MeasureJudge, _logo_object_benchmark, _logo_object_metrics, _logo_object_baseline),
+                          MeasureJudge, corruptions.build_benchmark, _logo_object_metrics, _logo_object_baseline),
     "intrinsic": Domain("intrinsic", intrinsic.PANELS, intrinsic.make_triplet, intrinsic.describe,
                         intrinsic_judge.IntrinsicJudge, intrinsic_judge.build_benchmark, _intrinsic_metrics,
                         _intrinsic_baseline, lower_is_better=True),

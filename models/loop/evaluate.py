@@ -74,6 +74,16 @@ def evaluate_decomposition(sampler: Sampler, test: Sequence[dict], seeds: Sequen
     }
 
 
+def held_out(config, store, n: int) -> tuple[list[dict], list[int]]:
+    """The first n held-out test triplets (with footprints) and each one's sampling seed: what the
+    round's evaluate stage and `layerboot evaluate` both decompose."""
+    from models.loop.dataio import read_triplets
+    from storage.hashing import derive_seed
+
+    test = read_triplets(store, store.test_split(), footprint=True)[:n]
+    return test, [derive_seed(config.run.seed, "eval", t["triplet_id"]) for t in test]
+
+
 def eval_metrics(report: dict) -> dict[str, float]:
     """An evaluation report as rounds.parquet's `eval_metrics` map: the model's metrics as they
     are (logo_psnr, ...), the baselines' prefixed (baseline_logo_psnr, baseline_codec_logo_psnr)."""

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 from configs import Config, config_hash, load_config
 from models.loop import bootstrap
 from models.loop.bootstrap import round_to  # (a stage parameter is called `round`)
-from models.loop.dataio import PoolTriplets, read_triplets
+from models.loop.dataio import PoolTriplets
 from models.loop.domain import domain_of
 from models.loop.runtime import MODEL_LOCK, backbone_for, judge_for
 from models.iclora.sample import Sampler
@@ -197,10 +197,9 @@ def evaluate_stage(config_path: str, workdir: str, round: int) -> dict[str, Any]
         log.info("kept finished stage evaluate-r%02d", round)
         return done
     failpoint(f"evaluate-r{round:02d}-start")
-    from models.loop.evaluate import evaluate_decomposition
+    from models.loop.evaluate import evaluate_decomposition, held_out
 
-    test = read_triplets(store, store.test_split(), footprint=True)[: cfg.bootstrap.eval_n]
-    seeds = [derive_seed(cfg.run.seed, "eval", t["triplet_id"]) for t in test]
+    test, seeds = held_out(cfg, store, cfg.bootstrap.eval_n)
     with MODEL_LOCK:
         report = evaluate_decomposition(_sampler(cfg, store, round), test, seeds, domain_of(cfg)) if test else {}
     work.write_result("evaluate", report)

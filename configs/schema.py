@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Literal, Sequence
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from storage.hashing import stable_id
 
@@ -134,6 +134,9 @@ class BootstrapSection(_Strict):
     shard_size: Annotated[int, Field(ge=1), at_most(10_000, "a shard's images are held in memory at once")] = 10
     warm_steps: int = Field(150, ge=1)  # training steps of rounds after the first (warm start)
     cycle_min_psnr: float = Field(20.0, allow_inf_nan=False)  # re-composition must agree this well (dB)
+    # who re-composes the decomposed layers for that check: the adapter (the paper's cycle model), or
+    # the task's exact formula where it has one (intrinsic: albedo x shading; no sampling, no model error)
+    cycle_check: Literal["model", "analytic"] = "model"
     # paper stage (c): composites without layers the cycle stage decomposes each round (imported
     # with `layerboot add-unlabeled`, else procedural ones from their own seed namespace)
     unlabeled_per_round: Annotated[int, Field(ge=0), at_most(100_000, "a round's composites are decomposed in memory")] = 0
@@ -217,6 +220,7 @@ class JudgeSection(_Strict):
 
 
 DOMAINS = ("logo_object", "intrinsic")  # the layer tasks of models/loop/domain.py
+ANALYTIC_RECOMPOSE = ("intrinsic",)  # those whose composite is an exact formula of the layers
 
 
 class Config(_Strict):
@@ -232,6 +236,13 @@ class Config(_Strict):
     prompts: PromptsSection = PromptsSection()
     bootstrap: BootstrapSection = BootstrapSection()
     judge: JudgeSection = JudgeSection()
+
+    @model_validator(mode="after")
+    def _analytic_cycle_needs_a_formula(self) -> "Config":
+        if self.bootstrap.cycle_check == "analytic" and self.domain not in ANALYTIC_RECOMPOSE:
+            raise ValueError(f"bootstrap.cycle_check 'analytic' needs a task whose composite is a formula of its "
+                             f"layers ({', '.join(ANALYTIC_RECOMPOSE)}); domain {self.domain!r} has none: use 'model'")
+        return self
 
     @property
     def run_id(self) -> str:
@@ -374,6 +385,15 @@ def write_effective_config(path_or_profile: str | Path, overrides: Sequence[str]
     return out
 
 
+# keys added after runs were started, left out of the hash while they hold the value that means what
+# the code did before them: a run started before an upgrade still resumes (and keeps its caches)
+_HASHED_ONLY_WHEN_SET = {("bootstrap", "cycle_check"): "model"}
+
+
 def config_hash(config: Config) -> str:
-    """Stable hash of a config's content: keys caches of things fitted from it."""
-    return stable_id(json.dumps(config.model_dump(mode="json"), sort_keys=True), length=16)
+    """Stable hash of a config's content: keys caches of things fitted from it, and `resume` checks it."""
+    dumped = config.model_dump(mode="json")
+    for (section, key), before in _HASHED_ONLY_WHEN_SET.items():
+        if dumped[section][key] == before:
+            del dumped[section][key]
+    return stable_id(json.dumps(dumped, sort_keys=True), length=16)

@@ -20,6 +20,23 @@ def test_config_hash_is_stable_and_content_sensitive(micro_config, tmp_path):
     assert config_hash(micro_config) != config_hash(load_config("tiny"))
 
 
+def test_a_key_added_later_keeps_older_runs_resumable():
+    # the hashes of the shipped profiles from before `bootstrap.cycle_check` existed (4fb5085): a
+    # run started then still resumes, while setting the new key to anything else is a new config
+    assert config_hash(load_config("tiny")) == "1fc2175666ed4ba8"
+    assert config_hash(load_config("flux", ["bootstrap.cycle_check=model"])) == "aef88f13db3735e7"
+    intrinsic = load_config("intrinsic_tiny")
+    assert intrinsic.bootstrap.cycle_check == "analytic"
+    assert config_hash(intrinsic) != config_hash(load_config("intrinsic_tiny", ["bootstrap.cycle_check=model"]))
+
+
+def test_an_analytic_cycle_check_needs_a_task_with_a_formula():
+    with pytest.raises(ConfigError, match="domain 'logo_object' has none: use 'model'"):
+        load_config("tiny", ["bootstrap.cycle_check=analytic"])
+    with pytest.raises(ConfigError, match="cycle_check"):
+        load_config("tiny", ["bootstrap.cycle_check=exact"])
+
+
 def test_config_is_frozen(micro_config):
     with pytest.raises(Exception):
         micro_config.data.panel_size = 128
@@ -81,10 +98,11 @@ def test_bad_set_overrides_name_the_key(item, message):
 
 
 def test_the_config_names_every_layer_task_and_only_those():
-    from configs.schema import DOMAINS as NAMED
+    from configs.schema import ANALYTIC_RECOMPOSE, DOMAINS as NAMED
     from models.loop.domain import DOMAINS, domain_of
 
     assert set(NAMED) == set(DOMAINS)
+    assert set(ANALYTIC_RECOMPOSE) == {name for name, d in DOMAINS.items() if d.recompose is not None}
     assert domain_of(load_config("configs/tiny.yaml")).panels == ("composite", "logo", "object")
     intrinsic = load_config("configs/intrinsic_tiny.yaml")
     assert domain_of(intrinsic).panels == ("composite", "albedo", "shading")

@@ -154,13 +154,17 @@ def cycle_rows(sampler: Sampler, judge, store: Store, config: Config, round: int
     """The cycle model on composites: I -> <A', B'> -> I''. `parents`: dicts with `composite`,
     `prompt`, `parent_id` (accepted candidates, and composites without layers). A new triplet
     (I, A', B') is kept when the re-composition agrees with I (PSNR >= bootstrap.cycle_min_psnr)
-    and the judge accepts its layers; rejected ones are kept as rows too, with the reason."""
+    and the judge accepts its layers; rejected ones are kept as rows too, with the reason. I'' is
+    the adapter's composition, or the task's formula with `bootstrap.cycle_check: analytic`."""
     if not parents:
         return schema.empty()
     composites = [t["composite"] for t in parents]
     seeds = [derive_seed(config.run.seed, "cycle", round, t["parent_id"]) for t in parents]
     layers = sampler.decompose(composites, seeds)
-    again = sampler.compose([a for a, _ in layers], [b for _, b in layers], seeds)
+    if config.bootstrap.cycle_check == "analytic":
+        again = [domain_of(config).recompose(a, b) for a, b in layers]
+    else:
+        again = sampler.compose([a for a, _ in layers], [b for _, b in layers], seeds)
     verdicts = judge.judge([(c, a, b) for c, (a, b) in zip(composites, layers)], [t["prompt"] for t in parents])
     created, rows = now_utc(), []
     for item, (layer1, layer2), recomposed, verdict, seed in zip(parents, layers, again, verdicts, seeds):

@@ -8,7 +8,8 @@ everything a task means lives here, selected by the config's `domain:` key:
 
 To add a task, write its procedural world (models/domains/), its measurement judge with a
 corruption benchmark (models/judge/), its metrics and trivial baseline, and one `Domain(...)`
-entry below (README, "Add a layer task").
+entry below (README, "Add a layer task"). A task whose composite is an exact formula of its layers
+also gives `recompose`, so that the cycle check can use the formula (`bootstrap.cycle_check`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+import numpy as np
 from PIL import Image
 
 from models.domains import intrinsic, logo_object
@@ -40,6 +42,9 @@ class Domain:
     metrics: Callable[[Sequence[Layers], Sequence[dict]], dict[str, float]]  # (predicted, test items) -> named values
     baseline: Callable[[Sequence[Image.Image]], list[Layers]]  # composites -> the trivial decomposition
     lower_is_better: bool = False  # of its metrics (PSNR: higher; si-MSE, LMSE: lower)
+    # (layer 1, layer 2) -> the composite by the task's exact formula, when it has one: the cycle
+    # check can use it instead of the adapter's re-composition (`bootstrap.cycle_check: analytic`)
+    recompose: Callable[[Image.Image, Image.Image], Image.Image] | None = None
 
 
 def _logo_object_metrics(predicted: Sequence[Layers], test: Sequence[dict]) -> dict[str, float]:
@@ -59,6 +64,10 @@ def _intrinsic_metrics(predicted: Sequence[Layers], test: Sequence[dict]) -> dic
                                        [t["panels"][1] for t in test], [t["panels"][2] for t in test])
 
 
+def _intrinsic_recompose(albedo: Image.Image, shading: Image.Image) -> Image.Image:
+    return Image.fromarray(intrinsic.recompose(np.asarray(albedo.convert("RGB")), np.asarray(shading.convert("RGB"))))
+
+
 def _intrinsic_baseline(composites: Sequence[Image.Image]) -> list[Layers]:
     return list(zip(*intrinsic.baseline(composites)))
 
@@ -68,7 +77,7 @@ DOMAINS: dict[str, Domain] = {
                           MeasureJudge, corruptions.build_benchmark, _logo_object_metrics, _logo_object_baseline),
     "intrinsic": Domain("intrinsic", intrinsic.PANELS, intrinsic.make_triplet, intrinsic.describe,
                         intrinsic_judge.IntrinsicJudge, intrinsic_judge.build_benchmark, _intrinsic_metrics,
-                        _intrinsic_baseline, lower_is_better=True),
+                        _intrinsic_baseline, lower_is_better=True, recompose=_intrinsic_recompose),
 }
 
 

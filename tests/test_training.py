@@ -57,19 +57,15 @@ def test_train_writes_adapter_only_and_loss_is_finite(micro_config, triplets, tm
     assert keys and all(k.startswith("transformer.") and "lora_" in k for k in keys)  # nothing of the base
 
 
-def test_resume_after_crash_matches_uninterrupted_run(micro_config, triplets, tmp_path, monkeypatch):
+def test_resume_after_crash_matches_uninterrupted_run(micro_config, triplets, tmp_path):
     train_adapter(load_base(micro_config), micro_config, triplets[0], triplets[1], tmp_path / "full", seed=5)
 
-    real_checkpoint = train_mod._checkpoint
+    def die(step: int) -> None:
+        raise KeyboardInterrupt(f"killed after the checkpoint of step {step}")
 
-    def checkpoint_then_die(*args, **kwargs):
-        real_checkpoint(*args, **kwargs)
-        raise KeyboardInterrupt("killed after the first checkpoint")
-
-    monkeypatch.setattr(train_mod, "_checkpoint", checkpoint_then_die)
     with pytest.raises(KeyboardInterrupt):
-        train_adapter(load_base(micro_config), micro_config, triplets[0], triplets[1], tmp_path / "resumed", seed=5)
-    monkeypatch.undo()
+        train_adapter(load_base(micro_config), micro_config, triplets[0], triplets[1], tmp_path / "resumed", seed=5,
+                      on_checkpoint=die)
     assert (tmp_path / "resumed" / "checkpoint" / "trainer_state.json").exists()
     result = train_adapter(load_base(micro_config), micro_config, triplets[0], triplets[1], tmp_path / "resumed", seed=5)
     assert [e["step"] for e in result.log] == list(range(6))

@@ -158,7 +158,7 @@ def train_adapter(
 
     start, log = 0, []
     if (ckpt / STATE_FILE).exists():  # resume a half-done run exactly where it stopped
-        start, log = _restore(opt, gen, ckpt)
+        start, log, _ = read_checkpoint(ckpt, opt, gen)
 
     panel_size = triplets[0][0].size[0]
     enc = LatentPool(backbone, triplets, prompts, LatentCache(cache_dir, vae_identity(backbone), panel_size), keys,
@@ -181,7 +181,8 @@ def train_adapter(
         log.append(entry)
         bar.set_postfix(rec=f"{rec.item():.3f}", cyc=f"{cyc.item():.3f}")
         if (step + 1) % tc.checkpoint_every == 0 and step + 1 < total:
-            _checkpoint(backbone, config, opt, gen, step + 1, log, ckpt)
+            write_checkpoint(ckpt, opt, gen, step + 1, log, lambda folder: save_adapter(
+                backbone.transformer, folder, tuple(config.lora.extra_trainable)))
             if on_checkpoint is not None:
                 on_checkpoint(step + 1)
     backbone.transformer.eval()
@@ -208,7 +209,9 @@ def cycle_term(objective, enc: LatentPool, idx, prompts_by_task, sample_steps, g
     return total
 
 
-def _restore(opt: torch.optim.Optimizer, gen: torch.Generator, ckpt: Path) -> tuple[int, list[dict]]:
+def read_checkpoint(ckpt: Path, opt: torch.optim.Optimizer, gen: torch.Generator) -> tuple[int, list, dict]:
+    """Restore the optimizer and the RNG from `write_checkpoint`'s folder; (step, log, extra meta).
+    The weights are the caller's to load (an adapter, or a whole transformer)."""
     meta = json.loads((ckpt / STATE_FILE).read_text())
     tensors = load_file(str(ckpt / STATE_TENSORS))
     gen.set_state(tensors.pop("generator"))
@@ -216,19 +219,22 @@ def _restore(opt: torch.optim.Optimizer, gen: torch.Generator, ckpt: Path) -> tu
     for key, value in tensors.items():
         i, _, name = key.partition(".")
         state.setdefault(int(i), {})[name] = value
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    return int(meta["step"]), json.loads((ckpt / LOG_FILE).read_text())
+    opt.load_state_dict({"state": state, "param_groups": meta.pop("param_groups")})
+    return int(meta.pop("step")), json.loads((ckpt / LOG_FILE).read_text()), meta
 
 
-def _checkpoint(backbone, config, opt, gen, step, log, ckpt: Path) -> None:
-    """Adapter + optimizer + RNG + step, written to a temp folder then renamed (all or nothing)."""
-    tmp = ckpt.with_name(CHECKPOINT + ".tmp")
+def write_checkpoint(ckpt: Path, opt: torch.optim.Optimizer, gen: torch.Generator, step: int, log,
+                     save_weights: Callable[[Path], None], **meta) -> None:
+    """Weights (`save_weights(folder)`) + optimizer + RNG + step + `meta`, written to a temp folder
+    then renamed (all or nothing): a run killed at any moment resumes from the last whole one."""
+    tmp = ckpt.with_name(ckpt.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    save_adapter(backbone.transformer, tmp, tuple(config.lora.extra_trainable))
+    tmp.mkdir(parents=True)
+    save_weights(tmp)
     state = opt.state_dict()
     tensors = {f"{i}.{k}": v.contiguous() for i, st in state["state"].items() for k, v in st.items()}
     save_file(tensors | {"generator": gen.get_state()}, str(tmp / STATE_TENSORS))
-    (tmp / STATE_FILE).write_text(json.dumps({"step": step, "param_groups": state["param_groups"]}))
+    (tmp / STATE_FILE).write_text(json.dumps({"step": step, "param_groups": state["param_groups"], **meta}))
     (tmp / LOG_FILE).write_text(json.dumps(log))
     shutil.rmtree(ckpt, ignore_errors=True)
     tmp.rename(ckpt)

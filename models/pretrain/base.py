@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from models.iclora.backbone import Backbone, save_backbone
@@ -38,10 +40,12 @@ from models.iclora.grid import Task
 from models.iclora.objective import FlowMatching
 from models.pretrain.data import make_example, make_image
 from models.domains import intrinsic, logo_object
-from models.iclora.train import optimizer_step
+from models.iclora.train import STATE_FILE, optimizer_step, read_checkpoint, write_checkpoint
 from storage.hashing import derive_seed, stable_id
 
 RECIPE_FILE = "RECIPE.json"
+TRANSFORMER_CHECKPOINT = "checkpoint-transformer"  # inside the base's folder while the stage runs
+TRANSFORMER_WEIGHTS = "transformer.safetensors"
 STAGES = ("encoder", "decoder", "transformer")
 
 
@@ -152,7 +156,12 @@ def make_drawing(seed: int, size: int, world: str = "logo_object"):
     return (a, b, c), f"left {pa}; middle {pb}; right {pc}"
 
 
-def pretrain_transformer(backbone: Backbone, recipe: PretrainRecipe, log: Callable[[str], None] = print) -> dict:
+def pretrain_transformer(backbone: Backbone, recipe: PretrainRecipe, log: Callable[[str], None] = print,
+                         checkpoint: Path | None = None, checkpoint_every: int = 500,
+                         on_checkpoint: Callable[[int], None] | None = None) -> dict:
+    """The transformer stage. With `checkpoint` (a folder), the weights, optimizer, RNG and losses
+    are saved there every `checkpoint_every` steps and a rerun continues from the last one exactly
+    (the examples are drawn and encoded again: deterministic, minutes); the caller removes it."""
     s = recipe.panel_size
     examples = [make_example(derive_seed(recipe.seed, "transformer", i), s) for i in range(recipe.transformer_examples)]
     relations = encode_grids(backbone, [e.panels for e in examples], [e.prompt for e in examples], desc="encode examples")
@@ -165,8 +174,16 @@ def pretrain_transformer(backbone: Backbone, recipe: PretrainRecipe, log: Callab
     objective = FlowMatching(backbone, guidance_scale=recipe.guidance_scale, resolution_shift=False)
     opt = torch.optim.AdamW(tr.parameters(), lr=recipe.transformer_lr, weight_decay=0.01)
     gen = torch.Generator().manual_seed(derive_seed(recipe.seed, "transformer-noise"))
-    bar = tqdm(range(recipe.transformer_steps), desc="pretrain transformer", unit="step", disable=None)
-    history = {"relations": [], "drawings": []}
+    start, history = 0, {"relations": [], "drawings": []}
+    if checkpoint is not None and (checkpoint / STATE_FILE).exists():
+        start, history, meta = read_checkpoint(checkpoint, opt, gen)
+        if meta["recipe"] != asdict(recipe):
+            raise ValueError(f"{checkpoint} is a checkpoint of another recipe ({meta['recipe']}); "
+                             "remove it to start again")
+        tr.load_state_dict(load_file(str(checkpoint / TRANSFORMER_WEIGHTS)))
+        log(f"transformer: resumed at step {start} from {checkpoint}")
+    bar = tqdm(range(start, recipe.transformer_steps), initial=start, total=recipe.transformer_steps,
+               desc="pretrain transformer", unit="step", disable=None)
     for step in bar:
         for g in opt.param_groups:
             g["lr"] = cosine_lr(step, recipe.transformer_steps, recipe.transformer_lr)
@@ -183,6 +200,12 @@ def pretrain_transformer(backbone: Backbone, recipe: PretrainRecipe, log: Callab
         if step % 500 == 0 or step == recipe.transformer_steps - 1:
             log(f"transformer step {step}: loss relations {np.mean(history['relations'][-200:] or [0]):.4f} "
                 f"drawings {np.mean(history['drawings'][-100:] or [0]):.4f}")
+        if checkpoint is not None and (step + 1) % checkpoint_every == 0 and step + 1 < recipe.transformer_steps:
+            write_checkpoint(checkpoint, opt, gen, step + 1, history, lambda folder: save_file(
+                {k: v.contiguous() for k, v in tr.state_dict().items()}, str(folder / TRANSFORMER_WEIGHTS)),
+                recipe=asdict(recipe))
+            if on_checkpoint is not None:
+                on_checkpoint(step + 1)
     tr.eval().requires_grad_(False)
     return {"final_loss_relations": round(float(np.mean(history["relations"][-200:])), 4),
             "final_loss_drawings": round(float(np.mean(history["drawings"][-100:])), 4),
@@ -199,7 +222,9 @@ def pretrain_tiny(out_dir: str | Path, spec: TinySpec, recipe: PretrainRecipe, s
 
     "encoder" starts a new base in `out_dir` (the whole folder is written); "decoder" and
     "transformer" start from the base there and write only their own component folder, so the
-    two can run at the same time in two processes (both need only the encoder)."""
+    two can run at the same time in two processes (both need only the encoder). The transformer
+    stage checkpoints into `out_dir/checkpoint-transformer`: the same command, run again after a
+    crash, continues from there."""
     out_dir = Path(out_dir)
     stages = tuple(st for st in STAGES if st in stages)
     torch.manual_seed(recipe.seed)
@@ -212,7 +237,8 @@ def pretrain_tiny(out_dir: str | Path, spec: TinySpec, recipe: PretrainRecipe, s
     results = {}
     for stage in stages:
         t0 = time.time()
-        results[stage] = _RUN[stage](backbone, recipe, log) | {"seconds": round(time.time() - t0, 1)}
+        resumable = {"checkpoint": out_dir / TRANSFORMER_CHECKPOINT} if stage == "transformer" else {}
+        results[stage] = _RUN[stage](backbone, recipe, log, **resumable) | {"seconds": round(time.time() - t0, 1)}
         log(f"{stage}: {results[stage]}")
     if "encoder" in stages:
         save_backbone(backbone, out_dir)
@@ -220,6 +246,7 @@ def pretrain_tiny(out_dir: str | Path, spec: TinySpec, recipe: PretrainRecipe, s
         for stage in stages:
             part = "transformer" if stage == "transformer" else "vae"
             getattr(backbone, part).save_pretrained(str(out_dir / part), safe_serialization=True)
+    shutil.rmtree(out_dir / TRANSFORMER_CHECKPOINT, ignore_errors=True)  # the stage's weights are saved
     # merge into RECIPE.json (a parallel stage may have written it meanwhile): read late, replace atomically
     path = out_dir / RECIPE_FILE
     previous = json.loads(path.read_text()) if path.exists() and "encoder" not in stages else {}

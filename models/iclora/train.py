@@ -14,7 +14,7 @@ import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from PIL import Image
@@ -209,8 +209,9 @@ def cycle_term(objective, enc: LatentPool, idx, prompts_by_task, sample_steps, g
     return total
 
 
-def read_checkpoint(ckpt: Path, opt: torch.optim.Optimizer, gen: torch.Generator) -> tuple[int, list, dict]:
-    """Restore the optimizer and the RNG from `write_checkpoint`'s folder; (step, log, extra meta).
+def read_checkpoint(ckpt: Path, opt: torch.optim.Optimizer, gen: torch.Generator) -> tuple[int, Any, dict]:
+    """Restore the optimizer and the RNG from `write_checkpoint`'s folder; (step, log as written
+    (a list of entries, or pretraining's losses by kind), extra meta).
     The weights are the caller's to load (an adapter, or a whole transformer)."""
     meta = json.loads((ckpt / STATE_FILE).read_text())
     tensors = load_file(str(ckpt / STATE_TENSORS))
@@ -223,7 +224,7 @@ def read_checkpoint(ckpt: Path, opt: torch.optim.Optimizer, gen: torch.Generator
     return int(meta.pop("step")), json.loads((ckpt / LOG_FILE).read_text()), meta
 
 
-def write_checkpoint(ckpt: Path, opt: torch.optim.Optimizer, gen: torch.Generator, step: int, log,
+def write_checkpoint(ckpt: Path, opt: torch.optim.Optimizer, gen: torch.Generator, step: int, log: Any,
                      save_weights: Callable[[Path], None], **meta) -> None:
     """Weights (`save_weights(folder)`) + optimizer + RNG + step + `meta`, written to a temp folder
     then renamed (all or nothing): a run killed at any moment resumes from the last whole one."""

@@ -24,6 +24,9 @@ from models.iclora.codec import psnr
 from models.iclora.fill import decode_latents, encode_images
 from models.iclora.grid import grid_tensor, split_grid_tensor, to_pil
 from models.iclora.sample import Sampler
+from models.loop.dataio import read_triplets
+from storage.hashing import derive_seed
+from storage.store import Store
 
 
 def to_unit_tensor(images: Sequence[Image.Image]) -> torch.Tensor:
@@ -74,12 +77,9 @@ def evaluate_decomposition(sampler: Sampler, test: Sequence[dict], seeds: Sequen
     }
 
 
-def held_out(config, store, n: int) -> tuple[list[dict], list[int]]:
+def held_out(config, store: Store, n: int) -> tuple[list[dict], list[int]]:
     """The first n held-out test triplets (with footprints) and each one's sampling seed: what the
     round's evaluate stage and `layerboot evaluate` both decompose."""
-    from models.loop.dataio import read_triplets
-    from storage.hashing import derive_seed
-
     test = read_triplets(store, store.test_split(), footprint=True)[:n]
     return test, [derive_seed(config.run.seed, "eval", t["triplet_id"]) for t in test]
 

@@ -1,0 +1,52 @@
+"""Issue 13's point 5 on another base (docs/learning-notes.md): the seeds adapter of
+tests/test_learning.py (tiny config, 600 steps, 24 held-out triplets), trained and evaluated on the
+base at BASE instead of the shipped one; prints untrained, trained and the codec-passed baseline.
+
+    OMP_NUM_THREADS=2 .venv/bin/python bench/probes/adapter_on_base.py /tmp/base384 /tmp/adapter384 [STEPS]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from configs import load_config
+from models.iclora.lora import load_adapter
+from models.iclora.sample import Sampler
+from models.iclora.train import train_adapter
+from models.loop.dataio import read_triplets
+from models.loop.domain import domain_of
+from models.loop.evaluate import evaluate_decomposition
+from models.loop.runtime import load_base
+from models.loop.seeding import seed_rows
+from storage.schema import to_table
+from storage.store import Store
+
+if __name__ == "__main__":
+    base, out = sys.argv[1], Path(sys.argv[2])
+    steps = int(sys.argv[3]) if len(sys.argv) > 3 else None  # the tiny config's 600 unless given
+    torch.set_num_threads(2)
+    cfg = load_config("tiny")
+    cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"base": base})})
+    if steps:
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"steps": steps})})
+    store = Store(str(out / "w"))
+    store.commit_round(0, to_table(seed_rows(store, cfg, cfg.data.n_seeds, 24)))
+    pool = read_triplets(store, store.pool(0))
+    test = read_triplets(store, store.test_split(), footprint=True)
+    seeds = list(range(len(test)))
+    t0 = time.time()
+    untrained = evaluate_decomposition(Sampler(load_base(cfg), cfg), test, seeds, domain_of(cfg))
+    print("untrained", json.dumps(untrained["model"]), round(time.time() - t0), "s", flush=True)
+    t0 = time.time()
+    train_adapter(load_base(cfg), cfg, [t["panels"] for t in pool], [t["prompt"] for t in pool], out / "adapter", seed=0)
+    print("trained in", round(time.time() - t0), "s", flush=True)
+    backbone = load_base(cfg)
+    load_adapter(backbone, out / "adapter")
+    trained = evaluate_decomposition(Sampler(backbone, cfg), test, seeds, domain_of(cfg))
+    print(json.dumps({"untrained": untrained["model"], "trained": trained["model"],
+                      "baseline_codec": trained["baseline_codec"]}, indent=1), flush=True)

@@ -30,10 +30,7 @@ if __name__ == "__main__":
     base, out = sys.argv[1], Path(sys.argv[2])
     steps = int(sys.argv[3]) if len(sys.argv) > 3 else None  # the tiny config's 600 unless given
     torch.set_num_threads(2)
-    cfg = load_config("tiny")
-    cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"base": base})})
-    if steps:
-        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"steps": steps})})
+    cfg = load_config("tiny", [f"model.base={base}"] + ([f"train.steps={steps}"] if steps else []))
     store = Store(str(out / "w"))
     store.commit_round(0, to_table(seed_rows(store, cfg, cfg.data.n_seeds, 24)))
     pool = read_triplets(store, store.pool(0))

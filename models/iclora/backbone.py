@@ -14,12 +14,24 @@ import contextlib
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Literal
 
 import torch
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxFillPipeline, FluxTransformer2DModel
 from torch import nn
 from transformers import CLIPTextModel, CLIPTokenizer, T5EncoderModel, T5TokenizerFast
+
+
+# What the transformer's output means, recorded by the base in scheduler/scheduler_config.json under
+# diffusers' key `prediction_type` (a base without the key is a velocity base, as FLUX.1-Fill-dev is):
+#   "velocity": v = noise - x0, the flow-matching target itself (FLUX);
+#   "sample":   the clean latents x0 (x-prediction; Li & He, "Back to Basics: Let Denoising Generative
+#               Models Denoise", 2025): when a token carries more numbers than the network is wide,
+#               predicting the clean data, which lies on a low-dimensional manifold, learns where
+#               predicting velocity does not (docs/learning-notes.md measures it on the tiny base).
+# models/iclora/fill.py's `to_velocity` turns either into velocity, so losses and samplers have one path.
+PredictionType = Literal["velocity", "sample"]
+PREDICTION_TYPES: tuple[str, ...] = ("velocity", "sample")
 
 
 @dataclass(repr=False)
@@ -34,6 +46,7 @@ class Backbone:
     device: torch.device
     dtype: torch.dtype  # of the frozen base; LoRA parameters are fp32 regardless
     max_sequence_length: int  # T5 tokens per prompt; pass the same to FluxFillPipeline.__call__
+    prediction_type: PredictionType = "velocity"  # what the transformer outputs (see PREDICTION_TYPES)
     # per-backbone state, never copied by dataclasses.replace (a swapped module would make it stale)
     prompt_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict, init=False)
     _pipe: FluxFillPipeline | None = field(default=None, init=False)
@@ -43,7 +56,7 @@ class Backbone:
             f"{n}={count_parameters(getattr(self, n)) / 1e6:.2f}M"
             for n in ("transformer", "vae", "text_encoder", "text_encoder_2")
         )
-        return f"Backbone({sizes}, device={self.device}, dtype={self.dtype})"
+        return f"Backbone({sizes}, device={self.device}, dtype={self.dtype}, prediction_type={self.prediction_type})"
 
     @property
     def vae_scale(self) -> int:
@@ -67,7 +80,9 @@ class Backbone:
         )
 
     def pipeline(self) -> FluxFillPipeline:
-        """A FluxFillPipeline over these same modules (no copies; built once, then reused)."""
+        """A FluxFillPipeline over these same modules (no copies; built once, then reused). Its
+        prompt encoding and saving serve every base; its sampling loop reads the transformer's
+        output as velocity, so only a velocity base samples through `FluxFillPipeline.__call__`."""
         if self._pipe is None:
             self._pipe = FluxFillPipeline(**self.components())
         return self._pipe
@@ -79,7 +94,17 @@ def _freeze(*modules: nn.Module) -> None:
         m.requires_grad_(False)
 
 
-def assemble(transformer, vae, text_encoder, text_encoder_2, tokenizer, tokenizer_2, scheduler, device, dtype):
+def prediction_type_of(scheduler_config: dict) -> PredictionType:
+    """A base's prediction type from its scheduler config; absent means velocity (FLUX's)."""
+    kind = scheduler_config.get("prediction_type", "velocity")
+    if kind not in PREDICTION_TYPES:
+        raise ValueError(f"scheduler_config.json: prediction_type must be one of {', '.join(PREDICTION_TYPES)} "
+                         f"(got {kind!r})")
+    return kind
+
+
+def assemble(transformer, vae, text_encoder, text_encoder_2, tokenizer, tokenizer_2, scheduler, device, dtype,
+             prediction_type: PredictionType = "velocity"):
     modules = (transformer, vae, text_encoder, text_encoder_2)
     for m in modules:
         m.to(device)  # device only: from_pretrained already set dtypes, keeping T5's `wo` in fp32 on purpose
@@ -95,6 +120,7 @@ def assemble(transformer, vae, text_encoder, text_encoder_2, tokenizer, tokenize
         device=torch.device(device),
         dtype=dtype,
         max_sequence_length=min(int(tokenizer_2.model_max_length), 512),  # the pipeline refuses > 512
+        prediction_type=prediction_type,
     )
 
 
@@ -110,16 +136,25 @@ def load_backbone(name_or_path: str, dtype: torch.dtype, device: str) -> Backbon
     text_encoder_2 = T5EncoderModel.from_pretrained(p, subfolder="text_encoder_2", dtype=dtype, use_safetensors=True)
     tokenizer = CLIPTokenizer.from_pretrained(p, subfolder="tokenizer")
     tokenizer_2 = T5TokenizerFast.from_pretrained(p, subfolder="tokenizer_2")
-    scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(p, subfolder="scheduler")
-    return assemble(transformer, vae, text_encoder, text_encoder_2, tokenizer, tokenizer_2, scheduler, device, dtype)
+    # the prediction type is the base's, not the scheduler class's (which would warn that it ignores it)
+    scheduler_config = dict(FlowMatchEulerDiscreteScheduler.load_config(p, subfolder="scheduler"))
+    prediction_type = prediction_type_of(scheduler_config)
+    scheduler_config.pop("prediction_type", None)
+    scheduler = FlowMatchEulerDiscreteScheduler.from_config(scheduler_config)
+    return assemble(transformer, vae, text_encoder, text_encoder_2, tokenizer, tokenizer_2, scheduler, device, dtype,
+                    prediction_type)
 
 
 def save_backbone(backbone: Backbone, directory: str | Path) -> None:
     """Write the base in diffusers' layout (model_index.json + one folder per component),
-    weights as safetensors. Refuses a transformer that carries an adapter: adapters are saved
-    apart, with save_adapter, so the base on disk is always the untouched base."""
+    weights as safetensors, the prediction type in the scheduler's config (written only for a
+    non-velocity base, so a velocity base's files stay FLUX's). Refuses a transformer that carries
+    an adapter: adapters are saved apart, with save_adapter, so the base on disk is always the
+    untouched base."""
     if getattr(backbone.transformer, "peft_config", None):
         raise ValueError("the transformer carries a LoRA adapter; save the base before add_lora/load_adapter")
+    if backbone.prediction_type != prediction_type_of(backbone.scheduler.config):
+        backbone.scheduler.register_to_config(prediction_type=backbone.prediction_type)
     backbone.pipeline().save_pretrained(str(directory), safe_serialization=True)
 
 

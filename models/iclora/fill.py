@@ -133,6 +133,25 @@ def transformer_inputs(
     )
 
 
+SIGMA_MIN = 0.05  # x-prediction's velocity divides by sigma: clamped, as JiT clamps its t (Li & He, 2025)
+
+
+def to_velocity(output: torch.Tensor, noisy_packed: torch.Tensor, sigma: torch.Tensor | float,
+                prediction_type: str) -> torch.Tensor:
+    """The transformer's output as velocity v = noise - x0, whatever the base predicts.
+
+    x_sigma = x0 + sigma * v, so a clean-data estimate x0_hat gives v = (x_sigma - x0_hat) / sigma;
+    below SIGMA_MIN the division is clamped (the loss's weight on x0_hat, 1 / sigma^2, stays
+    bounded, and the sampler's last step, from sigma >= SIGMA_MIN to 0, lands on x0_hat exactly).
+    output, noisy_packed [B, N, 4C]; sigma [B] or scalar -> [B, N, 4C]."""
+    if prediction_type == "velocity":
+        return output
+    if prediction_type != "sample":
+        raise ValueError(f"unknown prediction_type {prediction_type!r}")
+    s = torch.as_tensor(sigma, device=output.device, dtype=torch.float32).reshape(-1, 1, 1)
+    return ((noisy_packed.to(output.device).float() - output.float()) / s.clamp_min(SIGMA_MIN)).to(output.dtype)
+
+
 def predict_velocity(
     backbone: Backbone,
     noisy_packed: torch.Tensor,
@@ -144,8 +163,10 @@ def predict_velocity(
     img_ids: torch.Tensor,
     guidance_scale: float = 30.0,
 ) -> torch.Tensor:
-    """Velocity (noise - x0) predicted at x_sigma = sigma * noise + (1 - sigma) * x0 -> [B, N, 64]."""
+    """Velocity (noise - x0) predicted at x_sigma = sigma * noise + (1 - sigma) * x0 -> [B, N, 4C],
+    from the transformer's output as the base's prediction type reads it (to_velocity)."""
     kwargs = transformer_inputs(
         backbone, noisy_packed, cond, sigma, prompt_embeds, pooled, text_ids, img_ids, guidance_scale
     )
-    return backbone.transformer(**kwargs, return_dict=False)[0]
+    output = backbone.transformer(**kwargs, return_dict=False)[0]
+    return to_velocity(output, noisy_packed, sigma, backbone.prediction_type)

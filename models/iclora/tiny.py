@@ -14,7 +14,7 @@ from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransf
 from tokenizers import pre_tokenizers
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Config, T5EncoderModel, T5TokenizerFast
 
-from models.iclora.backbone import Backbone, assemble, seeded
+from models.iclora.backbone import PREDICTION_TYPES, Backbone, assemble, seeded
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,9 @@ class TinySpec:
     in_channels: int = 768  # 256 noisy + 256 masked-image + 256 mask, all packed 2x2
     out_channels: int = 256  # packed velocity
     patch_size: int = 1
+    # what the transformer outputs (models/iclora/backbone.py PREDICTION_TYPES); recorded in the
+    # saved base's scheduler config, so loading it needs no spec
+    prediction_type: str = "velocity"
     # VAE (AutoencoderKL), 8x: one downsample per block but the last. 64 latent channels at 8x
     # (192 pixel values -> 64): an 8x8-patch PCA keeps >= 30 dB on the domain, 16 channels ~23 dB.
     # The widths are what models/iclora/codec.py needs to build the PCA encoder exactly (see there).
@@ -69,6 +72,7 @@ class TinySpec:
                 c % self.vae_norm_num_groups == 0 for c in self.vae_block_out_channels
             ),
             "t5_heads * t5_d_kv == t5_d_model": self.t5_heads * self.t5_d_kv == self.t5_d_model,
+            f"prediction_type in {PREDICTION_TYPES}": self.prediction_type in PREDICTION_TYPES,
         }
         broken = [k for k, ok in checks.items() if not ok]
         if broken:
@@ -221,4 +225,5 @@ def build_tiny(spec: TinySpec, seed: int, device: str = "cpu", dtype: torch.dtyp
     if dtype != torch.float32:  # (diffusers warns on every .to(dtype), even a no-op one)
         for m in (transformer, vae, text_encoder, text_encoder_2):
             m.to(dtype)
-    return assemble(transformer, vae, text_encoder, text_encoder_2, tokenizer, tokenizer_2, scheduler, device, dtype)
+    return assemble(transformer, vae, text_encoder, text_encoder_2, tokenizer, tokenizer_2, scheduler, device, dtype,
+                    spec.prediction_type)

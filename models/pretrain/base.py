@@ -78,9 +78,13 @@ WORLD_SINGLES = {  # the world's single-image maker, and the kinds a drawing sho
 
 def recipe_hash(spec: TinySpec, recipe: PretrainRecipe) -> str:
     """What the shipped weights were made from; a test checks the shipped RECIPE.json against it.
-    `world` counts only when it is not the first base's (whose hash predates the field)."""
-    fields = {k: v for k, v in asdict(recipe).items() if not (k == "world" and v == "logo_object")}
-    return stable_id(json.dumps({"spec": asdict(spec), "recipe": fields}, sort_keys=True), length=16)
+    Fields added after the first base (`world`, `prediction_type`) count only when they differ
+    from that base's values, so its hash stays what it was."""
+    older = {"world": "logo_object", "prediction_type": "velocity"}
+    def counted(obj) -> dict:
+        return {k: v for k, v in asdict(obj).items() if k not in older or older[k] != v}
+
+    return stable_id(json.dumps({"spec": counted(spec), "recipe": counted(recipe)}, sort_keys=True), length=16)
 
 
 def to_tensor(images) -> torch.Tensor:

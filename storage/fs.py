@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import posixpath
 import re
 import uuid
 from dataclasses import dataclass
-from typing import Callable
+from typing import BinaryIO, Callable, Iterator
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -54,21 +56,31 @@ class Location:
         return self.fs.cat_file(path)
 
     def write_atomic(self, path: str, data: bytes) -> None:
-        """Write `data` so readers see either nothing or all of it.
+        """Write `data` so readers see either nothing or all of it (`writer`)."""
+        with self.writer(path) as f:
+            f.write(data)
+
+    @contextlib.contextmanager
+    def writer(self, path: str) -> Iterator[BinaryIO]:
+        """A binary file whose bytes appear at `path` whole when the block ends, and nowhere when it
+        raises.
 
         Locally: a dot-prefixed temp file in the same directory, then rename (atomic on POSIX;
-        dot-prefixed names are ignored by pyarrow dataset discovery). Object stores: one PUT,
-        which the service makes visible all at once.
+        dot-prefixed names are ignored by pyarrow dataset discovery and by Hugging Face `datasets`),
+        so the block streams to disk. Object stores: the bytes are kept in memory and sent as one
+        PUT, which the service makes visible all at once.
         """
-        parent = posixpath.dirname(path)
         if not self.is_local:
-            self.fs.pipe_file(path, data)
+            buf = io.BytesIO()
+            yield buf
+            self.fs.pipe_file(path, buf.getvalue())
             return
+        parent = posixpath.dirname(path)
         os.makedirs(parent, exist_ok=True)
         tmp = posixpath.join(parent, f"{TEMP_PREFIX}{uuid.uuid4().hex}-{posixpath.basename(path)}")
         try:
             with open(tmp, "wb") as f:
-                f.write(data)
+                yield f
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)

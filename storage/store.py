@@ -293,9 +293,22 @@ class Store:
         """The training pool after round r: accepted train rows of committed rounds <= r
         (seeds and user triplets of round 0, then accepted candidates and cycle triplets), with
         the operator's overrides applied (storage/overrides.py); rows are returned as committed."""
+        return self._train_rows(after_round, in_pool=True)
+
+    def rejected(self, after_round: int) -> pa.Table:
+        """The training rows of committed rounds <= r that are not in `pool(r)`: candidates and
+        cycle triplets the judge rejected (with their reasons) and rows an operator rejected."""
+        return self._train_rows(after_round, in_pool=False)
+
+    def _train_rows(self, after_round: int, in_pool: bool) -> pa.Table:
         rounds = [r for r in self.committed_rounds() if r <= after_round]
         effective = in_effect(load_overrides(self.loc))
-        return self.manifest(rounds, where=lambda t: pc.and_(pc.equal(t["split"], "train"), effective_accepted(t, effective)))
+
+        def where(t: pa.Table) -> pa.ChunkedArray:
+            accepted = effective_accepted(t, effective)
+            return pc.and_(pc.equal(t["split"], "train"), accepted if in_pool else pc.invert(accepted))
+
+        return self.manifest(rounds, where=where)
 
     def test_split(self) -> pa.Table:
         table = self.manifest([r for r in self.committed_rounds() if r == 0])

@@ -179,8 +179,8 @@ def _layout(fig, height: int = 340, **kw) -> None:
 
 MEASURE_TITLES = {"psnr": "PSNR (dB)", "ssim": "SSIM", "psnr_footprint": "PSNR inside the logo footprint (dB)",
                   "si_mse": "scale-invariant MSE (lower is better)", "lmse": "LMSE (lower is better)"}
-BASELINE_LABELS = {"baseline": "baseline", "baseline_codec": "baseline through codec"}
-BASELINE_DASH = {"model": None, "baseline": "dash", "baseline_codec": "dot"}
+BASELINE_LABELS = {"baseline": "baseline", "baseline_codec": "baseline through codec", "baseline_nn": "nearest seed"}
+BASELINE_DASH = {"model": None, "baseline": "dash", "baseline_codec": "dot", "baseline_nn": "dashdot"}
 
 
 def eval_measures(rounds: list[dict[str, Any]]) -> dict[str, list[tuple[str, str, str]]]:
@@ -191,7 +191,8 @@ def eval_measures(rounds: list[dict[str, Any]]) -> dict[str, list[tuple[str, str
     for r in rounds:
         panels = sorted(r["panels"][1:], key=len, reverse=True)  # longest first: no name is another's prefix
         for key in r["eval_metrics"]:
-            who = next((w for w in ("baseline_codec", "baseline") if key.startswith(f"{w}_")), "model")
+            # longest name first: "baseline" is a prefix of the others
+            who = next((w for w in sorted(BASELINE_LABELS, key=len, reverse=True) if key.startswith(f"{w}_")), "model")
             rest = key.removeprefix(f"{who}_") if who != "model" else key
             panel = next((p for p in panels if rest.startswith(f"{p}_")), None)
             if panel is None:
@@ -300,7 +301,8 @@ def charts(data: ReportData) -> list[Chart]:
     fig.update_xaxes(title="round", dtick=1)
     out.append(Chart("eval", "Held-out evaluation per round",
                      "decomposition of the held-out test split by the round's adapter; dashed: the trivial baseline; "
-                     "dotted: the same baseline through the codec (like for like: the model's panels are decodes)", fig))
+                     "dotted: the same baseline through the codec (like for like: the model's panels are decodes); "
+                     "dash-dot: the nearest seed's layers (what memorising the seeds gives)", fig))
 
     timed = _rounds_with(data, "stage_seconds")
     stages = [s for s in STAGES if any(s in r["stage_seconds"] for r in timed)]

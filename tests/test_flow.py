@@ -84,7 +84,7 @@ def test_the_intrinsic_task_runs_the_same_flow(prefect_server, micro_yaml: str, 
     assert set(dict(row["criterion_pass_rates"])) == {"recomposes", "shading_achromatic", "albedo_flat",
                                                       "shading_smooth", "quality"}
     metrics = dict(row["eval_metrics"])
-    assert set(metrics) == {f"{who}{layer}_{m}" for who in ("", "baseline_", "baseline_codec_")
+    assert set(metrics) == {f"{who}{layer}_{m}" for who in ("", "baseline_", "baseline_codec_", "baseline_nn_")
                             for layer in ("albedo", "shading") for m in ("si_mse", "lmse")}
     assert metrics["baseline_shading_si_mse"] > 0
     seed = store.test_split().to_pylist()[0]

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from models.iclora.lora import LORA_WEIGHTS, EXTRA_MODULES, load_adapter
 from models.iclora.encoded import encode_grids, make_batch
 from models.iclora.codec import psnr
-from models.loop.evaluate import codec_roundtrip, evaluate_decomposition, layer_metrics
+from models.loop.evaluate import codec_roundtrip, eval_metrics, evaluate_decomposition, layer_metrics, nearest_seed
 from models.iclora.grid import Task
 from models.iclora.objective import FlowMatching
 from models.loop.runtime import load_base
@@ -123,6 +123,21 @@ def test_evaluate_reports_model_baseline_and_codec(micro_config, triplets):
     # like for like: the baseline's panels through the same codec as the model's
     coded = codec_roundtrip(sampler.backbone, [(t.composite, blank(S), t.composite) for t in ts[:2]])
     assert result["baseline_codec"] == layer_metrics([c[1] for c in coded], [c[2] for c in coded], *truth)
+
+
+def test_the_nearest_seed_baseline_answers_with_the_layers_of_the_nearest_seed_composite(triplets):
+    _, _, ts = triplets
+    seeds = [dict(panels=t.panels) for t in ts[2:6]]
+    # a test composite that is a seed's answers that seed's layers; another's, its nearest (pinned)
+    assert nearest_seed([ts[3].composite], seeds) == [(ts[3].logo, ts[3].object)]
+    picks = nearest_seed([t.composite for t in ts[:2]], seeds)
+    assert picks == [seeds[1]["panels"][1:], seeds[2]["panels"][1:]]  # pinned: found on 32-px thumbnails
+    test = [dict(panels=t.panels, footprint=t.footprint) for t in ts[:2]]
+    from models.loop.domain import DOMAINS
+
+    assert eval_metrics({"model": {"logo_psnr": 9.0}, "baseline_nn": {"logo_psnr": 8.0}}) == {
+        "logo_psnr": 9.0, "baseline_nn_logo_psnr": 8.0}
+    assert DOMAINS["logo_object"].metrics(picks, test)["logo_psnr"] < 100.0  # not the truth: another seed's logo
 
 
 def test_cycled_condition_is_what_encoding_the_cycled_grid_gives(micro_config, triplets):

@@ -44,6 +44,7 @@ if __name__ == "__main__":
     print("trained in", round(time.time() - t0), "s", flush=True)
     backbone = load_base(cfg)
     load_adapter(backbone, out / "adapter")
-    trained = evaluate_decomposition(Sampler(backbone, cfg), test, seeds, domain_of(cfg))
+    trained = evaluate_decomposition(Sampler(backbone, cfg), test, seeds, domain_of(cfg), seed_triplets=pool)
     print(json.dumps({"untrained": untrained["model"], "trained": trained["model"],
-                      "baseline_codec": trained["baseline_codec"]}, indent=1), flush=True)
+                      "baseline_codec": trained["baseline_codec"], "baseline_nn": trained["baseline_nn"]}, indent=1),
+          flush=True)

@@ -79,12 +79,12 @@ def evaluate(
     figure: Annotated[Optional[Path], typer.Option("--figure", help="Also write a PNG: truth beside prediction.")] = None,
 ) -> None:
     """Decomposition quality on the held-out test split: model vs trivial baseline (raw and through
-    the codec) vs codec ceiling.
+    the codec) vs nearest seed (what memorising the seeds gives) vs codec ceiling.
     Without --adapter, evaluates the untrained base."""
     with user_errors():
         config = with_overrides(config, sets)
         from models.loop.domain import domain_of
-        from models.loop.evaluate import decomposition_sheet, evaluate_decomposition, held_out
+        from models.loop.evaluate import BASELINES, decomposition_sheet, evaluate_decomposition, held_out, seed_triplets
 
         cfg, store = open_config(config, workdir, must_exist=True)
         test, seeds = held_out(cfg, store, n)
@@ -92,7 +92,7 @@ def evaluate(
             raise FileNotFoundError(f"no test split in {store.uri}: run `layerboot seed` first")
         sampler = _sampler(cfg, adapter)
         predicted: list = []
-        result = evaluate_decomposition(sampler, test, seeds, domain_of(cfg), predicted)
+        result = evaluate_decomposition(sampler, test, seeds, domain_of(cfg), predicted, seed_triplets(store))
         if figure:
             figure.parent.mkdir(parents=True, exist_ok=True)
             decomposition_sheet(test, predicted).save(figure)
@@ -101,7 +101,7 @@ def evaluate(
             return
         typer.echo(f"{result['n']} held-out composites, adapter: {adapter or '(untrained)'}")
         typer.echo(f"{'':<15}" + "".join(f"{k:>23}" for k in result["model"]))
-        for who in ("model", "baseline", "baseline_codec", "codec"):
+        for who in ("model", *(b for b in BASELINES if b in result), "codec"):
             typer.echo(f"{who:<15}" + "".join(f"{v:>23}" for v in result[who].values()))
 
 

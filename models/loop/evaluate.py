@@ -7,6 +7,8 @@ inside the logo footprint, where the work is; intrinsic: si-MSE and LMSE). Side 
     albedo = the composite, shading = constant);
   - baseline_codec: the same through the VAE and back (the model's panels are decodes too, so
     this is the like-for-like floor);
+  - baseline_nn: what memorising the seeds gives: for each test composite, the layers of the seed
+    triplet whose composite is nearest (models/loop/evaluate.nearest_seed);
   - codec: the ground truth through the VAE and back, the ceiling of any latent model.
 """
 
@@ -56,11 +58,24 @@ def codec_roundtrip(backbone: Backbone, triplets) -> list[tuple[Image.Image, Ima
     return list(zip(*(to_pil(p) for p in recon)))
 
 
+NN_SIDE = 32  # the nearest seed is searched on thumbnails: cheap at any panel size, and what "near" means
+
+
+def nearest_seed(composites: Sequence[Image.Image], seed_triplets: Sequence[dict]) -> list[tuple]:
+    """For each composite, the layers (panels after the composite) of the seed triplet whose
+    composite is nearest in mean squared error on NN_SIDE-pixel thumbnails."""
+    def thumbs(images):
+        return to_unit_tensor([im.convert("RGB").resize((NN_SIDE, NN_SIDE), Image.BILINEAR) for im in images]).flatten(1)
+
+    nearest = torch.cdist(thumbs(composites), thumbs([t["panels"][0] for t in seed_triplets])).argmin(1)  # [B]
+    return [tuple(seed_triplets[i]["panels"][1:]) for i in nearest.tolist()]
+
+
 def evaluate_decomposition(sampler: Sampler, test: Sequence[dict], seeds: Sequence[int], domain,
-                           predicted=None) -> dict:
+                           predicted=None, seed_triplets: Sequence[dict] = ()) -> dict:
     """`test` items carry the PIL `panels` and `footprint` (ground truth); `domain` is the layer
-    task (its metrics and baseline). Pass a list as `predicted` to receive the predicted layer
-    pairs too."""
+    task (its metrics and baseline); `seed_triplets` (round 0's pool) give the nearest-seed
+    baseline. Pass a list as `predicted` to receive the predicted layer pairs too."""
     composites = [t["panels"][0] for t in test]
     made = sampler.decompose(composites, seeds)
     if predicted is not None:
@@ -68,13 +83,16 @@ def evaluate_decomposition(sampler: Sampler, test: Sequence[dict], seeds: Sequen
     baseline = domain.baseline(composites)
     codec = codec_roundtrip(sampler.backbone, [t["panels"] for t in test])
     baseline_codec = codec_roundtrip(sampler.backbone, [(c, *layers) for c, layers in zip(composites, baseline)])
-    return {
+    report = {
         "n": len(test),
         "model": domain.metrics(made, test),
         "baseline": domain.metrics(baseline, test),
         "baseline_codec": domain.metrics([b[1:] for b in baseline_codec], test),
         "codec": domain.metrics([c[1:] for c in codec], test),
     }
+    if seed_triplets:
+        report["baseline_nn"] = domain.metrics(nearest_seed(composites, seed_triplets), test)
+    return report
 
 
 def held_out(config, store: Store, n: int) -> tuple[list[dict], list[int]]:
@@ -84,11 +102,20 @@ def held_out(config, store: Store, n: int) -> tuple[list[dict], list[int]]:
     return test, [derive_seed(config.run.seed, "eval", t["triplet_id"]) for t in test]
 
 
+def seed_triplets(store: Store) -> list[dict]:
+    """Round 0's pool, the seeds: what the nearest-seed baseline may memorise."""
+    return read_triplets(store, store.pool(0)) if 0 in store.committed_rounds() else []
+
+
+BASELINES = ("baseline", "baseline_codec", "baseline_nn")  # an evaluation report's keys besides model and codec
+
+
 def eval_metrics(report: dict) -> dict[str, float]:
     """An evaluation report as rounds.parquet's `eval_metrics` map: the model's metrics as they
-    are (logo_psnr, ...), the baselines' prefixed (baseline_logo_psnr, baseline_codec_logo_psnr)."""
+    are (logo_psnr, ...), the baselines' prefixed (baseline_logo_psnr, baseline_codec_logo_psnr,
+    baseline_nn_logo_psnr)."""
     out = dict(report.get("model", {}))
-    for who in ("baseline", "baseline_codec"):
+    for who in BASELINES:
         out |= {f"{who}_{k}": v for k, v in report.get(who, {}).items()}
     return out
 

@@ -197,11 +197,12 @@ def evaluate_stage(config_path: str, workdir: str, round: int) -> dict[str, Any]
         log.info("kept finished stage evaluate-r%02d", round)
         return done
     failpoint(f"evaluate-r{round:02d}-start")
-    from models.loop.evaluate import evaluate_decomposition, held_out
+    from models.loop.evaluate import evaluate_decomposition, held_out, seed_triplets
 
     test, seeds = held_out(cfg, store, cfg.bootstrap.eval_n)
     with MODEL_LOCK:
-        report = evaluate_decomposition(_sampler(cfg, store, round), test, seeds, domain_of(cfg)) if test else {}
+        report = evaluate_decomposition(_sampler(cfg, store, round), test, seeds, domain_of(cfg),
+                                        seed_triplets=seed_triplets(store)) if test else {}
     work.write_result("evaluate", report)
     log.info("finished stage evaluate-r%02d", round)
     failpoint(f"evaluate-r{round:02d}-done")

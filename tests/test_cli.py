@@ -128,5 +128,5 @@ def test_cli_as_subprocess(micro_config_path: Path, tmp_path: Path):
     assert [h for h in headings if f"─ {h} ─" in help_text] == list(headings)
     listed = [line[2:].split()[0] for line in help_text.splitlines() if line.startswith("│ ") and line[2] not in " -"]
     assert sorted(listed) == sorted(["seed", "add-unlabeled", "run", "resume", "ablate", "deploy", "status", "fsck",
-                                     "review", "override", "report", "train", "evaluate", "decompose", "compose",
+                                     "review", "override", "report", "export", "train", "evaluate", "decompose", "compose",
                                      "pretrain-tiny", "make-flux-shaped", "judge"])

@@ -1,4 +1,4 @@
-"""Commands that read or tend a workdir: `status`, `fsck`, `review`, `override`, `report`."""
+"""Commands that read or tend a workdir: `status`, `fsck`, `review`, `override`, `report`, `export`."""
 
 from __future__ import annotations
 
@@ -242,3 +242,63 @@ def report(
         info = write_report(store, out, thresholds={c.name: c.threshold for c in cfg.judge.criteria}, per_round=per_round)
         typer.echo(f"wrote {info.path}: {info.bytes / 1e6:.1f} MB, {info.rounds} rounds, {info.charts} charts, "
                    f"{info.thumbnails} triplets in the gallery")
+
+
+_SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+
+
+def parse_size(text: str) -> int:
+    """Bytes from `500MB`, `64MiB`, `1GB` or a plain number."""
+    import re
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", text)
+    unit = m.group(2).upper() if m else None
+    if m is None or unit not in _SIZE_UNITS or float(m.group(1)) * _SIZE_UNITS[unit] < 1:
+        raise typer.BadParameter(f"--shard-size {text!r}: give a size such as 500MB, 64MiB or 1GB")
+    return int(float(m.group(1)) * _SIZE_UNITS[unit])
+
+
+@app.command(rich_help_panel=PANEL)
+def export(
+    round: Annotated[int, typer.Option("--round", "-r", min=0, help="Committed round: its training pool (after "
+                                       "overrides) is what round R+1 trains on.")],
+    out: Annotated[str, typer.Option("--out", help="Folder to write (path or fsspec URI, s3://bucket/dataset); "
+                                     "absent or empty, or an earlier try of the same export.")],
+    fmt: Annotated[str, typer.Option("--format", help="hf: Parquet shards with datasets' Image feature; "
+                                     "webdataset: tar shards of <id>.<panel>.png and <id>.json.")] = "hf",
+    split: Annotated[str, typer.Option("--split", help="train (the pool), test (held out) or all.")] = "train",
+    include_rejected: Annotated[bool, typer.Option("--include-rejected", help="Add a `rejected` split: training "
+                                                   "rows not in the pool, with their reasons.")] = False,
+    shard_size: Annotated[str, typer.Option("--shard-size", help="Close a shard once its images and metadata "
+                                            "reach this (500MB, 64MiB, ...).")] = "500MB",
+    dedup: Annotated[bool, typer.Option("--dedup", help="Drop training rows whose composite is a near-copy of an "
+                                        "earlier row's (perceptual hash at most 4 of 64 bits apart); the card "
+                                        "counts them.")] = False,
+    license: Annotated[str, typer.Option("--license", help="The dataset's licence for the card (an SPDX-style id "
+                                         "as the Hub uses: cc-by-4.0, mit, other, ...).")] = "unknown",
+    config: ConfigOpt = "configs/tiny.yaml",
+    sets: SetOpt = None,
+    workdir: WorkdirOpt = None,
+) -> None:
+    """Export a round's dataset for Hugging Face `datasets` or WebDataset, with a dataset card
+    (README.md: counts, judge per round, base and adapters, round digests, licence). Images are the
+    blobs' bytes, hash-checked; the same export writes the same files. Reads the workdir only."""
+    with user_errors():
+        config = with_overrides(config, sets)
+        from configs import config_hash
+        from storage.export import ExportOptions, RunFacts, export as export_dataset
+
+        if fmt not in ("hf", "webdataset"):
+            raise typer.BadParameter(f"--format {fmt!r}: give hf or webdataset")
+        if split not in ("train", "test", "all"):
+            raise typer.BadParameter(f"--split {split!r}: give train, test or all")
+        cfg, store = open_config(config, workdir, must_exist=True)
+        judge = cfg.judge.kind + (f" ({cfg.judge.model})" if cfg.judge.kind == "qwen" else "")
+        facts = RunFacts(domain=cfg.domain, base=cfg.model.base, judge=judge, config_hash=config_hash(cfg))
+        options = ExportOptions(round=round, format=fmt, split=split, include_rejected=include_rejected,
+                                shard_bytes=parse_size(shard_size), dedup=dedup, license=license)
+        result = export_dataset(store, out, options, facts)
+        for s in result.splits:
+            typer.echo(f"{s.name}: {s.rows} rows in {len(s.shards)} shard(s), {s.bytes / 1e6:.1f} MB"
+                       + (f"; {s.dropped} near-copies dropped" if s.dropped else ""))
+        typer.echo(f"wrote {result.out} (card: {result.card})")

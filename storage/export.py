@@ -13,8 +13,8 @@ columns, the panels under the task's own names (composite, logo, object).
 
 Exact and repeatable: every image is its blob's bytes, hash-checked as it is read (a mismatch is an
 error naming the blob). Rows are written in the order they were committed, round by round, into
-shards closed once their images and metadata reach the shard size, so the same export writes the
-same files. A shard is written under a hidden name (streamed to disk locally; one PUT from memory on
+shards closed once their file reaches the shard size, so the same export writes the same files. A
+shard is written under a hidden name (streamed to disk locally; one PUT from memory on
 an object store, so memory holds at most one shard) and renamed to its final name once the split's
 shard count is known; the card comes last. An export that stopped half-way leaves only hidden files
 besides its record; run again, it writes everything anew. A refused export (round not committed or
@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 
 from storage import schema
 from storage.blobs import BlobError
-from storage.fs import Location
+from storage.fs import Location, is_temp_name
 from storage.hashing import stable_id
 from storage.images import decode_image
 from storage.overrides import Override, in_effect, load_overrides
@@ -56,7 +56,8 @@ DATA = "data"
 ROW_GROUP_ROWS = 100  # as datasets writes image datasets (config.PARQUET_ROW_GROUP_SIZE_FOR_IMAGE_DATASETS)
 # --dedup: imagehash's perceptual hash (DCT of the 32x32 greyscale composite, 8x8 low frequencies:
 # 64 bits); a composite within this many bits of an earlier kept row's is a near-copy
-DEDUP_HASH_BITS = 64
+DEDUP_HASH_SIZE = 8
+DEDUP_HASH_BITS = DEDUP_HASH_SIZE**2
 DEDUP_MAX_DISTANCE = 4
 FOOTPRINT = "footprint"
 JSON_COLUMNS = ("judge_scores", "judge_reasons", "cycle_scores")  # criterion -> value maps
@@ -166,14 +167,15 @@ def plan_export(store: Store, options: ExportOptions, facts: RunFacts | None = N
     return ExportPlan(options, facts, tuple(markers[0]["panels"]), markers, tables, overrides, fingerprint)
 
 
-def export(store: Store, out: str, options: ExportOptions, facts: RunFacts | None = None) -> ExportResult:
-    """Write the dataset of `plan_export` to folder `out` (path or fsspec URI): shards, then the card.
-    Refused, writing nothing, when `out` holds anything but an earlier try of this same export."""
+def export(store: Store, out: str, plan: ExportPlan) -> ExportResult:
+    """Write the dataset `plan_export` planned to folder `out` (path or fsspec URI): shards, then the
+    card. Refused, writing nothing, when `out` holds anything but an earlier try of this same export."""
     from tqdm.auto import tqdm
 
-    plan = plan_export(store, options, facts)
+    options = plan.options
     target = Location.parse(out)
     fresh = _claim(target, plan)
+    _remove_leftovers(target)  # of a try that stopped: everything is written anew
     created: list[str] = []  # what a failure removes again: hidden shards, and the record of a fresh folder
     try:
         if fresh:
@@ -181,8 +183,6 @@ def export(store: Store, out: str, options: ExportOptions, facts: RunFacts | Non
                       "options": asdict(options), "export_version": EXPORT_VERSION}
             created.append(target.join(RECORD))
             target.write_atomic(target.join(RECORD), json.dumps(record, indent=1, sort_keys=True).encode())
-        else:
-            _remove_hidden(target)  # shards of a try that stopped: everything is written anew
         total = sum(t.num_rows for t in plan.tables.values())
         with tqdm(total=total, desc=f"export round {options.round}", unit="row", disable=None) as bar:
             written = [(name, _write_split(store, plan, name, table, target, created, bar.update))
@@ -200,14 +200,15 @@ def export(store: Store, out: str, options: ExportOptions, facts: RunFacts | Non
 
 
 def _claim(target: Location, plan: ExportPlan) -> bool:
-    """Whether `target` is fresh (absent or empty). An earlier try of this export (its record says so)
-    may be written over; anything else is refused before anything is written."""
+    """Whether `target` is fresh (absent, empty, or holding only temp files of a write that stopped).
+    An earlier try of this export (its record says so) may be written over; anything else is
+    refused before anything is written."""
     shown = target.root if target.is_local else target.uri(target.root)
     if not target.exists(target.root):
         return True
     if not target.fs.isdir(target.root):
         raise ExportError(f"--out {shown} is a file, not a folder")
-    if not target.fs.find(target.root):
+    if all(is_temp_name(posixpath.basename(p)) for p in target.fs.find(target.root)):
         return True
     record = None
     if target.exists(target.join(RECORD)):
@@ -224,12 +225,14 @@ def _claim(target: Location, plan: ExportPlan) -> bool:
                       "--out or remove that folder")
 
 
-def _remove_hidden(target: Location) -> None:
-    data = target.join(DATA)
-    if target.exists(data):
-        for path in target.fs.find(data):
-            if posixpath.basename(path).startswith("."):
-                target.fs.rm_file(path)
+def _remove_leftovers(target: Location) -> None:
+    """What a try that stopped left: temp files of its writes, and shards in data/ not yet given their
+    final names (hidden). Nothing else: the folder may hold the user's own hidden files (.git)."""
+    for folder, leftover in ((target.root, is_temp_name), (target.join(DATA), lambda name: name.startswith("."))):
+        if target.exists(folder):
+            for path in target.fs.ls(folder, detail=False):
+                if leftover(posixpath.basename(path.rstrip("/"))) and not target.fs.isdir(path):
+                    target.fs.rm_file(path)
 
 
 # ---- rows -------------------------------------------------------------------------------------
@@ -243,7 +246,7 @@ class Sample:
 
     @property
     def nbytes(self) -> int:
-        """What the sample counts towards its shard's size: its images and its metadata."""
+        """Its images and its metadata: what it adds to a Parquet shard, before compression."""
         return sum(len(b) for b in self.images.values() if b) + len(self.meta_json())
 
     def meta_json(self) -> bytes:
@@ -289,7 +292,7 @@ class NearCopies:
         """Whether the image is a near-copy of one kept before; if not, it is kept."""
         import imagehash
 
-        value = int(str(imagehash.phash(decode_image(png, name), hash_size=8)), 16)
+        value = int(str(imagehash.phash(decode_image(png, name), hash_size=DEDUP_HASH_SIZE)), 16)
         parts = self._parts(value)
         for index, part in zip(self._index, parts):
             if any((value ^ other).bit_count() <= DEDUP_MAX_DISTANCE for other in index.get(part, ())):
@@ -319,7 +322,11 @@ class ParquetShard:
     def __init__(self, file: BinaryIO, plan: ExportPlan):
         self.schema = hf_features(plan.images).arrow_schema
         self.writer = pq.ParquetWriter(file, self.schema)
-        self.rows: list[dict[str, Any]] = []
+        self.file, self.rows, self.pending = file, [], 0
+
+    def size(self) -> int:
+        """Bytes written so far, and those of the rows not yet in a row group."""
+        return self.file.tell() + self.pending
 
     def add(self, sample: Sample) -> None:
         row = dict(sample.meta)
@@ -327,13 +334,14 @@ class ParquetShard:
         row.update({name: {"bytes": data, "path": f"{sample.key}.{name}.png"} if data is not None else None
                     for name, data in sample.images.items()})
         self.rows.append(row)
+        self.pending += sample.nbytes
         if len(self.rows) >= ROW_GROUP_ROWS:
             self._flush()
 
     def _flush(self) -> None:
         if self.rows:
             self.writer.write_table(pa.Table.from_pylist(self.rows, schema=self.schema))
-            self.rows = []
+            self.rows, self.pending = [], 0
 
     def close(self) -> None:
         self._flush()
@@ -347,7 +355,11 @@ class TarShard:
     TarWriter stamps the current time)."""
 
     def __init__(self, file: BinaryIO, plan: ExportPlan):
+        self.file = file
         self.tar = tarfile.open(fileobj=file, mode="w", format=tarfile.USTAR_FORMAT)
+
+    def size(self) -> int:
+        return self.file.tell()
 
     def add(self, sample: Sample) -> None:
         members = [(f"{name}.png", data) for name, data in sample.images.items() if data is not None]
@@ -365,7 +377,7 @@ SHARD_WRITERS = {"hf": ParquetShard, "webdataset": TarShard}
 
 class SplitShards:
     """A split's shards, written one at a time under hidden names (`.<split>-NNNNN.<ext>`); a shard
-    is closed once its samples' bytes reach the shard size."""
+    is closed once its file reaches the shard size."""
 
     def __init__(self, target: Location, plan: ExportPlan, split: str, created: list[str]):
         self.target, self.plan, self.split, self.created = target, plan, split, created
@@ -373,7 +385,6 @@ class SplitShards:
         self.bytes = 0  # their file sizes
         self._open: contextlib.ExitStack | None = None  # the shard being written, if any
         self._shard = self._file = None
-        self._size = 0
 
     def add(self, sample: Sample) -> None:
         if self._open is None:
@@ -381,10 +392,9 @@ class SplitShards:
             self.created.append(path)
             self._open = contextlib.ExitStack()
             self._file = self._open.enter_context(self.target.writer(path))
-            self._shard, self._size = SHARD_WRITERS[self.plan.options.format](self._file, self.plan), 0
+            self._shard = SHARD_WRITERS[self.plan.options.format](self._file, self.plan)
         self._shard.add(sample)
-        self._size += sample.nbytes
-        if self._size >= self.plan.options.shard_bytes:
+        if self._shard.size() >= self.plan.options.shard_bytes:
             self.close()
 
     def close(self) -> None:

@@ -169,6 +169,18 @@ def moto_server(port: int, log_path: Path, env: dict[str, str] | None = None) ->
             proc.wait(timeout=30)
 
 
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    """An S3 emulator (moto) in this process, open to any credentials: its URL."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
 def _standing_prefect_server(home: Path, extra_env: dict[str, str]):
     """Start `prefect server start` on 127.0.0.1 in its own process group; returns (process, api url)."""
     import os

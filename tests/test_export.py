@@ -31,6 +31,7 @@ from tests.conftest import MICRO_YAML, T0
 
 runner = CliRunner()
 PANELS = ("composite", "logo", "object")
+TEMP = ".tmp-" + "0123456789abcdef" * 2 + "-"  # what Location.write_atomic names its temp files
 THRESHOLDS = {"logo_clean": 0.5, "object_clean": 0.6}
 
 
@@ -158,7 +159,7 @@ def test_webdataset_export_reads_back_with_webdataset(config: Path, workdir, tmp
 
     work, _ = workdir
     out = tmp_path / "wds"
-    res = export(config, work, out, "--format", "webdataset", "--split", "all", "--shard-size", "5KB")
+    res = export(config, work, out, "--format", "webdataset", "--split", "all", "--shard-size", "12KB")
     assert res.exit_code == 0, res.output
     shards = sorted(p.name for p in (out / "data").iterdir())
     assert shards == [f"test-0000{i}-of-00002.tar" for i in range(2)] + [f"train-0000{i}-of-00005.tar" for i in range(5)]
@@ -236,16 +237,19 @@ def test_near_copies_by_perceptual_hash():
 def test_a_rerun_writes_the_same_files_and_no_half_shard_is_ever_visible(config: Path, workdir, tmp_path: Path):
     work, _ = workdir
     out = tmp_path / "again"
-    args = ("--format", "webdataset", "--split", "all", "--include-rejected", "--shard-size", "5KB")
+    args = ("--format", "webdataset", "--split", "all", "--include-rejected", "--shard-size", "12KB")
     assert export(config, work, out, *args).exit_code == 0
     first = files(out)
     # what a kill in the middle of an export leaves: no card, a shard not yet renamed, a temp file
     (out / "README.md").unlink()
     (out / "data" / "train-00002-of-00005.tar").rename(out / "data" / ".train-00002.tar")
-    (out / "data" / ".tmp-0123456789abcdef0123456789abcdef-.train-00003.tar").write_bytes(b"half a shard")
+    (out / "data" / f"{TEMP}.train-00003.tar").write_bytes(b"half a shard")
+    (out / f"{TEMP}README.md").write_bytes(b"half a card")
+    (out / ".gitattributes").write_text("*.tar filter=lfs\n")  # the user's own: kept
     res = export(config, work, out, *args)
     assert res.exit_code == 0, res.output
-    assert files(out) == first  # byte for byte, nothing hidden left over
+    assert files(out) == first | {".gitattributes": b"*.tar filter=lfs\n"}  # byte for byte, no leftovers
+    (out / ".gitattributes").unlink()
     res = export(config, work, out, *args)  # a finished export, run again
     assert res.exit_code == 0 and files(out) == first
     assert [n for n in first if posixpath.basename(n).startswith(".")] == [".layerboot-export.json"]
@@ -266,6 +270,10 @@ def test_a_corrupt_blob_is_named_and_the_export_leaves_nothing(config: Path, tmp
     assert res.output.startswith(f"error: corrupt blob {victim['layer2_uri']}: content hashes to ")
     assert f"(triplet {ids['near']}, object)" in res.output and "Traceback" not in res.output
     assert not out.exists()
+    out.mkdir()  # a folder holding only the temp file of a write that stopped is as good as empty
+    (out / f"{TEMP}.layerboot-export.json").write_bytes(b"{")
+    res = export(config, work, out, "--shard-size", "1KB")
+    assert res.exit_code == 2 and "corrupt blob" in res.output and not out.exists()
 
 
 def _damage(work: Path) -> str:
@@ -322,17 +330,6 @@ def test_parse_size():
     for bad in ("lots", "0", "5 parsecs"):
         with pytest.raises(Exception, match="give a size such as"):
             parse_size(bad)
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 @pytest.mark.service

@@ -202,17 +202,6 @@ def test_credentials_never_reach_output_or_workdir(micro_yaml: Path, tmp_path: P
     assert found + files_leak(work) == []
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 @pytest.mark.service
 def test_credentials_used_for_s3_never_reach_output_or_objects(micro_yaml: Path, s3_endpoint: str):
     """The fake keys really sign the requests to an S3 emulator (moto); they appear nowhere."""

@@ -269,8 +269,8 @@ def export(
     split: Annotated[str, typer.Option("--split", help="train (the pool), test (held out) or all.")] = "train",
     include_rejected: Annotated[bool, typer.Option("--include-rejected", help="Add a `rejected` split: training "
                                                    "rows not in the pool, with their reasons.")] = False,
-    shard_size: Annotated[str, typer.Option("--shard-size", help="Close a shard once its images and metadata "
-                                            "reach this (500MB, 64MiB, ...).")] = "500MB",
+    shard_size: Annotated[str, typer.Option("--shard-size", help="Close a shard once its file reaches this size "
+                                            "(500MB, 64MiB, ...).")] = "500MB",
     dedup: Annotated[bool, typer.Option("--dedup", help="Drop training rows whose composite is a near-copy of an "
                                         "earlier row's (perceptual hash at most 4 of 64 bits apart); the card "
                                         "counts them.")] = False,
@@ -286,7 +286,7 @@ def export(
     with user_errors():
         config = with_overrides(config, sets)
         from configs import config_hash
-        from storage.export import ExportOptions, RunFacts, export as export_dataset
+        from storage.export import ExportOptions, RunFacts, export as export_dataset, plan_export
 
         if fmt not in ("hf", "webdataset"):
             raise typer.BadParameter(f"--format {fmt!r}: give hf or webdataset")
@@ -297,7 +297,7 @@ def export(
         facts = RunFacts(domain=cfg.domain, base=cfg.model.base, judge=judge, config_hash=config_hash(cfg))
         options = ExportOptions(round=round, format=fmt, split=split, include_rejected=include_rejected,
                                 shard_bytes=parse_size(shard_size), dedup=dedup, license=license)
-        result = export_dataset(store, out, options, facts)
+        result = export_dataset(store, out, plan_export(store, options, facts))
         for s in result.splits:
             typer.echo(f"{s.name}: {s.rows} rows in {len(s.shards)} shard(s), {s.bytes / 1e6:.1f} MB"
                        + (f"; {s.dropped} near-copies dropped" if s.dropped else ""))

@@ -24,6 +24,7 @@ damaged, an output folder holding anything but an earlier try of the same export
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import posixpath
@@ -31,7 +32,7 @@ import tarfile
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -118,7 +119,8 @@ class ExportPlan:
     facts: RunFacts | None
     panels: tuple[str, ...]  # the task's names of schema.PANELS
     markers: list[dict[str, Any]]  # commit markers of rounds 0..R, each proven against its manifest
-    tables: dict[str, pa.Table]  # split -> rows, in export order
+    parts: dict[str, list[Callable[[], pa.Table]]]  # split -> readers of its rows, in export order (a round each)
+    rows: dict[str, int]  # split -> rows before --dedup
     overrides: dict[str, Override]  # triplet id -> the override in effect (rounds <= R)
     fingerprint: str
 
@@ -158,13 +160,20 @@ def plan_export(store: Store, options: ExportOptions, facts: RunFacts | None = N
                           f"(hash {target['config_hash']}): the card would name the wrong base and judge; pass "
                           "the run's config")
     splits = SPLITS[options.split] + ((REJECTED,) if options.include_rejected else ())
-    read = {"train": lambda: store.pool(r), "test": store.test_split, REJECTED: lambda: store.rejected(r)}
-    tables = {name: read[name]() for name in splits}
+
+    def readers(split: str) -> list[Callable[[], pa.Table]]:
+        """A round at a time (memory holds one round's rows, not the pool's), in Store.pool's order."""
+        if split == "test":
+            return [store.test_split]
+        return [functools.partial(store.train_rows, [q], in_pool=split == "train") for q in range(r + 1)]
+
+    parts = {name: readers(name) for name in splits}
+    rows = {name: sum(read().num_rows for read in reads) for name, reads in parts.items()}
     overrides = {tid: o for tid, o in in_effect(load_overrides(store.loc)).items() if o.round <= r}
     fingerprint = stable_id(EXPORT_VERSION, json.dumps(asdict(options), sort_keys=True),
                             json.dumps(asdict(facts) if facts else None, sort_keys=True),
                             *(m["content_digest"] for m in markers), *sorted(o.id for o in overrides.values()))
-    return ExportPlan(options, facts, tuple(markers[0]["panels"]), markers, tables, overrides, fingerprint)
+    return ExportPlan(options, facts, tuple(markers[0]["panels"]), markers, parts, rows, overrides, fingerprint)
 
 
 def export(store: Store, out: str, plan: ExportPlan) -> ExportResult:
@@ -174,6 +183,7 @@ def export(store: Store, out: str, plan: ExportPlan) -> ExportResult:
 
     options = plan.options
     target = Location.parse(out)
+    existed = target.exists(target.root)  # an empty folder the user made stays, also on failure
     fresh = _claim(target, plan)
     _remove_leftovers(target)  # of a try that stopped: everything is written anew
     created: list[str] = []  # what a failure removes again: hidden shards, and the record of a fresh folder
@@ -183,10 +193,9 @@ def export(store: Store, out: str, plan: ExportPlan) -> ExportResult:
                       "options": asdict(options), "export_version": EXPORT_VERSION}
             created.append(target.join(RECORD))
             target.write_atomic(target.join(RECORD), json.dumps(record, indent=1, sort_keys=True).encode())
-        total = sum(t.num_rows for t in plan.tables.values())
+        total = sum(plan.rows.values())
         with tqdm(total=total, desc=f"export round {options.round}", unit="row", disable=None) as bar:
-            written = [(name, _write_split(store, plan, name, table, target, created, bar.update))
-                       for name, table in plan.tables.items()]
+            written = [(name, _write_split(store, plan, name, target, created, bar.update)) for name in plan.parts]
         results = [_publish(target, plan, name, hidden, result) for name, (hidden, result) in written]
         target.write_atomic(target.join(CARD), dataset_card(plan, results).encode())
     except BaseException:
@@ -194,7 +203,7 @@ def export(store: Store, out: str, plan: ExportPlan) -> ExportResult:
             if target.exists(path):
                 target.fs.rm_file(path)
         if fresh:
-            target.prune_empty_dirs(target.join(DATA), stop=posixpath.dirname(target.root))
+            target.prune_empty_dirs(target.join(DATA), stop=target.root if existed else posixpath.dirname(target.root))
         raise
     return ExportResult(target.uri(target.root), results, target.uri(target.join(CARD)))
 
@@ -253,10 +262,11 @@ class Sample:
         return json.dumps(self.meta, sort_keys=True, default=datetime.isoformat).encode()
 
 
-def samples(store: Store, plan: ExportPlan, table: pa.Table) -> Iterator[Sample]:
-    """The table's rows with their images read from the blob store (hash-checked), in order."""
+def samples(store: Store, plan: ExportPlan, split: str) -> Iterator[Sample]:
+    """A split's rows with their images read from the blob store (hash-checked), in order."""
     columns = dict(zip(plan.images, (*schema.PANELS, FOOTPRINT)))  # task name -> manifest column
-    for batch in table.to_batches(max_chunksize=ROW_GROUP_ROWS):  # a batch of rows at a time
+    batches = (b for read in plan.parts[split] for b in read().to_batches(max_chunksize=ROW_GROUP_ROWS))
+    for batch in batches:
         for row in batch.to_pylist():
             tid = row["triplet_id"]
             override = plan.overrides.get(tid)
@@ -414,14 +424,14 @@ class SplitShards:
             done.__exit__(RuntimeError, RuntimeError("export stopped"), None)
 
 
-def _write_split(store: Store, plan: ExportPlan, split: str, table: pa.Table, target: Location,
-                 created: list[str], progress) -> tuple[list[str], SplitResult]:
+def _write_split(store: Store, plan: ExportPlan, split: str, target: Location, created: list[str],
+                 progress) -> tuple[list[str], SplitResult]:
     """Write a split's shards under hidden names; returns their paths and what they hold."""
     result = SplitResult(split)
     near = NearCopies() if plan.options.dedup and split == "train" else None
     shards = SplitShards(target, plan, split, created)
     try:
-        for sample in samples(store, plan, table):
+        for sample in samples(store, plan, split):
             progress(1)
             if near is not None and near.seen(sample.images[plan.panels[0]], f"triplet {sample.key} composite"):
                 result.dropped += 1

@@ -293,15 +293,16 @@ class Store:
         """The training pool after round r: accepted train rows of committed rounds <= r
         (seeds and user triplets of round 0, then accepted candidates and cycle triplets), with
         the operator's overrides applied (storage/overrides.py); rows are returned as committed."""
-        return self._train_rows(after_round, in_pool=True)
+        return self.train_rows([r for r in self.committed_rounds() if r <= after_round], in_pool=True)
 
     def rejected(self, after_round: int) -> pa.Table:
         """The training rows of committed rounds <= r that are not in `pool(r)`: candidates and
         cycle triplets the judge rejected (with their reasons) and rows an operator rejected."""
-        return self._train_rows(after_round, in_pool=False)
+        return self.train_rows([r for r in self.committed_rounds() if r <= after_round], in_pool=False)
 
-    def _train_rows(self, after_round: int, in_pool: bool) -> pa.Table:
-        rounds = [r for r in self.committed_rounds() if r <= after_round]
+    def train_rows(self, rounds: Sequence[int], in_pool: bool) -> pa.Table:
+        """The training rows of the given committed rounds that are in the pool (`in_pool`), or
+        not, with the operator's overrides applied: `pool` and `rejected` a round at a time."""
         effective = in_effect(load_overrides(self.loc))
 
         def where(t: pa.Table) -> pa.ChunkedArray:

@@ -28,9 +28,11 @@ from storage.store import Store
 N_BLOBS = 64  # rows share a few real blobs: the store checks every reference exists
 
 
-def make_rounds(store: Store, rows: int, rounds: int) -> list[pa.Table]:
+def make_rounds(store: Store, rows: int, rounds: int, image=None) -> list[pa.Table]:
+    """`rows` manifest rows in `rounds` rounds over N_BLOBS blobs: `image(i)`, solid colours by default."""
     rng = np.random.default_rng(0)
-    keys = [store.put_image(Image.new("RGB", (32, 32), (i, 255 - i, 7))) for i in range(N_BLOBS)]
+    image = image or (lambda i: Image.new("RGB", (32, 32), (i, 255 - i, 7)))
+    keys = [store.put_image(image(i)) for i in range(N_BLOBS)]
     uri = pa.array([k for k, _ in keys])
     sha = pa.array([s for _, s in keys])
     per = rows // rounds

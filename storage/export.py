@@ -548,14 +548,17 @@ _SPLIT_MEANING = {
 
 def _loading(plan: ExportPlan, kept: list[SplitResult]) -> list[str]:
     """Three lines that load the first split, from this folder."""
-    if plan.options.format == "hf":
-        return ["from datasets import load_dataset", 'ds = load_dataset("path/to/this/folder")  # or '
-                '("parquet", data_dir=...)', f'ds["{kept[0].name}"][0]["{plan.panels[1]}"]  # a PIL image' if kept else ""]
     first = kept[0] if kept else SplitResult("train")
+    layer = plan.panels[1]
+    if plan.options.format == "hf":
+        return ["from datasets import load_dataset",
+                'ds = load_dataset("path/to/this/folder")  # or load_dataset("parquet", data_dir=...)',
+                f'ds["{first.name}"][0]["{layer}"]  # a PIL image']
     n = len(first.shards)
+    shards = f"data/{first.name}-{{00000..{max(n - 1, 0):05d}}}-of-{n:05d}.tar"
     return ["import webdataset as wds",
-            f'ds = wds.WebDataset("data/{first.name}-{{00000..{max(n - 1, 0):05d}}}-of-{n:05d}.tar", shardshuffle=False)',
-            f'next(iter(ds.decode("pil")))["{plan.panels[1]}.png"]  # a PIL image']
+            f'ds = wds.WebDataset("{shards}", shardshuffle=False).decode("pil")',
+            f'next(iter(ds))["{layer}.png"]  # a PIL image']
 
 
 def _rate(value: float | None) -> str:

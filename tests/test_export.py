@@ -166,7 +166,7 @@ def test_webdataset_export_reads_back_with_webdataset(config: Path, workdir, tmp
     store = Store(str(work))
     for split, rows in list(expected(store).items())[:2]:
         urls = sorted(glob.glob(str(out / "data" / f"{split}-*.tar")))
-        samples = list(wds.WebDataset(urls, shardshuffle=False, empty_check=False))
+        samples = list(wds.WebDataset(urls, shardshuffle=False))
         assert [s["__key__"] for s in samples] == [r["triplet_id"] for r in rows]
         for s, w in zip(samples, rows):
             assert_images_are_the_blobs(store, w, {n: s.get(f"{n}.png") for n in (*PANELS, "footprint")})

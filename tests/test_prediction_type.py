@@ -78,3 +78,11 @@ def test_the_base_records_its_prediction_type_and_a_base_without_the_key_is_a_ve
         load_backbone(str(tmp_path / "x"), torch.float32, "cpu")
     with pytest.raises(ValueError, match="prediction_type in"):
         TinySpec(prediction_type="epsilon")
+
+
+def test_a_stage_on_a_base_of_another_prediction_type_is_refused(tmp_path: Path):
+    from models.pretrain.base import PretrainRecipe, pretrain_tiny
+
+    save_backbone(build_tiny(TinySpec(), seed=0), tmp_path / "base")
+    with pytest.raises(ValueError, match="is a velocity base, not sample"):
+        pretrain_tiny(tmp_path / "base", TinySpec(prediction_type="sample"), PretrainRecipe(), ("transformer",))

@@ -161,6 +161,10 @@ def pretrain_tiny(
                                        "logo_object or intrinsic.")] = "logo_object",
     transformer_steps: Annotated[Optional[int], typer.Option(
         "--transformer-steps", min=1, help="Transformer steps (default: the recipe's 5,000).")] = None,
+    prediction_type: Annotated[str, typer.Option(
+        "--prediction-type", help="What a new base's transformer outputs: velocity (FLUX's) or sample (the clean "
+        "latents, x-prediction); recorded in the base's scheduler config. Read by --stage encoder, which "
+        "builds the base.")] = "velocity",
 ) -> None:
     """Pretrain the tiny profile's base: the codec (a PCA encoder, then its decoder) and the Fill
     transformer, on single images and generic in-context families of the procedural world, never
@@ -169,20 +173,22 @@ def pretrain_tiny(
     with user_errors():
         import torch
 
+        from models.iclora.backbone import PREDICTION_TYPES
         from models.iclora.tiny import TinySpec
-        from models.pretrain.base import STAGES, PretrainRecipe, pretrain_tiny as run_pretrain
-
-        from models.pretrain.base import WORLD_SINGLES
+        from models.pretrain.base import STAGES, WORLD_SINGLES, PretrainRecipe, pretrain_tiny as run_pretrain
 
         bad = set(stage) - set(STAGES)
         if bad:
             raise typer.BadParameter(f"unknown stage(s) {sorted(bad)}; known: {', '.join(STAGES)}")
         if world not in WORLD_SINGLES:
             raise typer.BadParameter(f"unknown world {world!r}; known: {', '.join(WORLD_SINGLES)}")
+        if prediction_type not in PREDICTION_TYPES:
+            raise typer.BadParameter(f"unknown prediction type {prediction_type!r}; known: {', '.join(PREDICTION_TYPES)}")
         torch.set_num_threads(threads)
         command = "layerboot pretrain-tiny " + " ".join(sys.argv[2:])
         recipe = PretrainRecipe(world=world, **({"transformer_steps": transformer_steps} if transformer_steps else {}))
-        record = run_pretrain(out, TinySpec(), recipe, tuple(stage), log=typer.echo, command=command.strip())
+        spec = TinySpec(prediction_type=prediction_type)
+        record = run_pretrain(out, spec, recipe, tuple(stage), log=typer.echo, command=command.strip())
         typer.echo(json.dumps(record["results"], indent=1))
 
 

@@ -238,6 +238,9 @@ def pretrain_tiny(out_dir: str | Path, spec: TinySpec, recipe: PretrainRecipe, s
         from models.iclora.backbone import load_backbone
 
         backbone = load_backbone(str(out_dir), torch.float32, "cpu")
+        if backbone.prediction_type != spec.prediction_type:  # the base's files say what it predicts
+            raise ValueError(f"{out_dir} is a {backbone.prediction_type} base, not {spec.prediction_type}: "
+                             f"give the prediction type its encoder stage was run with")
     results = {}
     for stage in stages:
         t0 = time.time()

@@ -7,10 +7,10 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Annotated, Literal, Sequence
+from typing import Annotated, Literal, Optional, Sequence
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator, model_validator
 
 from storage.hashing import stable_id
 
@@ -49,6 +49,9 @@ class DataConfig(_Strict):
     panel_size: int = Field(ge=32, le=1024)  # pixels per side of each of the three square panels
     n_seeds: Count = 100  # synthetic seed triplets written by `layerboot seed`
     n_test: Annotated[int, Field(ge=0), at_most(100_000, _IN_MEMORY)] = 50  # held-out synthetic test triplets
+    # how much of the procedural world's variation the task's triplets draw (models/domains/: 0 the
+    # simplest; unset = the full world, the task's top level); checked against the task below
+    world_level: Optional[StrictInt] = Field(None, ge=0)
 
     @field_validator("panel_size")
     @classmethod
@@ -221,6 +224,7 @@ class JudgeSection(_Strict):
 
 DOMAINS = ("logo_object", "intrinsic")  # the layer tasks of models/loop/domain.py
 ANALYTIC_RECOMPOSE = ("intrinsic",)  # those whose composite is an exact formula of the layers
+WORLD_LEVELS = {"logo_object": 4, "intrinsic": 1}  # each task's number of world levels (data.world_level)
 
 
 class Config(_Strict):
@@ -242,6 +246,13 @@ class Config(_Strict):
         if self.bootstrap.cycle_check == "analytic" and self.domain not in ANALYTIC_RECOMPOSE:
             raise ValueError(f"bootstrap.cycle_check 'analytic' needs a task whose composite is a formula of its "
                              f"layers ({', '.join(ANALYTIC_RECOMPOSE)}); domain {self.domain!r} has none: use 'model'")
+        return self
+
+    @model_validator(mode="after")
+    def _world_level_of_the_task(self) -> "Config":
+        levels, level = WORLD_LEVELS[self.domain], self.data.world_level
+        if level is not None and level >= levels:
+            raise ValueError(f"data.world_level: the {self.domain} world has levels 0..{levels - 1} (got {level})")
         return self
 
     @property
@@ -387,7 +398,7 @@ def write_effective_config(path_or_profile: str | Path, overrides: Sequence[str]
 
 # keys added after runs were started, left out of the hash while they hold the value that means what
 # the code did before them: a run started before an upgrade still resumes (and keeps its caches)
-_HASHED_ONLY_WHEN_SET = {("bootstrap", "cycle_check"): "model"}
+_HASHED_ONLY_WHEN_SET = {("bootstrap", "cycle_check"): "model", ("data", "world_level"): None}
 
 
 def config_hash(config: Config) -> str:

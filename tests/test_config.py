@@ -98,14 +98,34 @@ def test_bad_set_overrides_name_the_key(item, message):
 
 
 def test_the_config_names_every_layer_task_and_only_those():
-    from configs.schema import ANALYTIC_RECOMPOSE, DOMAINS as NAMED
+    from configs.schema import ANALYTIC_RECOMPOSE, DOMAINS as NAMED, WORLD_LEVELS
     from models.loop.domain import DOMAINS, domain_of
 
     assert set(NAMED) == set(DOMAINS)
     assert set(ANALYTIC_RECOMPOSE) == {name for name, d in DOMAINS.items() if d.recompose is not None}
+    assert WORLD_LEVELS == {name: d.levels for name, d in DOMAINS.items()}
     assert domain_of(load_config("configs/tiny.yaml")).panels == ("composite", "logo", "object")
     intrinsic = load_config("configs/intrinsic_tiny.yaml")
     assert domain_of(intrinsic).panels == ("composite", "albedo", "shading")
     assert [c.name for c in intrinsic.judge.criteria] == list(domain_of(intrinsic).judge.checks)
     with pytest.raises(ConfigError, match="domain"):
         load_config("configs/tiny.yaml", ["domain=foreground"])
+
+
+def test_the_world_level_is_the_tasks_and_follows_the_config_everywhere_the_world_is_drawn():
+    from models.domains.logo_object import make_triplet
+    from models.loop.domain import domain_of
+
+    full, level0 = load_config("tiny"), load_config("tiny", ["data.world_level=0"])
+    assert full.data.world_level is None and config_hash(full) == "1fc2175666ed4ba8"  # unset: hashed as before
+    assert config_hash(level0) != config_hash(full)
+    domain = domain_of(level0)
+    assert domain.make(5, 64).params == make_triplet(5, 64, 0).params  # seeds, test split, unlabeled composites
+    assert domain.describe(5) == make_triplet(5, 64, 0).prompt  # candidates' prompts
+    assert domain.benchmark(0, 3, 64)[0].composite.tobytes() != domain_of(full).benchmark(0, 3, 64)[0].composite.tobytes()
+    for item, message in (("data.world_level=4", "the logo_object world has levels 0..3 (got 4)"),
+                          ("data.world_level=yes", "valid integer")):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_config("tiny", [item])
+    with pytest.raises(ConfigError, match=re.escape("the intrinsic world has levels 0..0 (got 1)")):
+        load_config("intrinsic_tiny", ["data.world_level=1"])

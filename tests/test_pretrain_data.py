@@ -226,3 +226,13 @@ def test_make_image_statistics_are_varied():
     # Colour is varied too: saturated images and near-grey ones both occur.
     sat = np.array([np.ptp(im, axis=-1).mean() for im in imgs])
     assert sat.min() < 5 and sat.max() > 100
+
+
+def test_drawings_follow_the_recipes_world_level():
+    from models.domains.logo_object import SIMPLE_LOGO_KINDS
+    from models.pretrain.base import make_drawing
+
+    descriptions = [make_drawing(s, 64, "logo_object", 0)[1] for s in range(8)]
+    emblems = [d.split("; ")[1] for d in descriptions]  # "middle a red star emblem"
+    assert all(e.split()[-2] in SIMPLE_LOGO_KINDS for e in emblems), emblems
+    assert make_drawing(3, 64, "logo_object")[1] == make_drawing(3, 64, "logo_object", None)[1]

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.domains.logo_object import OBJECT_KINDS, Triplet, _render, make_triplet, make_triplets
+from models.domains.logo_object import (FLAT_KINDS, OBJECT_KINDS, SIMPLE_LOGO_KINDS, TOP_LEVEL, WORLD_LEVELS, Triplet,
+                                        _render, make_single, make_triplet, make_triplets)
 
 SEEDS_64 = range(50)
 
@@ -35,9 +36,9 @@ def test_same_seed_same_pixels_other_seed_differs():
     assert np.abs(_arr(a.composite).astype(int) - _arr(c.composite)).mean() > 5
 
 
-def _digest(seeds, size):
+def _digest(seeds, size, level=TOP_LEVEL):
     h = hashlib.sha256()
-    for t in make_triplets(seeds, size):
+    for t in make_triplets(seeds, size, level):
         for im in (t.composite, t.logo, t.object, t.footprint):
             h.update(np.asarray(im).tobytes())
     return h.hexdigest()
@@ -156,3 +157,53 @@ def test_make_triplets_streams_in_order():
     assert _arr(got[0].composite).tobytes() == _arr(got[2].composite).tobytes()
     assert isinstance(got[0].composite, Image.Image)
 
+
+
+# ----------------------------------------------------------------------------- world levels
+
+
+def test_the_top_world_level_is_the_world_as_it_always_was():
+    assert WORLD_LEVELS == 4 and TOP_LEVEL == 3
+    assert _digest(range(4), 64, TOP_LEVEL) == GOLDEN_64  # the default and the top level: the same bytes
+    assert "world_level" not in make_triplet(0, 64, TOP_LEVEL).params
+
+
+def test_each_lower_level_leaves_out_what_the_docs_say():
+    params = {lv: [make_triplet(s, 64, lv).params for s in range(60)] for lv in range(TOP_LEVEL)}
+    for lv, ps in params.items():
+        assert all(p["world_level"] == lv and p["occluder"] is None for p in ps)  # occluders: level 3 only
+    for p in params[0] + params[1]:  # flat faces seen square-on, matte
+        assert p["object_kind"] in FLAT_KINDS and p["object"]["ps"] == p["object"]["pt"] == 0.0
+        assert p["light"]["gloss"] == 0.0
+    for p in params[0]:  # plain, a handful of emblems, one scale at the label's centre, unrotated
+        assert p["finish"]["texture"] == "plain" and p["finish"]["gradient"] == "none"
+        assert p["logo"]["kind"] in SIMPLE_LOGO_KINDS and p["logo"]["style"] == "plain"
+        u0, u1, v0, v1 = p["object"]["label"]
+        assert p["placement"]["center"] == [round((u0 + u1) / 2, 4), round((v0 + v1) / 2, 4)]
+        assert p["placement"]["rotation"] == 0.0
+    # what each level adds back shows up in 60 seeds
+    assert {p["finish"]["texture"] for p in params[1]} > {"plain"}
+    assert {p["object_kind"] for p in params[2]} - set(FLAT_KINDS)
+    assert any(p["light"]["gloss"] > 0 for p in params[2])
+    assert sum(make_triplet(s, 64).params["occluded"] for s in range(60)) > 0
+
+
+# the first 12 hex digits of each lower level's digest of seeds 0..3 at 64 px (as GOLDEN_64: change on purpose only)
+LEVEL_DIGESTS = ["24d9479be9a1", "e526e59cb468", "17fea953b1a1"]
+
+
+def test_lower_levels_are_deterministic_and_pinned_and_keep_the_ground_truth_exact():
+    digests = [_digest(range(4), 64, lv) for lv in range(TOP_LEVEL)]
+    assert len(set(digests + [GOLDEN_64])) == WORLD_LEVELS
+    assert [d[:12] for d in digests] == LEVEL_DIGESTS
+    for s in range(10):
+        t = make_triplet(s, 64, 0)
+        comp, obj, fp = (np.asarray(x) for x in (t.composite, t.object, t.footprint))
+        assert ((comp != obj).any(axis=-1) == (fp > 0)).all() and fp.mean() / 255 > 0.02
+    phrases = [make_single(s, 64, "logo", 0)[1] for s in range(10)]  # pretraining's drawings follow the level
+    assert all(p.endswith(" emblem") and p.split()[-2] in SIMPLE_LOGO_KINDS for p in phrases), phrases
+
+
+def test_a_level_outside_the_world_is_refused():
+    with pytest.raises(ValueError, match="world level must be 0..3, got 4"):
+        make_triplet(0, 64, 4)

@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from flows.cli.common import ConfigOpt, WorkdirOpt, open_config, user_errors
+from flows.cli.common import ConfigOpt, SetOpt, WorkdirOpt, open_config, user_errors, with_overrides
 
 app = typer.Typer(help="Calibrate the judge, or re-score a committed round with it.",
                         no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -58,6 +58,7 @@ def _read_thresholds(uri: str) -> dict[str, float]:
 @app.command()
 def calibrate(
     config: ConfigOpt = "configs/tiny.yaml",
+    sets: SetOpt = None,
     workdir: WorkdirOpt = None,
     n: Annotated[Optional[int], typer.Option("--n", min=20, help="Benchmark triplets (default: judge.calibration_size).")] = None,
     size: Annotated[Optional[int], typer.Option("--size", min=32, max=1024, help="Panel size (default: data.panel_size).")] = None,
@@ -72,6 +73,7 @@ def calibrate(
         from models.loop.runtime import MODEL_LOCK, calibrate_judge
         from models.domains import check_size
 
+        config = with_overrides(config, sets)
         cfg, store = open_config(config, workdir)
         size = size or cfg.data.panel_size
         try:

@@ -161,6 +161,9 @@ def pretrain_tiny(
                                        "logo_object or intrinsic.")] = "logo_object",
     transformer_steps: Annotated[Optional[int], typer.Option(
         "--transformer-steps", min=1, help="Transformer steps (default: the recipe's 5,000).")] = None,
+    world_level: Annotated[Optional[int], typer.Option(
+        "--world-level", min=0, help="The world's level the drawings show (data.world_level; default: the full "
+        "world).")] = None,
     prediction_type: Annotated[str, typer.Option(
         "--prediction-type", help="What a new base's transformer outputs: velocity (FLUX's) or sample (the clean "
         "latents, x-prediction); recorded in the base's scheduler config. Read by --stage encoder, which "
@@ -173,6 +176,7 @@ def pretrain_tiny(
     with user_errors():
         import torch
 
+        from configs.schema import WORLD_LEVELS
         from models.iclora.backbone import PREDICTION_TYPES
         from models.iclora.tiny import TinySpec
         from models.pretrain.base import STAGES, WORLD_SINGLES, PretrainRecipe, pretrain_tiny as run_pretrain
@@ -182,11 +186,14 @@ def pretrain_tiny(
             raise typer.BadParameter(f"unknown stage(s) {sorted(bad)}; known: {', '.join(STAGES)}")
         if world not in WORLD_SINGLES:
             raise typer.BadParameter(f"unknown world {world!r}; known: {', '.join(WORLD_SINGLES)}")
+        if world_level is not None and world_level >= WORLD_LEVELS[world]:
+            raise typer.BadParameter(f"--world-level: the {world} world has levels 0..{WORLD_LEVELS[world] - 1}")
         if prediction_type not in PREDICTION_TYPES:
             raise typer.BadParameter(f"unknown prediction type {prediction_type!r}; known: {', '.join(PREDICTION_TYPES)}")
         torch.set_num_threads(threads)
         command = "layerboot pretrain-tiny " + " ".join(sys.argv[2:])
-        recipe = PretrainRecipe(world=world, **({"transformer_steps": transformer_steps} if transformer_steps else {}))
+        recipe = PretrainRecipe(world=world, world_level=world_level,
+                                **({"transformer_steps": transformer_steps} if transformer_steps else {}))
         spec = TinySpec(prediction_type=prediction_type)
         record = run_pretrain(out, spec, recipe, tuple(stage), log=typer.echo, command=command.strip())
         typer.echo(json.dumps(record["results"], indent=1))

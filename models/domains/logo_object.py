@@ -57,6 +57,30 @@ OCCLUDERS = {  # which part of the object may hide part of the logo, per object 
 }
 OCCLUSION_RATE = 0.3
 
+# World levels (`data.world_level`): how much of the world's variation a triplet draws. Each level
+# adds back what the one below leaves out; the top level is the world as it always was (its seeds
+# give the same bytes). Why: the embedded base is small, and a loop that can learn nothing shows
+# nothing; a level it can learn lets the bootstrapping be measured (docs/learning-notes.md).
+#   0  flat faces seen square-on (box, tote bag, t-shirt), plain finish, matte (no highlight), no
+#      occluder, a handful of plain emblems and object colours, the logo at one scale at the
+#      label's centre, unrotated
+#   1  + textures and colour gradients, every emblem, glyph, badge and colour, the logo's place,
+#      scale and rotation varied
+#   2  + curved objects (ball, can, bottle, mug), perspective and specular highlights
+#   3  + occluders (a strap, leaf, tag or handle over part of the logo): the full world
+WORLD_LEVELS = 4
+TOP_LEVEL = WORLD_LEVELS - 1
+FLAT_KINDS = ("box", "tote bag", "t-shirt")
+SIMPLE_LOGO_KINDS = ("star", "ring", "triangle", "diamond")
+SIMPLE_LOGO_COLOURS = ("red", "blue", "green", "black")
+SIMPLE_OBJECT_COLOURS = ("white", "grey", "beige", "yellow", "mint")
+SIMPLE_LOGO_SCALE = 0.32  # level 0: the logo's larger half-extent in panel units (the logo panel's is 0.8)
+
+
+def check_level(level: int) -> None:
+    if not 0 <= level <= TOP_LEVEL:
+        raise ValueError(f"world level must be 0..{TOP_LEVEL}, got {level}")
+
 OBJECT_COLOURS = {
     "red": (196, 40, 44), "blue": (38, 84, 186), "green": (46, 140, 72), "yellow": (236, 196, 46),
     "orange": (232, 118, 34), "purple": (112, 62, 158), "pink": (228, 128, 168),
@@ -350,7 +374,14 @@ def _paint_logo(layers, u, v, px):
     return pre, alpha
 
 
-def _sample_logo(rng, avoid):
+def _sample_logo(rng, avoid, level: int = TOP_LEVEL):
+    if level == 0:  # a plain emblem of a handful, in one of a handful of colours
+        kind = _pick(rng, SIMPLE_LOGO_KINDS)
+        logo = {"kind": kind, "style": "plain", "badge": None, "letters": None, "points": 5 if kind == "star" else None,
+                "inner": 0.46 if kind == "star" else None, "stroke": None, "colour2": None, "rgb2": None}
+        logo["colour"], logo["rgb"] = _pick_colour(rng, {k: LOGO_COLOURS[k] for k in SIMPLE_LOGO_COLOURS}, avoid)
+        logo["extent"] = [round(e, 4) for e in _logo_layers(logo)[1]]
+        return logo
     kind = _pick(rng, LOGO_KINDS[:-1]) if rng.random() < 0.7 else "text"
     logo = {"kind": kind, "style": "plain", "badge": None, "letters": None, "points": None,
             "inner": None, "stroke": None, "colour2": None, "rgb2": None}
@@ -768,15 +799,22 @@ def _occluder_parts(occ, X, Y, body_sdf, light):
 # ----------------------------------------------------------------------------- sampling
 
 
-def _sample_params(rng) -> dict:
-    kind = _pick(rng, OBJECT_KINDS)
+def _sample_params(rng, level: int = TOP_LEVEL) -> dict:
+    """A scene's parameters. Each `level` test sits where its draw was, so the top level draws
+    exactly what it always drew (the same rng calls in the same order)."""
+    kind = _pick(rng, OBJECT_KINDS if level >= 2 else FLAT_KINDS)
     o = _SAMPLERS[kind](rng)
+    if level < 2:  # seen square-on: no perspective
+        o["ps"], o["pt"] = 0.0, 0.0
     # finish: colour, texture, colour gradient of the printable surface
     palette = LABEL_COLOURS if kind == "bottle" else OBJECT_COLOURS
+    if level == 0:
+        palette = {k: OBJECT_COLOURS[k] for k in SIMPLE_OBJECT_COLOURS}
     name, rgb = _pick_colour(rng, palette, [o["glass_rgb"]] if kind == "bottle" else [], 70.0)
-    tex = _pick(rng, ("plain", "plain", "stripes", "checker", "noise", "speckle"))
+    tex = _pick(rng, ("plain", "plain", "stripes", "checker", "noise", "speckle")) if level >= 1 else "plain"
     fin = {"colour": name, "rgb": rgb, "texture": tex, "rgb2": rgb, "colour2": None,
-           "seed": int(rng.random() * 2**31), "gradient": _pick(rng, ("none", "linear", "radial")),
+           "seed": int(rng.random() * 2**31),
+           "gradient": _pick(rng, ("none", "linear", "radial")) if level >= 1 else "none",
            "gstrength": _u(rng, 0.08, 0.22)}
     g = 2 * math.pi * rng.random()
     fin["gdir"] = [_cos(g), _sin(g)]
@@ -793,27 +831,32 @@ def _sample_params(rng) -> dict:
         fin["rgb2"] = [34, 34, 36] if sum(rgb) > 360 else [236, 236, 232]
         fin["grid"] = int(60 + 30 * rng.random())
     avoid = [rgb] + ([fin["rgb2"]] if tex in ("stripes", "checker") else [])
-    logo = _sample_logo(rng, avoid)
+    logo = _sample_logo(rng, avoid, level)
     # placement: the biggest fit of the (possibly rotated) logo in the label region, jittered
+    # (level 0: one scale, unrotated, at the label's centre, shrunk only where the label is smaller)
     u0, u1, v0, v1 = o["label"]
-    rot = _u(rng, -0.18, 0.18) if o["warp"] == "perspective" else _u(rng, -0.08, 0.08)
+    if level >= 1:
+        rot = _u(rng, -0.18, 0.18) if o["warp"] == "perspective" else _u(rng, -0.08, 0.08)
+    else:
+        rot = 0.0
     ca, sa = abs(_cos(rot)), abs(_sin(rot))
     ex, ey = logo["extent"]
     rex, rey = ex * ca + ey * sa, ex * sa + ey * ca
-    scale = min((u1 - u0) / 2 / rex, (v1 - v0) / 2 / rey) * _u(rng, 0.78, 0.97)
+    fit = min((u1 - u0) / 2 / rex, (v1 - v0) / 2 / rey)
+    scale = fit * _u(rng, 0.78, 0.97) if level >= 1 else min(SIMPLE_LOGO_SCALE / max(rex, rey), 0.9 * fit)
     room_u, room_v = (u1 - u0) / 2 - rex * scale, (v1 - v0) / 2 - rey * scale
-    center = [round((u0 + u1) / 2 + room_u * (2 * rng.random() - 1) * 0.7, 4),
-              round((v0 + v1) / 2 + room_v * (2 * rng.random() - 1) * 0.7, 4)]
+    jitter = (lambda: (2 * rng.random() - 1) * 0.7) if level >= 1 else (lambda: 0.0)
+    center = [round((u0 + u1) / 2 + room_u * jitter(), 4), round((v0 + v1) / 2 + room_v * jitter(), 4)]
     place = {"center": center, "scale": round(scale, 4), "rotation": rot,
              "extent_panel": [round(rex * scale, 4), round(rey * scale, 4)]}
-    occ = _sample_occluder(rng, o, place, rgb) if rng.random() < OCCLUSION_RATE else None
+    occ = _sample_occluder(rng, o, place, rgb) if level >= 3 and rng.random() < OCCLUSION_RATE else None
     la = (_u(rng, -0.7, 0.7), _u(rng, -0.8, -0.3), _u(rng, 0.6, 1.0))
     n = math.sqrt(sum(c * c for c in la))
     ld = [c / n for c in la]
     h = [ld[0], ld[1], ld[2] + 1.0]
     hn = math.sqrt(sum(c * c for c in h))
     light = {"dir": ld, "half": [c / hn for c in h], "ambient": _u(rng, 0.35, 0.5),
-             "gloss": _u(rng, 0.2, 0.55), "shininess_log2": int(4 + 4 * rng.random())}
+             "gloss": _u(rng, 0.2, 0.55) if level >= 2 else 0.0, "shininess_log2": int(4 + 4 * rng.random())}
     bg_name = _pick(rng, BACKGROUNDS)
     bg = {"colour": bg_name, "rgb": _jitter(rng, BACKGROUNDS[bg_name], 0.02),
           "gradient": _u(rng, 0.0, 0.1) if rng.random() < 0.6 else 0.0}
@@ -962,17 +1005,21 @@ def _acceptable(r: dict, p: dict) -> bool:
     return True
 
 
-def make_triplet(seed: int, size: int) -> Triplet:
-    """The triplet of `seed` drawn at size x size; pixel-identical for the same (seed, size)."""
+def make_triplet(seed: int, size: int, level: int = TOP_LEVEL) -> Triplet:
+    """The triplet of `seed` drawn at size x size from the world at `level` (WORLD_LEVELS);
+    pixel-identical for the same (seed, size, level)."""
     check_size(size)
+    check_level(level)
     rng = np.random.Generator(np.random.PCG64(int(seed)))
     for attempt in range(MAX_ATTEMPTS):
-        p = _sample_params(rng)
+        p = _sample_params(rng, level)
         ref = _render(p, REF_SIZE)  # acceptance is judged at one size so seeds agree across sizes
         if _acceptable(ref, p):
             break
     # (after MAX_ATTEMPTS the last sample is kept; it has never happened over the tested seeds)
     p["seed"], p["attempt"] = int(seed), attempt
+    if level != TOP_LEVEL:  # (the top level's params stay as they always were)
+        p["world_level"] = level
     r = ref if size == REF_SIZE else _render(p, size)
     return Triplet(composite=Image.fromarray(r["composite"], "RGB"), logo=Image.fromarray(r["logo"], "RGB"),
                    object=Image.fromarray(r["object"], "RGB"),
@@ -993,14 +1040,14 @@ def object_prompt(p: dict) -> str:
     return text
 
 
-def make_single(seed: int, size: int, panel: str) -> tuple[Image.Image, str]:
+def make_single(seed: int, size: int, panel: str, level: int = TOP_LEVEL) -> tuple[Image.Image, str]:
     """One image of the procedural world on its own, with its description: panel "object" is a
     plain object ("a red mug"), "logo" a flat emblem or glyph on white ("a blue star emblem").
 
     For pretraining the tiny base (codec and text-to-image): a single panel of its own seed, never
     a (composite, logo, object) triplet, so the base learns what objects and emblems look like but
     not the decomposition. Callers give seeds from their own namespace (never "synthetic")."""
-    t = make_triplet(seed, size)
+    t = make_triplet(seed, size, level)
     if panel == "object":
         return t.object, object_prompt(t.params)
     if panel == "logo":
@@ -1008,12 +1055,13 @@ def make_single(seed: int, size: int, panel: str) -> tuple[Image.Image, str]:
     raise ValueError(f"panel must be 'object' or 'logo', got {panel!r}")
 
 
-def make_triplets(seeds: Iterable[int], size: int) -> Iterator[Triplet]:
+def make_triplets(seeds: Iterable[int], size: int, level: int = TOP_LEVEL) -> Iterator[Triplet]:
     """Lazily, one triplet per seed, in order; a bad size fails at the call, not at first next()."""
     check_size(size)
-    return (make_triplet(seed, size) for seed in seeds)
+    check_level(level)
+    return (make_triplet(seed, size, level) for seed in seeds)
 
 
-def describe(seed: int) -> str:
+def describe(seed: int, level: int = TOP_LEVEL) -> str:
     """The prompt of `seed`'s triplet: a prompt bank of the procedural domain."""
-    return make_triplet(seed, REF_SIZE).prompt
+    return make_triplet(seed, REF_SIZE, level).prompt

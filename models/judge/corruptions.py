@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageFilter
 
-from models.domains.logo_object import PANELS, Triplet, make_triplet
+from models.domains.logo_object import PANELS, TOP_LEVEL, Triplet, make_triplet
 from storage.hashing import derive_seed
 
 CRITERIA = ("logo_clean", "object_clean", "composite_match", "panels_agree", "quality")
@@ -202,12 +202,13 @@ def through_codec(items: list[BenchItem], codec) -> list[BenchItem]:
 
 
 def build_benchmark(run_seed: int, n: int, size: int, kinds: tuple[str, ...] = KINDS,
-                    clean_fraction: float = 0.4, codec=None) -> list[BenchItem]:
+                    clean_fraction: float = 0.4, codec=None, level: int = TOP_LEVEL) -> list[BenchItem]:
     """n items: about clean_fraction clean triplets, the rest cycling through `kinds`; with a
     `codec`, followed by the same n items through it (`through_codec`): 2n items.
 
-    Item i uses triplet `derive_seed(run_seed, "judge-calibration", i)`; its corruption draws and
-    donors are derived from the same (run_seed, i), so the benchmark is a pure function of its args.
+    Item i uses triplet `derive_seed(run_seed, "judge-calibration", i)` of the world at `level`; its
+    corruption draws and donors are derived from the same (run_seed, i), so the benchmark is a pure
+    function of its args.
     """
     items = []
     n_clean = round(n * clean_fraction)
@@ -216,14 +217,15 @@ def build_benchmark(run_seed: int, n: int, size: int, kinds: tuple[str, ...] = K
     k = 0
     for i in range(n):
         seed = derive_seed(run_seed, "judge-calibration", i)
-        t = make_triplet(seed, size)
+        t = make_triplet(seed, size, level)
         if is_clean[i]:
             items.append(BenchItem(i, seed, "clean", t.composite, t.logo, t.object, frozenset()))
             continue
         kind = kinds[k % len(kinds)]
         k += 1
         rng = np.random.Generator(np.random.PCG64(derive_seed(run_seed, "judge-calibration", i, "corruption")))
-        donor = lambda attempt, i=i: make_triplet(derive_seed(run_seed, "judge-calibration", i, "donor", attempt), size)
+        donor = lambda attempt, i=i: make_triplet(derive_seed(run_seed, "judge-calibration", i, "donor", attempt), size,
+                                                  level)
         (c, l, o), broken, detail = corrupt(t, kind, rng, donor)
         items.append(BenchItem(i, seed, kind, c, l, o, broken, detail))
     return items + (through_codec(items, codec) if codec is not None else [])

@@ -14,7 +14,8 @@ also gives `recompose`, so that the cycle check can use the formula (`bootstrap.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -45,6 +46,20 @@ class Domain:
     # (layer 1, layer 2) -> the composite by the task's exact formula, when it has one: the cycle
     # check can use it instead of the adapter's re-composition (`bootstrap.cycle_check: analytic`)
     recompose: Callable[[Image.Image, Image.Image], Image.Image] | None = None
+    # world levels (`data.world_level`): a task whose world has several takes `level=` in `make`,
+    # `describe` and `benchmark`; the top level (levels - 1) is the full world
+    levels: int = 1
+
+    def at_level(self, level: int) -> "Domain":
+        """The task with its world at `level`: seeds, test split, composites without layers,
+        prompts and the judge's calibration benchmark all follow it."""
+        if not 0 <= level < self.levels:
+            raise ValueError(f"{self.name}: world level must be 0..{self.levels - 1}, got {level}")
+        if self.levels == 1:
+            return self
+        bind = functools.partial
+        return replace(self, make=bind(self.make, level=level), describe=bind(self.describe, level=level),
+                       benchmark=bind(self.benchmark, level=level))
 
 
 def _logo_object_metrics(predicted: Sequence[Layers], test: Sequence[dict]) -> dict[str, float]:
@@ -74,7 +89,8 @@ def _intrinsic_baseline(composites: Sequence[Image.Image]) -> list[Layers]:
 
 DOMAINS: dict[str, Domain] = {
     "logo_object": Domain("logo_object", logo_object.PANELS, logo_object.make_triplet, logo_object.describe,
-                          MeasureJudge, corruptions.build_benchmark, _logo_object_metrics, _logo_object_baseline),
+                          MeasureJudge, corruptions.build_benchmark, _logo_object_metrics, _logo_object_baseline,
+                          levels=logo_object.WORLD_LEVELS),
     "intrinsic": Domain("intrinsic", intrinsic.PANELS, intrinsic.make_triplet, intrinsic.describe,
                         intrinsic_judge.IntrinsicJudge, intrinsic_judge.build_benchmark, _intrinsic_metrics,
                         _intrinsic_baseline, lower_is_better=True, recompose=_intrinsic_recompose),
@@ -82,5 +98,7 @@ DOMAINS: dict[str, Domain] = {
 
 
 def domain_of(config) -> Domain:
-    """The config's layer task (`domain:`)."""
-    return DOMAINS[config.domain]
+    """The config's layer task (`domain:`), its world at the config's level (`data.world_level`,
+    unset: the full world)."""
+    domain, level = DOMAINS[config.domain], config.data.world_level
+    return domain if level is None else domain.at_level(level)

@@ -18,6 +18,7 @@ The domain probe (panels of "vae-domain-probe" triplets) is used to *report* rec
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -68,6 +69,7 @@ class PretrainRecipe:
     # the procedural world whose single images the text-to-image share draws (a layer task's
     # world: logo_object draws objects and emblems, intrinsic flat-colour scenes and grey light)
     world: str = "logo_object"
+    world_level: int | None = None  # the world's level the drawings show (data.world_level; None: the full world)
 
 
 WORLD_SINGLES = {  # the world's single-image maker, and the kinds a drawing shows left to right
@@ -80,7 +82,7 @@ def recipe_hash(spec: TinySpec, recipe: PretrainRecipe) -> str:
     """What the shipped weights were made from; a test checks the shipped RECIPE.json against it.
     Fields added after the first base (`world`, `prediction_type`) count only when they differ
     from that base's values, so its hash stays what it was."""
-    older = {"world": "logo_object", "prediction_type": "velocity"}
+    older = {"world": "logo_object", "prediction_type": "velocity", "world_level": None}
     def counted(obj) -> dict:
         return {k: v for k, v in asdict(obj).items() if k not in older or older[k] != v}
 
@@ -151,11 +153,14 @@ PRETRAIN_PROMPTS = {
 DRAWING_PROMPTS = {t: "{prompt}" for t in TASKS}
 
 
-def make_drawing(seed: int, size: int, world: str = "logo_object"):
-    """Text-to-image: three single images of the world, each of its own seed (never a triplet), and
-    the description of each. logo_object: `object | emblem | object` ("left a red mug; middle a blue
-    star emblem; right ..."); intrinsic: `flat colours | grey light | flat colours`."""
+def make_drawing(seed: int, size: int, world: str = "logo_object", level: int | None = None):
+    """Text-to-image: three single images of the world (at `level`, when it has levels), each of
+    its own seed (never a triplet), and the description of each. logo_object: `object | emblem |
+    object` ("left a red mug; middle a blue star emblem; right ..."); intrinsic: `flat colours |
+    grey light | flat colours`."""
     single, kinds = WORLD_SINGLES[world]
+    if level is not None:
+        single = functools.partial(single, level=level)
     (a, pa), (b, pb), (c, pc) = (single(derive_seed(seed, i), size, kind) for i, kind in enumerate(kinds))
     return (a, b, c), f"left {pa}; middle {pb}; right {pc}"
 
@@ -169,7 +174,7 @@ def pretrain_transformer(backbone: Backbone, recipe: PretrainRecipe, log: Callab
     s = recipe.panel_size
     examples = [make_example(derive_seed(recipe.seed, "transformer", i), s) for i in range(recipe.transformer_examples)]
     relations = encode_grids(backbone, [e.panels for e in examples], [e.prompt for e in examples], desc="encode examples")
-    drawings = [make_drawing(derive_seed(recipe.seed, "drawing", i), s, recipe.world)
+    drawings = [make_drawing(derive_seed(recipe.seed, "drawing", i), s, recipe.world, recipe.world_level)
                 for i in range(recipe.drawing_examples)]
     drawn = encode_grids(backbone, [d[0] for d in drawings], [d[1] for d in drawings], desc="encode drawings")
     tr = backbone.transformer

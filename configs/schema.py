@@ -6,7 +6,7 @@ import copy
 import json
 import os
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Literal, Optional, Sequence
 
 import yaml
@@ -38,6 +38,14 @@ Batch = Annotated[int, Field(ge=1), at_most(1024, _BATCH)]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_yes_no_for_a_number(cls, v, info):
+        # YAML 1.1 reads true/yes/on as True and pydantic takes True for 1: `lora.rank: yes` would be rank 1
+        if isinstance(v, bool) and cls.model_fields[info.field_name].annotation is not bool:
+            raise ValueError("expected a number, not a yes/no value")
+        return v
 
 
 class RunConfig(_Strict):
@@ -209,7 +217,17 @@ class JudgeSection(_Strict):
     max_reason_tokens: int = Field(24, ge=1, le=256)  # reasons are generated for rejected items only
     batch_size: Batch = 8
     calibration_size: Annotated[int, Field(ge=20), at_most(100_000, _IN_MEMORY)] = 270  # held-out corruption benchmark triplets
-    calibration_path: str | None = None  # default <workdir>/judge/calibration.json
+    # a file under <workdir>/judge/ (default judge/calibration.json): `judge calibrate` writes it, so
+    # it may not name a file elsewhere, a round's included
+    calibration_path: str | None = None
+
+    @field_validator("calibration_path")
+    @classmethod
+    def _under_the_judge_folder(cls, v: str | None) -> str | None:
+        parts = PurePosixPath(v).parts if v else ()
+        if v and (len(parts) < 2 or parts[0] != "judge" or ".." in parts or "\\" in v):
+            raise ValueError(f"a file under judge/ in the workdir, e.g. judge/calibration.json (got {v[:80]!r})")
+        return v
 
     @field_validator("criteria")
     @classmethod

@@ -124,8 +124,32 @@ def test_the_world_level_is_the_tasks_and_follows_the_config_everywhere_the_worl
     assert domain.describe(5) == make_triplet(5, 64, 0).prompt  # candidates' prompts
     assert domain.benchmark(0, 3, 64)[0].composite.tobytes() != domain_of(full).benchmark(0, 3, 64)[0].composite.tobytes()
     for item, message in (("data.world_level=4", "the logo_object world has levels 0..3 (got 4)"),
-                          ("data.world_level=yes", "valid integer")):
+                          ("data.world_level=yes", "expected a number, not a yes/no value")):
         with pytest.raises(ConfigError, match=re.escape(message)):
             load_config("tiny", [item])
     with pytest.raises(ConfigError, match=re.escape("the intrinsic world has levels 0..0 (got 1)")):
         load_config("intrinsic_tiny", ["data.world_level=1"])
+
+
+@pytest.mark.parametrize("rank, sets", [
+    ("true", []),
+    ("4", ["lora.rank=yes"]),
+    ("4", ["train.lr=on"]),
+    ("4", ["data.world_level=true"]),
+    ("4", ["sample.cache=no"]),
+])
+def test_strict_config_types_refuse_a_yes_no_where_a_number_is_meant(tmp_path, micro_yaml, rank, sets):
+    # YAML 1.1 reads true/yes/on as True, and pydantic would take True for 1: rank 1, lr 1.0
+    path = tmp_path / "c.yaml"
+    path.write_text(micro_yaml.replace("rank: 4", f"rank: {rank}"))
+    with pytest.raises(ConfigError, match=r"expected a number, not a yes/no value \(got (True|False)\)"):
+        load_config(path, sets)
+    assert load_config("tiny", ["model.compile=yes"]).model.compile is True  # a yes/no field takes one
+
+
+@pytest.mark.parametrize("value", ["/tmp/calibration.json", "../calibration.json", "judge/../../x.json",
+                                   "s3://bucket/calibration.json", "rounds/round=01/manifest.parquet", "judge", "~/c.json"])
+def test_strict_config_types_keep_the_calibration_file_inside_the_workdirs_judge_folder(value):
+    with pytest.raises(ConfigError, match=re.escape("judge.calibration_path: a file under judge/ in the workdir")):
+        load_config("tiny", [f"judge.calibration_path={value}"])
+    assert load_config("tiny", ["judge.calibration_path=judge/mine.json"]).judge.calibration_path == "judge/mine.json"

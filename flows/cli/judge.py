@@ -23,13 +23,12 @@ app = typer.Typer(help="Calibrate the judge, or re-score a committed round with 
 
 
 def calibration_uri(cfg, store) -> str:
-    """Where the calibration JSON lives. `judge.calibration_path` (relative = inside the workdir)
+    """Where the calibration JSON lives. `judge.calibration_path` (a file under <workdir>/judge/)
     wins; else next to the judge: a local Qwen folder holds its own, a hub model and the measurement
     judge use <workdir>/judge/."""
     section = cfg.judge
     if section.calibration_path:
-        p = section.calibration_path
-        return p if "://" in p or Path(p).is_absolute() else store.loc.uri(store.loc.join(p))
+        return store.loc.uri(store.loc.join(section.calibration_path))
     if section.kind == "qwen":
         if Path(section.model).is_dir():
             return str(Path(section.model) / "layerboot-calibration.json")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import reprlib
 import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Literal, Optional, Sequence
@@ -226,7 +227,7 @@ class JudgeSection(_Strict):
     def _under_the_judge_folder(cls, v: str | None) -> str | None:
         parts = PurePosixPath(v).parts if v else ()
         if v and (len(parts) < 2 or parts[0] != "judge" or ".." in parts or "\\" in v):
-            raise ValueError(f"a file under judge/ in the workdir, e.g. judge/calibration.json (got {v[:80]!r})")
+            raise ValueError(f"a file under judge/ in the workdir, e.g. judge/calibration.json (got {quoted(v)})")
         return v
 
     @field_validator("criteria")
@@ -315,6 +316,63 @@ def _unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
 
+# A config is a few KB holding a few hundred values: past these bounds a tiny input (nested YAML
+# aliases: a few hundred bytes naming a million strings) would exhaust memory in validation and in
+# the error line that quotes it
+MAX_CONFIG_BYTES = 2**20
+MAX_VALUES = 10_000  # after alias expansion
+MAX_DEPTH = 32
+MAX_VALUE_CHARS = 10_000  # the longest values are prompts and questions
+
+_QUOTE = reprlib.Repr()  # what an error line quotes of a value: a short prefix, however large the value
+_QUOTE.maxstring, _QUOTE.maxother, _QUOTE.maxlist, _QUOTE.maxdict, _QUOTE.maxlevel = 40, 40, 4, 4, 2
+
+
+def quoted(value) -> str:
+    """A value as an error line quotes it: at most a short prefix."""
+    return _QUOTE.repr(value)
+
+
+def _parse_yaml(text: str, where: str):
+    """YAML text -> data, refusing repeated keys and anything past the bounds above; errors are one
+    short line starting with `where`."""
+    try:
+        loader = _UniqueKeyLoader(text)  # what yaml.load does, with our SafeLoader subclass
+        try:
+            data = loader.get_single_data()
+        finally:
+            loader.dispose()
+    except _DuplicateKey as e:
+        raise ConfigError(f"{where}: {e}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: invalid YAML: {' '.join(str(e).split())[:300]}") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: YAML nested more than {MAX_DEPTH} levels deep") from None
+    except ValueError as e:  # a scalar the constructors cannot hold, e.g. an int of 5000 digits
+        raise ConfigError(f"{where}: unreadable YAML value ({' '.join(str(e).split())[:200]})") from None
+    _check_bounds(data, where)
+    return data
+
+
+def _check_bounds(data, where: str) -> None:
+    """Walk `data` as validation would (aliases expanded), stopping at the first bound passed."""
+    todo, seen = [(data, 0)], 0
+    while todo:
+        value, depth = todo.pop()
+        seen += 1
+        if seen > MAX_VALUES:
+            raise ConfigError(f"{where}: more than {MAX_VALUES} values once YAML aliases are expanded "
+                              "(a config holds hundreds)")
+        if depth > MAX_DEPTH:
+            raise ConfigError(f"{where}: YAML nested more than {MAX_DEPTH} levels deep")
+        if isinstance(value, (str, bytes)) and len(value) > MAX_VALUE_CHARS:
+            raise ConfigError(f"{where}: a value of {len(value)} characters (at most {MAX_VALUE_CHARS}): "
+                              f"{quoted(value)}")
+        if isinstance(value, dict):
+            todo += [(x, depth + 1) for kv in value.items() for x in kv]
+        elif isinstance(value, list):
+            todo += [(x, depth + 1) for x in value]
+
 
 def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
     """`key.path=value` assignments onto a config mapping (a copy). Values are YAML
@@ -324,17 +382,14 @@ def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
     for item in overrides:
         key, eq, text = item.partition("=")
         parts = key.strip().split(".")
-        if not eq or not all(parts):
-            raise ConfigError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. sample.steps=2")
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"--set {item!r}: invalid YAML value: {' '.join(str(e).split())}") from None
+        if not eq or not all(parts) or len(key) > 200:
+            raise ConfigError(f"--set {quoted(item)}: expected KEY.PATH=VALUE, e.g. sample.steps=2")
+        value = _parse_yaml(text, f"--set {quoted(item)}: {key.strip()}")
         node = data
         for i, part in enumerate(parts[:-1]):
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
-                raise ConfigError(f"--set {item!r}: {'.'.join(parts[: i + 1])} is not a section")
+                raise ConfigError(f"--set {quoted(item)}: {'.'.join(parts[: i + 1])} is not a section")
             node = child
         node[parts[-1]] = value
     return data
@@ -345,41 +400,35 @@ def load_config(path_or_profile: str | Path, overrides: Sequence[str] = ()) -> C
     validation; errors name the file and the field."""
     path = resolve_config_path(path_or_profile)
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         hint = "" if path.suffix in (".yaml", ".yml") else \
             f" (nor a profile: {', '.join(sorted(p.stem for p in PROFILES_DIR.glob('*.yaml')))})"
         raise ConfigError(f"{path}: config file not found{hint}") from None
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config ({e.strerror})") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes: not a config")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         line = raw[:e.start].count(b"\n") + 1
         raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}, line {line})") from None
-    try:
-        loader = _UniqueKeyLoader(text)  # what yaml.load does, with our SafeLoader subclass
-        try:
-            data = loader.get_single_data()
-        finally:
-            loader.dispose()
-    except _DuplicateKey as e:
-        raise ConfigError(f"{path}: {e}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML: {' '.join(str(e).split())}") from None
+    data = _parse_yaml(text, str(path))
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     if overrides:
         data = apply_overrides(data, overrides)
-        path = Path(f"{path} (with --set {' '.join(overrides)})")
+        path = Path(f"{path} (with --set {' '.join(map(quoted, overrides))})")
     try:
         return Config.model_validate(data)
     except ValidationError as e:
         first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        where = ".".join(str(p) for p in first["loc"])[:200] or "(top level)"
         more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
-        got = f" (got {first['input']!r})" if first["type"] != "missing" and "input" in first else ""
-        msg = first["msg"].removeprefix("Value error, ")
+        got = f" (got {quoted(first['input'])})" if first["type"] != "missing" and "input" in first else ""
+        msg = first["msg"].removeprefix("Value error, ")[:300]
         raise ConfigError(f"{path}: {where}: {msg}{'' if 'got' in msg else got}{more}") from None
 
 

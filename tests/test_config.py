@@ -153,3 +153,46 @@ def test_strict_config_types_keep_the_calibration_file_inside_the_workdirs_judge
     with pytest.raises(ConfigError, match=re.escape("judge.calibration_path: a file under judge/ in the workdir")):
         load_config("tiny", [f"judge.calibration_path={value}"])
     assert load_config("tiny", ["judge.calibration_path=judge/mine.json"]).judge.calibration_path == "judge/mine.json"
+
+
+def _alias_bomb(levels: int = 6, width: int = 10) -> str:
+    """A YAML flow value of a few hundred bytes whose aliases expand to width**levels strings."""
+    lists = [f"&l0 [{', '.join(['lol'] * width)}]"]
+    lists += [f"&l{i} [{', '.join([f'*l{i - 1}'] * width)}]" for i in range(1, levels)]
+    return f"[{', '.join(lists)}]"
+
+
+def _config_error(path_or_profile, sets=()) -> str:
+    with pytest.raises(ConfigError) as err:
+        load_config(path_or_profile, sets)
+    return str(err.value)
+
+
+def test_yaml_bounded_alias_expansion_in_a_file_and_in_a_set_value(tmp_path):
+    bomb = _alias_bomb()
+    assert len(bomb) < 1024
+    path = tmp_path / "bomb.yaml"
+    path.write_text(Path("configs/tiny.yaml").read_text() + f"prompts: {{decompose: {bomb}}}\n")
+    assert _config_error(path) == f"{path}: more than 10000 values once YAML aliases are expanded (a config holds hundreds)"
+    line = _config_error("tiny", [f"prompts.decompose={bomb}"])
+    assert line.endswith(": more than 10000 values once YAML aliases are expanded (a config holds hundreds)")
+    assert len(line) < 400
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["prompts.decompose=" + "x" * 20_000], "prompts.decompose: a value of 20000 characters (at most 10000): 'xxxxx"),
+    (["data.panel_size=" + "1" * 5000], "data.panel_size: unreadable YAML value (Exceeds the limit (4300 digits)"),
+    (["train.cycle=" + "[" * 3000 + "]" * 3000], "train.cycle: YAML nested more than 32 levels deep"),
+    (["run.name=" + "x" * 5000], "run.name: String should match pattern"),
+    (["sample.steps=[" + "1, " * 3000], "invalid YAML"),
+])
+def test_yaml_bounded_values_and_error_lines_quote_a_short_prefix(sets, message):
+    line = _config_error("tiny", sets)
+    assert message in line
+    assert len(line) < 400
+
+
+def test_yaml_bounded_config_file_size(tmp_path):
+    path = tmp_path / "big.yaml"
+    path.write_text(Path("configs/tiny.yaml").read_text() + "#" * 2**20)
+    assert _config_error(path) == f"{path}: larger than 1048576 bytes: not a config"

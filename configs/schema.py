@@ -13,6 +13,7 @@ from typing import Annotated, Literal, Optional, Sequence
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator, model_validator
 
+from storage.fs import read_regular_file
 from storage.hashing import stable_id
 
 PROFILES_DIR = Path(__file__).parent
@@ -400,16 +401,13 @@ def load_config(path_or_profile: str | Path, overrides: Sequence[str] = ()) -> C
     validation; errors name the file and the field."""
     path = resolve_config_path(path_or_profile)
     try:
-        with path.open("rb") as f:
-            raw = f.read(MAX_CONFIG_BYTES + 1)
+        raw = read_regular_file(path, MAX_CONFIG_BYTES, ConfigError)
     except FileNotFoundError:
         hint = "" if path.suffix in (".yaml", ".yml") else \
             f" (nor a profile: {', '.join(sorted(p.stem for p in PROFILES_DIR.glob('*.yaml')))})"
         raise ConfigError(f"{path}: config file not found{hint}") from None
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config ({e.strerror})") from None
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes: not a config")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:

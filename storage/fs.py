@@ -7,6 +7,7 @@ import io
 import os
 import posixpath
 import re
+import stat
 import uuid
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator
@@ -22,6 +23,25 @@ _TEMP_NAME = re.compile(r"^\.tmp-[0-9a-f]{32}-")
 def is_temp_name(name: str) -> bool:
     """Whether a file name is one of write_atomic's temp files (a crash can leave them behind)."""
     return bool(_TEMP_NAME.match(name))
+
+
+def read_regular_file(path: str | os.PathLike[str], limit: int, error: type[Exception] = ValueError,
+                      name: str | None = None) -> bytes:
+    """The bytes of a local regular file of at most `limit` bytes, else `error` naming it (as `name`,
+    by default its path). Opened non-blocking and checked on the open file: a FIFO or a device named
+    like an input would block the read forever (or never end), and a path swapped after a check
+    would go unnoticed. OSErrors (not found, not permitted, a symlink loop) are the caller's."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise error(f"{name or path}: not a regular file")
+        with open(fd, "rb", closefd=False) as f:
+            data = f.read(limit + 1)  # past the limit whatever its size says (a /proc file says 0)
+        if len(data) > limit:
+            raise error(f"{name or path}: larger than {limit} bytes")
+        return data
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from storage.fs import read_regular_file
 from storage.hashing import sha256_hex
 from storage.images import ImageError, decode_image, encode_png
 
@@ -133,8 +134,7 @@ def _read_inside(path: Path, real_root: Path) -> bytes:
     real = path.resolve()
     if not real.is_relative_to(real_root):
         raise ImageError(f"{path}: points outside the import folder ({real})")
-    if not real.is_file():
-        raise ImageError(f"{path}: not a regular file")
-    if real.stat().st_size > MAX_FILE_BYTES:
-        raise ImageError(f"{path}: larger than {MAX_FILE_BYTES} bytes")
-    return real.read_bytes()
+    try:
+        return read_regular_file(real, MAX_FILE_BYTES, ImageError, name=str(path))
+    except OSError as e:
+        raise ImageError(f"{path}: {e.strerror}") from None

@@ -334,7 +334,7 @@ CONFIG_CASES: dict[str, tuple[str | None, str]] = {
                             "judge.criteria.0.threshold: Input should be less than or equal to 1 (got 1.5)"),
     "unknown-profile-in-yaml": (_patched(profile="sdxl"), "profile: Input should be 'tiny' or 'flux' (got 'sdxl')"),
     "unknown-profile-name": (None, "config file not found (nor a profile: flux, intrinsic_tiny, tiny)"),
-    "config-is-a-directory": (None, "cannot read config (Is a directory)"),
+    "config-is-a-directory": (None, "not a regular file"),
     "yaml-duplicate-key": (_DUPLICATED, f"duplicate key 'n_seeds' (lines {_DUP_LINES[0]} and {_DUP_LINES[1]})"),
     "yaml-not-utf8": (None, f"not UTF-8 text (invalid continuation byte at byte {_LATIN1_AT}, line "
                             f"{_LATIN1_LINE})"),
@@ -624,7 +624,7 @@ def _case_decompose_dir(work: Path, cfg: Path, tmp: Path, monkeypatch):
     folder = tmp / "photos"
     folder.mkdir()
     return (["decompose", str(folder), "--adapter", str(tmp / "adapter"), "--out", str(tmp / "layers"), "-c", str(cfg)],
-            [f"error: {folder}: Is a directory"], [tmp / "layers"])
+            [f"error: {folder}: not a regular file"], [tmp / "layers"])
 
 
 def _case_model_base_missing(work: Path, cfg: Path, tmp: Path, monkeypatch):
@@ -742,6 +742,37 @@ def test_bad_workdir_or_environment(case: str, config_path: Path, workdir: Path,
     assert not (workdir / "locks").exists() and not (workdir / "quarantine").exists()
     for path in absent:
         assert not path.exists(), path
+
+
+@pytest.mark.parametrize("command", ["decompose", "compose", "config"])
+def test_regular_file_only_where_the_cli_reads_an_image_or_a_config(command: str, config_path: Path, tmp_path: Path):
+    """A FIFO (or a device) named like an image would block the read forever: refused at once."""
+    import threading
+    import time
+
+    fifo = tmp_path / ("x.yaml" if command == "config" else "x.png")
+    os.mkfifo(fifo)
+    good = tmp_path / "good.png"
+    make_triplet(1, SIZE).logo.save(good)
+    args = {"decompose": ["decompose", str(fifo), "--adapter", str(tmp_path / "a"), "--out", str(tmp_path / "o"),
+                          "-c", str(config_path)],
+            "compose": ["compose", "--logo", str(good), "--object", str(fifo), "--adapter", str(tmp_path / "a"),
+                        "--out", str(tmp_path / "o"), "-c", str(config_path)],
+            "config": ["status", "-c", str(fifo), "-w", str(tmp_path / "w")]}[command]
+
+    def unblock() -> None:  # a reader still blocked on the FIFO gets end-of-file and fails the test
+        time.sleep(10)
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:  # no reader: nothing blocked
+            pass
+
+    threading.Thread(target=unblock, daemon=True).start()
+    t0 = time.monotonic()
+    res = runner.invoke(app, args)
+    assert time.monotonic() - t0 < 10
+    assert_user_error(res, f"error: {fifo}: not a regular file")
+    assert not (tmp_path / "o").exists()
 
 
 def test_status_and_fsck_say_a_round_is_damaged(config_path: Path, workdir: Path):

@@ -30,11 +30,14 @@ def _config_and_images(config: str, sets, *paths: list[Path]):
     """The config (with --set overrides) and each list of image files, read and validated at its
     panel size (a bad file is named, before any model loads)."""
     from configs import load_config
-    from storage.images import decode_image
+    from storage.fs import read_regular_file
+    from storage.images import ImageError, decode_image
+    from storage.imports import MAX_FILE_BYTES
 
     cfg = load_config(with_overrides(config, sets))
     size = cfg.data.panel_size
-    return cfg, tuple([decode_image(Path(p).read_bytes(), str(p), size=size) for p in group] for group in paths)
+    return cfg, tuple([decode_image(read_regular_file(p, MAX_FILE_BYTES, ImageError), str(p), size=size)
+                       for p in group] for group in paths)
 
 
 AdapterOpt = Annotated[Optional[Path], typer.Option("--adapter", help="Adapter folder (safetensors, diffusers LoRA format).")]

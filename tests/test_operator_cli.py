@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -87,3 +88,45 @@ def test_status_watch_stops_when_no_round_runs(tmp_path: Path):
     assert res.exit_code == 0, res.output
     assert res.output.count("workdir: ") == 1 and "no round is running: stopped watching" in res.output
     assert "error: ValueError: bad" in res.output
+
+
+def test_destroys_nothing_it_does_not_own_train_refuses_an_out_folder_with_foreign_files(tmp_path: Path,
+                                                                                         micro_config_path: Path):
+    work, _, _ = seeded(tmp_path)
+    out = tmp_path / "adapter"
+    (out / "checkpoint").mkdir(parents=True)
+    (out / "checkpoint" / "notes.txt").write_text("mine")
+    res = cli("train", "-c", str(micro_config_path), "-w", work, "--steps", "1", "--out", str(out))
+    assert res.exit_code == 2, res.output
+    assert res.stderr.strip() == (f"error: {out}: holds checkpoint/notes.txt, which `layerboot train` does not "
+                                  "write: name a new or empty folder for --out (nothing was changed)")
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == ["checkpoint", "checkpoint/notes.txt"]
+    assert (out / "checkpoint" / "notes.txt").read_text() == "mine"
+
+    # a folder of its own is trained into, and a second run finds its adapter there
+    mine = tmp_path / "mine"
+    for said in ("wrote", "already holds this adapter"):
+        res = cli("train", "-c", str(micro_config_path), "-w", work, "--steps", "1", "--out", str(mine))
+        assert res.exit_code == 0 and said in res.output, res.output
+    assert sorted(p.name for p in mine.iterdir()) == ["extra_modules.safetensors", "pytorch_lora_weights.safetensors",
+                                                      "train_done.json", "train_log.json"]
+
+
+def test_destroys_nothing_it_does_not_own_a_half_done_training_folder_is_its_own(tmp_path: Path):
+    from models.iclora.lora import AdapterError
+    from models.loop.stages import refuse_foreign_files
+
+    for name in ("pytorch_lora_weights.safetensors", "extra_modules.safetensors", "trainer_state.json",
+                 "trainer_state.safetensors", "train_log.json"):
+        for folder in ("checkpoint", "checkpoint.tmp"):
+            (tmp_path / folder).mkdir(exist_ok=True)
+            (tmp_path / folder / name).write_bytes(b"")
+    refuse_foreign_files(tmp_path)  # what a killed `layerboot train` leaves: resumed, not refused
+    refuse_foreign_files(tmp_path / "new")
+    (tmp_path / "thesis.txt").write_text("mine")
+    (tmp_path / "train_log.json").symlink_to(tmp_path / "thesis.txt")  # written through, it would change thesis.txt
+    with pytest.raises(AdapterError, match=re.escape(f"{tmp_path}: holds thesis.txt, which")):
+        refuse_foreign_files(tmp_path)
+    (tmp_path / "thesis.txt").unlink()
+    with pytest.raises(AdapterError, match=re.escape(f"{tmp_path}: holds train_log.json, which")):
+        refuse_foreign_files(tmp_path)

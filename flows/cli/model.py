@@ -49,19 +49,20 @@ def train(
     sets: SetOpt = None,
     workdir: WorkdirOpt = None,
     steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="Training steps (default: train.steps).")] = None,
-    out: Annotated[Path, typer.Option("--out", help="Adapter folder to write (resumes a half-done run there).")] = Path("adapter"),
+    out: Annotated[Path, typer.Option("--out", help="Adapter folder to write: a new one, or one it wrote (resumes a half-done run there).")] = Path("adapter"),
     warm_start: AdapterOpt = None,
 ) -> None:
     """Train an IC-LoRA adapter on the current pool (all committed rounds)."""
     with user_errors():
         config = with_overrides(config, sets)
         from models.loop.runtime import load_base
-        from models.loop.stages import train_on_pool
+        from models.loop.stages import refuse_foreign_files, train_on_pool
 
         cfg, store = open_config(config, workdir, must_exist=True)
         rounds = store.committed_rounds()
         if not rounds:
             raise FileNotFoundError(f"no committed rounds in {store.uri}: run `layerboot seed` first")
+        refuse_foreign_files(out)
         result, pool = train_on_pool(load_base(cfg), cfg, store, rounds[-1], out, warm_start=warm_start, steps=steps,
                                      seed=cfg.run.seed)
         if result.reused:

@@ -26,7 +26,9 @@ from models.loop.dataio import PoolTriplets
 from models.loop.domain import domain_of
 from models.loop.runtime import MODEL_LOCK, backbone_for, judge_for
 from models.iclora.sample import Sampler
-from models.iclora.train import TrainResult, train_adapter
+from models.iclora.lora import EXTRA_MODULES, LORA_WEIGHTS, AdapterError
+from models.iclora.train import (CHECKPOINT, DONE_FILE, LOG_FILE, STATE_FILE, STATE_TENSORS, TrainResult,
+                                 train_adapter)
 from storage.faults import failpoint
 from storage.hashing import derive_seed, sha256_hex, stable_id
 from storage.store import Store
@@ -80,6 +82,34 @@ def _local_adapter(store: Store, path: str, cache: Path) -> Path:
 
 
 # ---- 1. train ------------------------------------------------------------------------------
+_ADAPTER_FILES = {LORA_WEIGHTS, EXTRA_MODULES}
+# what train_adapter writes in its folder (and removes or replaces when it trains there again)
+TRAINING_FILES = {
+    "": _ADAPTER_FILES | {LOG_FILE, DONE_FILE},
+    CHECKPOINT: _ADAPTER_FILES | {STATE_TENSORS, STATE_FILE, LOG_FILE},
+    f"{CHECKPOINT}.tmp": _ADAPTER_FILES | {STATE_TENSORS, STATE_FILE, LOG_FILE},
+}
+
+
+def refuse_foreign_files(out: Path) -> None:
+    """A folder `layerboot train` trains into may hold only what training writes there: it replaces
+    its checkpoint folder whole, and would take a user's files in it along."""
+    for folder, names in TRAINING_FILES.items():
+        here = out / folder
+        if not here.is_dir():
+            continue
+        for entry in sorted(here.iterdir()):
+            if entry.is_symlink():
+                ours = False  # writing through it would change the file it points to
+            elif entry.is_dir():
+                ours = not folder and entry.name in TRAINING_FILES
+            else:
+                ours = entry.is_file() and entry.name in names
+            if not ours:
+                raise AdapterError(f"{out}: holds {entry.relative_to(out)}, which `layerboot train` does not write: "
+                                   "name a new or empty folder for --out (nothing was changed)")
+
+
 def train_on_pool(
     backbone, cfg: Config, store: Store, pool_round: int, out: Path, *, warm_start: Path | None, steps: int | None,
     seed: int, on_checkpoint=None,

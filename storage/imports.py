@@ -131,7 +131,10 @@ def read_image_dir(directory: str | os.PathLike[str], panel_size: int) -> list[I
 
 def _read_inside(path: Path, real_root: Path) -> bytes:
     """Read a regular file that really lives under the import folder (no symlinks out of it)."""
-    real = path.resolve()
+    try:
+        real = path.resolve()
+    except RuntimeError:  # Python before 3.13 says "Symlink loop from ..." this way
+        raise ImageError(f"{path}: a symlink loop") from None
     if not real.is_relative_to(real_root):
         raise ImageError(f"{path}: points outside the import folder ({real})")
     try:

@@ -85,14 +85,21 @@ def stale_reason(holder: Holder) -> str | None:
     return None
 
 
+def is_pid(value) -> bool:
+    """Whether a value read from a file can be a process id (JSON may hold "12x", 1.5, true or -1,
+    and os.kill(-1, ...) means every process)."""
+    return type(value) is int and 0 < value < 2**31
+
+
 def _holder_of(body: dict | None) -> Holder | None:
     if body is None:
         return None
     try:
-        return Holder(**{k: body[k] for k in ("host", "pid", "started_at", "command", "token")},
-                      pid_started=body.get("pid_started"))
+        holder = Holder(**{k: body[k] for k in ("host", "pid", "started_at", "command", "token")},
+                        pid_started=body.get("pid_started"))
     except (KeyError, TypeError):
         return None
+    return holder if is_pid(holder.pid) and isinstance(holder.host, str) else None
 
 
 class WorkdirLock:

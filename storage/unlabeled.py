@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from storage.store import Store, now_utc
+from storage.store import Store, StoreError, now_utc
 
 LISTING = ("unlabeled", "images.parquet")
 SCHEMA = pa.schema([
@@ -43,7 +43,10 @@ def read_unlabeled(store: Store) -> list[dict]:
     path = store.loc.join(*LISTING)
     if not store.loc.exists(path):
         return []
-    return pq.read_table(io.BytesIO(store.loc.read_bytes(path)), schema=SCHEMA).to_pylist()
+    try:
+        return pq.read_table(io.BytesIO(store.loc.read_bytes(path)), schema=SCHEMA).to_pylist()
+    except (pa.ArrowException, ValueError) as e:
+        raise StoreError(f"{store.loc.uri(path)}: cannot be read ({e})") from None
 
 
 def add_unlabeled(store: Store, images) -> Added:

@@ -17,6 +17,7 @@ import json
 import os
 import posixpath
 import re
+import reprlib
 import socket
 import threading
 from typing import Any
@@ -25,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from storage import schema
+from storage.lock import is_pid
 from storage.store import Store, StoreError, read_json
 
 # The stages of a round, in order: flows/bootstrap.py runs them; resume and the report read them.
@@ -101,6 +103,9 @@ class RoundWork:
         body = read_json(self.store.loc, path)
         if not isinstance(body, dict):
             raise StoreError(f"{self.store.loc.uri(path)}: malformed work status (not a JSON object)")
+        if "pid" in body and not is_pid(body["pid"]):
+            raise StoreError(f"{self.store.loc.uri(path)}: malformed work status (pid {reprlib.repr(body['pid'])} is not "
+                             "a process id)")
         return body
 
     @property

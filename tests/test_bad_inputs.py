@@ -732,16 +732,89 @@ WORKDIR_CASES: dict[str, Callable] = {
 }
 
 
-@pytest.mark.parametrize("case", WORKDIR_CASES, ids=list(WORKDIR_CASES))
-def test_bad_workdir_or_environment(case: str, config_path: Path, workdir: Path, tmp_path: Path, monkeypatch):
-    args, needles, absent = WORKDIR_CASES[case](workdir, config_path, tmp_path, monkeypatch)
+def assert_refused_leaving_all_as_it_was(args: list[str], needles: list[str], absent: list[Path], workdir: Path) -> None:
     before = snapshot(workdir)
     res = runner.invoke(app, args)
     assert_user_error(res, *needles)
     assert snapshot(workdir) == before
-    assert not (workdir / "locks").exists() and not (workdir / "quarantine").exists()
+    assert not (workdir / "quarantine").exists()
     for path in absent:
         assert not path.exists(), path
+
+
+@pytest.mark.parametrize("case", WORKDIR_CASES, ids=list(WORKDIR_CASES))
+def test_bad_workdir_or_environment(case: str, config_path: Path, workdir: Path, tmp_path: Path, monkeypatch):
+    args, needles, absent = WORKDIR_CASES[case](workdir, config_path, tmp_path, monkeypatch)
+    assert_refused_leaving_all_as_it_was(args, needles, absent + [workdir / "locks"], workdir)
+
+
+def _case_unlabeled_symlink_loop(work: Path, cfg: Path, tmp: Path, monkeypatch):
+    src = tmp / "photos"
+    src.mkdir()
+    make_triplet(1, SIZE).composite.save(src / "a.png")
+    (src / "b.png").symlink_to(src / "b.png")
+    return ["add-unlabeled", str(src), "-c", str(cfg), "-w", str(work)], [f"error: {src / 'b.png'}: a symlink loop"], []
+
+
+def _case_unlabeled_listing_garbage(work: Path, cfg: Path, tmp: Path, monkeypatch):
+    src = tmp / "photos"
+    src.mkdir()
+    make_triplet(1, SIZE).composite.save(src / "a.png")
+    listing = work / "unlabeled" / "images.parquet"
+    listing.parent.mkdir()
+    listing.write_bytes(b"PAR1 not a table PAR1")
+    return (["add-unlabeled", str(src), "-c", str(cfg), "-w", str(work)],
+            [f"error: file://{listing}: cannot be read (", "Parquet"], [])
+
+
+def _case_status_pid(pid) -> Callable:
+    def case(work: Path, cfg: Path, tmp: Path, monkeypatch):
+        import json
+        import socket
+
+        status = work / "work" / "round=01" / "status.json"
+        status.parent.mkdir(parents=True)
+        status.write_text(json.dumps({"stage": "train", "state": "running", "host": socket.gethostname(), "pid": pid}))
+        return (["status", "-c", str(cfg), "-w", str(work)],
+                [f"error: file://{status}: malformed work status (pid {pid!r} is not a process id)"], [])
+    return case
+
+
+def _case_lock_pid_not_a_number(work: Path, cfg: Path, tmp: Path, monkeypatch):
+    import json
+    import socket
+
+    lock = work / "locks" / "run.lock"
+    lock.parent.mkdir()
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": "12x", "started_at": "2026-01-01T00:00:00+00:00",
+                                "command": "layerboot run", "token": "f" * 32, "pid_started": None}))
+    return (["seed", "-c", str(cfg), "-w", str(work)],
+            [f"error: {work} is locked by a process that is still writing its lock file", f"delete {lock}"], [])
+
+
+def _case_deploy_bad_cron(work: Path, cfg: Path, tmp: Path, monkeypatch):
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")  # never reached
+    return (["deploy", "--pool", "gpu", "--cron", "61 2 * * *", "-c", str(cfg), "-w", str(work)],
+            ["error: --cron '61 2 * * *': not a cron schedule (minute hour day-of-month month day-of-week, e.g. "
+             "'0 2 * * *')"], [])
+
+
+ONE_LINE_CASES: dict[str, Callable] = {
+    "unlabeled-folder-symlink-loop": _case_unlabeled_symlink_loop,
+    "unlabeled-listing-garbage": _case_unlabeled_listing_garbage,
+    "work-status-pid-not-a-number": _case_status_pid("12x"),
+    "work-status-pid-a-float": _case_status_pid(1.5),
+    "work-status-pid-negative": _case_status_pid(-1),
+    "lock-pid-not-a-number": _case_lock_pid_not_a_number,
+    "deploy-bad-cron": _case_deploy_bad_cron,
+}
+
+
+@pytest.mark.parametrize("case", ONE_LINE_CASES, ids=list(ONE_LINE_CASES))
+def test_one_line_error_where_a_traceback_was(case: str, config_path: Path, workdir: Path, tmp_path: Path,
+                                              monkeypatch):
+    args, needles, absent = ONE_LINE_CASES[case](workdir, config_path, tmp_path, monkeypatch)
+    assert_refused_leaving_all_as_it_was(args, needles, absent, workdir)
 
 
 @pytest.mark.parametrize("command", ["decompose", "compose", "config"])

@@ -322,6 +322,18 @@ def ablate(
         typer.echo(markdown_table(table))
 
 
+def _check_cron(cron: str) -> None:
+    """Refuse a schedule Prefect would refuse, before anything reaches the server (its own check)."""
+    from prefect.client.schemas.schedules import CronSchedule
+    from configs.schema import quoted
+
+    try:
+        CronSchedule(cron=cron)
+    except ValueError:
+        raise typer.BadParameter(f"--cron {quoted(cron)}: not a cron schedule (minute hour day-of-month month "
+                                 "day-of-week, e.g. '0 2 * * *')") from None
+
+
 @app.command(rich_help_panel=PANEL)
 def deploy(
     pool: Annotated[str, typer.Option("--pool", help="Prefect work pool the GPU workers poll.")],
@@ -336,6 +348,8 @@ def deploy(
     with user_errors():
         from configs import resolve_config_path
 
+        if cron is not None:
+            _check_cron(cron)
         if not os.environ.get("PREFECT_API_URL"):
             raise typer.BadParameter("set PREFECT_API_URL to your Prefect server first (deployments live there)")
         cfg, store = open_config(config, workdir)

@@ -245,3 +245,56 @@ def test_a_real_run_logs_no_credentials_and_takes_over_a_dead_runs_lock(micro_ya
     assert not (work / "locks" / "run.lock").exists()
     assert (work / ".prefect" / "prefect.db").exists() and "finished stage train-r01" in res.stdout + res.stderr
     assert leaks(res.stdout + res.stderr, "run output") + files_leak(work) == []
+
+
+@pytest.fixture(scope="module")
+def saved_adapter(tmp_path_factory, random_tiny_base: Path) -> tuple[Path, Path]:
+    """(a micro config, an adapter saved for its base) to tamper with."""
+    from configs import load_config
+    from models.iclora.lora import add_lora, save_adapter
+    from models.loop.runtime import backbone_for
+
+    folder = tmp_path_factory.mktemp("adapter")
+    config = folder / "micro.yaml"
+    config.write_text(MICRO_YAML.format(base=random_tiny_base))
+    cfg = load_config(config)
+    transformer = backbone_for(cfg).transformer
+    add_lora(transformer, cfg.lora.rank, cfg.lora.alpha, extra_trainable=cfg.lora.extra_trainable)
+    save_adapter(transformer, folder / "adapter", cfg.lora.extra_trainable)
+    return config, folder / "adapter"
+
+
+def _tampered(tensors: dict, how: str) -> dict:
+    import torch
+
+    key = sorted(k for k in tensors if "lora_A" in k)[0]
+    if how == "wrong-shape":
+        return tensors | {key: torch.zeros(tensors[key].shape[0] + 1, tensors[key].shape[1])}
+    return tensors | {key: torch.full_like(tensors[key], float("nan"))}
+
+
+@pytest.mark.parametrize("how, message", [
+    ("wrong-shape", r"transformer\.\S+\.lora_A\.weight is \[5, \d+\], this transformer's layer takes \[4, \d+\]"),
+    ("nan", r"transformer\.\S+\.lora_A\.weight holds NaN or infinite values"),
+])
+def test_adapter_checked_on_load_one_line_error_for_weights_that_do_not_fit(saved_adapter, tmp_path: Path, how: str,
+                                                                            message: str):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from models.domains.logo_object import make_triplet
+
+    config, original = saved_adapter
+    adapter = tmp_path / "adapter"
+    shutil.copytree(original, adapter)
+    weights = adapter / "pytorch_lora_weights.safetensors"
+    with safe_open(str(weights), framework="pt") as f:
+        metadata = f.metadata()
+    save_file(_tampered(load_file(str(weights)), how), str(weights), metadata=metadata)
+    make_triplet(1, 32).composite.save(tmp_path / "c.png")
+    res = runner.invoke(app, ["decompose", str(tmp_path / "c.png"), "--adapter", str(adapter), "--out",
+                              str(tmp_path / "out"), "-c", str(config)])
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    last = res.stderr.strip().splitlines()[-1]  # after the base's "Loading weights" progress bar
+    assert re.fullmatch(rf"error: {re.escape(str(weights))}: {message}", last), last
+    assert not (tmp_path / "out").exists()

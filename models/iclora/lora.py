@@ -4,6 +4,7 @@ diffusers' LoRA format (safetensors only; fully trained top-level modules beside
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Iterator
 
@@ -168,7 +169,8 @@ def load_adapter(backbone: Backbone, directory: str | Path) -> None:
     transformer = backbone.transformer
     if getattr(transformer, "peft_config", None):
         raise AdapterError("the transformer already carries an adapter; load into a fresh backbone")
-    extra = _read_extra_modules(transformer, d / EXTRA_MODULES)  # all checks before the model changes
+    _check_lora_weights(transformer, d / LORA_WEIGHTS)  # all checks before the model changes
+    extra = _read_extra_modules(transformer, d / EXTRA_MODULES)
     # the transformer's own loader: reads the LoraConfig metadata, never falls back to pickle, and
     # (unlike pipeline.load_lora_weights) does not warn about the text encoder having no LoRA keys
     transformer.load_lora_adapter(
@@ -179,12 +181,40 @@ def load_adapter(backbone: Backbone, directory: str | Path) -> None:
         getattr(transformer, name).load_state_dict(state, strict=True)  # copies into the base-dtype parameters
 
 
+def _check_lora_weights(transformer: nn.Module, path: Path) -> None:
+    """Each tensor of a LoRA file is the A [rank, in] or B [out, rank] of a Linear layer of this
+    transformer, at the file's rank, and finite: peft would fail half-way through loading on a wrong
+    shape, and NaN weights sample black images."""
+    layers = dict(transformer.named_modules())
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads((f.metadata() or {}).get("lora_adapter_metadata") or "{}")
+        for key in f.keys():
+            name, _, part = key.removeprefix("transformer.").partition(".lora_")
+            layer = layers.get(name)
+            if isinstance(layer, BaseTunerLayer):  # a shared base keeps peft's wrapper after delete_adapters
+                layer = layer.get_base_layer()
+            if not isinstance(layer, nn.Linear) or part not in ("A.weight", "B.weight"):
+                raise AdapterError(f"{path}: {key} is not the LoRA of a layer of this transformer")
+            shape = list(f.get_slice(key).get_shape())
+            rank = meta.get("transformer.r", shape[0] if part == "A.weight" else shape[-1])
+            expected = [rank, layer.in_features] if part == "A.weight" else [layer.out_features, rank]
+            if shape != expected:
+                raise AdapterError(f"{path}: {key} is {shape}, this transformer's layer takes {expected}")
+            _check_finite(path, key, f.get_tensor(key))
+
+
+def _check_finite(path: Path, key: str, tensor: torch.Tensor) -> None:
+    if not torch.isfinite(tensor).all():
+        raise AdapterError(f"{path}: {key} holds NaN or infinite values")
+
+
 def _read_extra_modules(transformer: nn.Module, path: Path) -> dict[str, dict[str, torch.Tensor]]:
     """extra_modules.safetensors -> {module name: its state dict}, checked against the transformer."""
     if not path.is_file():
         return {}
     by_module: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in load_file(str(path)).items():
+        _check_finite(path, key, value)
         name, _, rest = key.partition(".")
         by_module.setdefault(name, {})[rest] = value
     for name, state in by_module.items():

@@ -4,6 +4,9 @@ round encodes only the triplets it has not seen; local and object-store workdirs
 
 from __future__ import annotations
 
+import re
+
+import pytest
 import torch
 
 from tests.conftest import make_row
@@ -128,3 +131,26 @@ def test_training_holds_a_batch_of_pixels_never_the_pool(micro_config, tmp_path,
     encodes.clear()
     train_adapter(load_base(micro_config), micro_config, pool, [t.prompt for t in ts], tmp_path / "b", cache_dir=cache)
     assert encodes == []  # a second training run on the same pool encodes nothing
+
+
+@pytest.mark.parametrize("how, message", [
+    ("wrong-shape", r"x0 is \[11, 256\], a \[12, 256\] latent is expected"),
+    ("nan", r"x0 holds NaN or infinite values"),
+])
+def test_cache_entry_checked_on_load_one_line_error_naming_the_file(micro_config, tmp_path, how, message):
+    from safetensors.torch import load_file, save_file
+
+    from flows.cli.common import _describe
+
+    bb = load_base(micro_config)
+    store = Store(str(tmp_path / "work"))
+    pool = pool_of(bb, store, [make_row(store, 0, i) for i in range(2)], tmp_path / "cache")
+    pool.encode()
+    path = pool.cache.path(pool.keys[1])
+    entry = load_file(str(path))
+    entry["x0"] = entry["x0"][:-1] if how == "wrong-shape" else torch.full_like(entry["x0"], float("nan"))
+    save_file(entry, str(path))
+    with pytest.raises(encoded.CacheEntryError) as err:
+        pool.latents([0, 1], [Task.DECOMPOSE] * 2)
+    assert re.fullmatch(rf"{re.escape(str(path))}: {message} \(delete it: it is encoded again\)", str(err.value))
+    assert _describe(err.value) == str(err.value)  # the CLI's one line, not a traceback

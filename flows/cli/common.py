@@ -61,9 +61,11 @@ def _user_error_types() -> tuple[type[Exception], ...]:
 
     types = [ConfigError, ImportFailed, ImageError, SchemaError, StoreError, BlobError, OverrideError,
              FileNotFoundError, typer.BadParameter]
-    lora = sys.modules.get("models.iclora.lora")
+    lora, encoded = sys.modules.get("models.iclora.lora"), sys.modules.get("models.iclora.encoded")
     if lora is not None:
         types.append(lora.AdapterError)
+    if encoded is not None:
+        types.append(encoded.CacheEntryError)
     return tuple(types)
 
 

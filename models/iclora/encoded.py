@@ -120,6 +120,10 @@ def blob_triplet_key(composite_sha256: str, layer1_sha256: str, layer2_sha256: s
     return hashlib.sha256(f"blobs:{composite_sha256}:{layer1_sha256}:{layer2_sha256}".encode()).hexdigest()
 
 
+class CacheEntryError(ValueError):
+    """A latent-cache entry that is readable but not a latent of its pool (wrong shape, NaN)."""
+
+
 class LatentCache:
     """Latents per triplet as safetensors files: <root>/<vae identity[:16]>/<panel size>/<key[:2]>/<key>.safetensors.
     Written atomically (a temp file named like storage's, then a rename), so a killed run leaves
@@ -217,6 +221,22 @@ class LatentPool:
         self.cache.put(self.keys[i], entry)  # (masked latents cast to the base dtype, as fill_condition does)
         return entry
 
+    def _check(self, key: str, entry: dict[str, torch.Tensor]) -> None:
+        """An entry that reads but holds no latent of this pool (edited, or written by another
+        version) would fail a batch with a shape traceback, or train on NaN."""
+        expected = [len(self.tokens[Task.GENERATE]), self.backbone.packed_channels]
+        where = self.cache.path(key) if self.cache.root is not None else f"latent cache entry {key}"
+        for name in ("x0", *(t.value for t in KEPT_TASKS)):
+            value, problem = entry.get(name), None
+            if value is None:
+                problem = "is missing"
+            elif list(value.shape) != expected:
+                problem = f"is {list(value.shape)}, a {expected} latent is expected"
+            elif not torch.isfinite(value).all():
+                problem = "holds NaN or infinite values"
+            if problem:
+                raise CacheEntryError(f"{where}: {name} {problem} (delete it: it is encoded again)")
+
     def _has(self, key: str) -> bool:
         if self.cache.root is None:
             return key in self.cache.memory
@@ -230,6 +250,7 @@ class LatentPool:
             entry = self.cache.get(self.keys[i])
             if entry is None:  # removed or damaged since encode(): encode it again
                 entry = self._encode_one(i)
+            self._check(self.keys[i], entry)
             x0.append(entry["x0"])
             masked.append(self._generate_masked if t == Task.GENERATE else entry[t.value])
         return torch.stack(x0), torch.stack(masked)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import io
 import json
 import posixpath
+import re
 import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
@@ -41,6 +42,7 @@ from storage.lock import Holder, WorkdirLock
 from storage.overrides import operator
 from storage.store import MARKER, PART_NAME, STAGING, Store, StoreError, content_digest, \
     derived_figures, now_utc
+from storage.work import STATUS_FILE, RoundWork
 
 # what can be moved to quarantine safely, and what cannot be repaired here
 REPAIRABLE = ("orphan_blob", "stray_file", "temp_file", "staging", "torn_round")
@@ -50,6 +52,7 @@ QUARANTINE = "quarantine"
 _URI_COLUMNS = tuple(f"{p}_uri" for p in schema.IMAGE_COLUMNS)
 # a stray Parquet file may be of any schema version: every name an image column ever had
 _ANY_URI_COLUMNS = _URI_COLUMNS + tuple(f"{p}_uri" for p in schema.V1_PANEL_NAMES[1:])
+_WORK_STATUS = re.compile(rf"^work/round=(\d+)/{re.escape(STATUS_FILE)}$")
 _SKIP = (".prefect", QUARANTINE)  # ephemeral Prefect state (SQLite); what repair set aside: not judged
 
 
@@ -281,6 +284,15 @@ def _check(store: Store) -> FsckReport:
             if key.startswith("work/"):
                 report.findings.append(Finding("bad_work_file", key, f"unreadable work shard: {e}", False))
             unreadable.append(key)
+
+    # 3b. the work status files `status` and `resume` trust
+    for path in all_files:
+        key = rel(path)
+        if (m := _WORK_STATUS.match(key)) is not None:
+            try:
+                RoundWork(store, int(m.group(1))).status()
+            except StoreError as e:
+                report.findings.append(Finding("bad_work_file", key, str(e), False))
 
     # 4. every file of the workdir: blobs nothing references, strays, temp files
     for path in all_files:

@@ -31,7 +31,9 @@ from storage.store import Store, StoreError, read_json
 
 # The stages of a round, in order: flows/bootstrap.py runs them; resume and the report read them.
 STAGES = ("train", "generate", "judge", "cycle", "evaluate", "commit")
-SHARDED = ("generate", "judge", "cycle")  # mapped over the round's shards (models.loop.bootstrap.plan_shards)
+SHARDED = ("generate", "judge", "cycle")
+STATES = ("running", "failed", "interrupted")  # what status.json records (set_status)
+STATUS_FILE = "status.json"  # mapped over the round's shards (models.loop.bootstrap.plan_shards)
 _SHARD = re.compile(r"^shard-(\d{5})\.parquet$")
 # Set once this process was told to stop (SIGINT/SIGTERM): from then on only "interrupted" is
 # recorded, so a stage failing as the process goes down cannot overwrite why it stopped.
@@ -94,18 +96,23 @@ class RoundWork:
             return
         body = {"stage": stage, "state": state, "error": error, "host": socket.gethostname(), "pid": os.getpid(),
                 "at": now_utc().isoformat()}
-        self.store.loc.write_atomic(posixpath.join(self.root, "status.json"), json.dumps(body).encode())
+        self.store.loc.write_atomic(posixpath.join(self.root, STATUS_FILE), json.dumps(body).encode())
 
     def status(self) -> dict[str, Any] | None:
-        path = posixpath.join(self.root, "status.json")
+        """What status.json says, checked (`status` and `fsck` read it): StoreError naming the file."""
+        path = posixpath.join(self.root, STATUS_FILE)
         if not self.store.loc.exists(path):
             return None
         body = read_json(self.store.loc, path)
+        problem = None
         if not isinstance(body, dict):
-            raise StoreError(f"{self.store.loc.uri(path)}: malformed work status (not a JSON object)")
-        if "pid" in body and not is_pid(body["pid"]):
-            raise StoreError(f"{self.store.loc.uri(path)}: malformed work status (pid {reprlib.repr(body['pid'])} is not "
-                             "a process id)")
+            problem = "not a JSON object"
+        elif "pid" in body and not is_pid(body["pid"]):
+            problem = f"pid {reprlib.repr(body['pid'])} is not a process id"
+        elif body.get("state") not in STATES:
+            problem = f"state {reprlib.repr(body.get('state'))} is not one of {', '.join(STATES)}"
+        if problem:
+            raise StoreError(f"{self.store.loc.uri(path)}: malformed work status ({problem})")
         return body
 
     @property
@@ -127,7 +134,10 @@ def mark_interrupted(store: Store, why: str) -> list[int]:
         if (m := re.match(r"^round=(\d+)$", name)) is None:
             continue
         work = RoundWork(store, int(m.group(1)))
-        status = work.status() or {}
+        try:
+            status = work.status() or {}
+        except StoreError:  # malformed: not one this process wrote (fsck names it), and a signal is no time to fail
+            continue
         if status.get("state") == "running" and status.get("pid") == os.getpid():
             work.set_status(status.get("stage") or "-", "interrupted", error=why)
             marked.append(work.round)

@@ -90,6 +90,25 @@ def test_every_problem_is_found_by_name(store: Store):
     assert [f.kind for f in report.unrepaired if not f.repairable] == ["missing_blob", "corrupt_blob"]
 
 
+@pytest.mark.parametrize("body, detail", [
+    (b'{"stage": "train", "sta', "malformed JSON (Unterminated string"),
+    (b'["train", "running"]', "malformed work status (not a JSON object)"),
+    (b'{"stage": "train", "state": "running", "pid": "12x"}', "malformed work status (pid '12x' is not a process id)"),
+    (b'{"stage": "train", "state": "finished", "pid": 7}', "malformed work status (state 'finished' is not one of "
+                                                            "running, failed, interrupted)"),
+])
+def test_fsck_covers_work_status_files(store: Store, body: bytes, detail: str):
+    commit(store, 0, [make_row(store, 0, i) for i in range(2)])
+    RoundWork(store, 1).set_status("train", "running")
+    RoundWork(store, 2).set_status("train", "failed", error="ValueError: bad")
+    assert fsck(store).clean  # what a run writes passes
+    status = "work/round=02/status.json"
+    store.loc.write_atomic(store.loc.join(status), body)
+    (finding,) = fsck(store).findings
+    assert (finding.kind, finding.path, finding.repairable) == ("bad_work_file", status, False)
+    assert finding.detail.startswith(f"{store.loc.uri(store.loc.join(status))}: {detail}"), finding.detail
+
+
 def test_repair_moves_to_quarantine_only_what_nothing_references(store: Store):
     d = damaged(store)
     manifests_before = {k: v for k, v in snapshot(store).items() if k.startswith("manifests/round=00")}

@@ -455,7 +455,8 @@ def write_effective_config(path_or_profile: str | Path, overrides: Sequence[str]
     out = folder / f"{config.run.name}-{config_hash(config)}.yaml"
     if not out.exists():
         tmp = out.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(f"# {resolve_config_path(path_or_profile)} with --set {' '.join(overrides)}\n"
+        # one comment line however the values run (a newline in one would start YAML of its own)
+        tmp.write_text(f"# {resolve_config_path(path_or_profile)} with --set {' '.join(map(quoted, overrides))}\n"
                        + yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
         tmp.replace(out)
     return out

@@ -196,3 +196,13 @@ def test_yaml_bounded_config_file_size(tmp_path):
     path = tmp_path / "big.yaml"
     path.write_text(Path("configs/tiny.yaml").read_text() + "#" * 2**20)
     assert _config_error(path) == f"{path}: larger than 1048576 bytes"
+
+
+def test_yaml_a_multi_line_set_value_travels_in_the_effective_config(tmp_path):
+    from configs import write_effective_config
+
+    sets = ["prompts.decompose='split it\n\n  please'", "run.name=x"]
+    path = write_effective_config("tiny", sets, tmp_path)
+    assert load_config(path).prompts.decompose == "split it\nplease" == load_config("tiny", sets).prompts.decompose
+    assert path.read_text().splitlines()[0].startswith("# ")
+    assert len(path.read_text().splitlines()[0]) < 200

@@ -922,3 +922,22 @@ def test_s3_with_wrong_credentials_is_a_one_line_error(config_path: Path, monkey
         res = runner.invoke(app, ["status", "-c", str(config_path), "-w", "s3://layerboot-wrong-key/run"])
         assert_user_error(res, "error: object store: PermissionError: Forbidden (ClientError: An error occurred (403) "
                                "when calling the HeadObject operation: Forbidden); check the credentials")
+
+
+@pytest.mark.parametrize("case, message", [
+    ("fifo", "not a regular file"),
+    ("latin-1", "not UTF-8 text (invalid continuation byte at byte 3)"),
+    ("empty", "the prompt bank is empty"),
+])
+def test_regular_file_only_for_the_prompt_bank(case: str, message: str, tmp_path: Path):
+    from configs import ConfigError, load_config
+    from models.loop.bootstrap import prompt_bank
+
+    bank = tmp_path / "prompts.txt"
+    if case == "fifo":
+        os.mkfifo(bank)  # would block the read forever
+    else:
+        bank.write_bytes(b"caf\xe9 mug\n" if case == "latin-1" else b"\n \n")
+    with pytest.raises(ConfigError) as err:
+        prompt_bank(load_config("tiny", [f"bootstrap.prompt_bank={bank}"]))
+    assert str(err.value) == f"{bank}: {message}"

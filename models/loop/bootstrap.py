@@ -12,17 +12,17 @@ Prefect tasks wrap these; they know nothing of Prefect. Every seed is derived fr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import pyarrow as pa
 
-from configs import Config
+from configs import Config, ConfigError
 from models.loop.dataio import read_triplets
 from models.loop.domain import domain_of
 from models.iclora.codec import psnr
 from models.loop.evaluate import to_unit_tensor
 from models.iclora.sample import Sampler
 from storage import schema
+from storage.fs import read_regular_file
 from storage.hashing import derive_seed
 from storage.store import Store, now_utc
 from storage.triplets import put_triplet
@@ -41,14 +41,22 @@ def plan_shards(n_candidates: int, shard_size: int) -> list[Shard]:
     ]
 
 
+MAX_PROMPT_BANK_BYTES = 64 * 2**20  # read whole, once per shard
+
+
 def prompt_bank(config: Config) -> list[str] | None:
     """User prompts from `bootstrap.prompt_bank` (one per line), or None: the procedural describer."""
     path = config.bootstrap.prompt_bank
     if path is None:
         return None
-    prompts = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+    raw = read_regular_file(path, MAX_PROMPT_BANK_BYTES, ConfigError)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    prompts = [line.strip() for line in text.splitlines() if line.strip()]
     if not prompts:
-        raise ValueError(f"{path}: the prompt bank is empty")
+        raise ConfigError(f"{path}: the prompt bank is empty")
     return prompts
 
 

@@ -23,7 +23,6 @@ repair it here.
 
 from __future__ import annotations
 
-import io
 import json
 import posixpath
 import re
@@ -32,7 +31,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from storage import schema
 from storage.blobs import BlobError, blob_key, parse_blob_key
@@ -199,7 +197,7 @@ def quarantine_round(store: Store, r: int, on_takeover: Callable[[Holder, str], 
 
 def _manifest_refs(loc, path: str) -> set[str]:
     """Blob keys a Parquet file with manifest columns references (raises when unreadable)."""
-    table = pq.read_table(io.BytesIO(loc.read_bytes(path)))
+    table = schema.read_parquet(loc.read_bytes(path))
     keys: set[str] = set()
     for col in _ANY_URI_COLUMNS:
         if col in table.column_names:

@@ -448,7 +448,7 @@ class Store:
         if not self.loc.exists(path):
             return None
         try:
-            return schema.upgrade_rounds_table(pq.read_table(io.BytesIO(self.loc.read_bytes(path))))
+            return schema.upgrade_rounds_table(schema.read_parquet(self.loc.read_bytes(path)))
         except (pa.ArrowException, ValueError) as e:
             raise StoreError(f"{self.loc.uri(path)}: cannot be read ({e})") from None
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from storage.schema import read_parquet
 from storage.store import Store, StoreError, now_utc
 
 LISTING = ("unlabeled", "images.parquet")
@@ -44,7 +45,7 @@ def read_unlabeled(store: Store) -> list[dict]:
     if not store.loc.exists(path):
         return []
     try:
-        return pq.read_table(io.BytesIO(store.loc.read_bytes(path)), schema=SCHEMA).to_pylist()
+        return read_parquet(store.loc.read_bytes(path), SCHEMA).to_pylist()
     except (pa.ArrowException, ValueError) as e:
         raise StoreError(f"{store.loc.uri(path)}: cannot be read ({e})") from None
 

@@ -76,6 +76,72 @@ def test_a_signal_records_the_round_as_interrupted_and_exits_in_seconds(sig: sig
 runner = CliRunner()
 
 
+ORPHANED = """
+import subprocess, sys
+from flows.cli.common import children_die_with_this_process
+
+children_die_with_this_process()
+child = subprocess.Popen(["sleep", "600"])  # stands for the ephemeral Prefect server, a Dask worker
+print("ready", child.pid, flush=True)
+child.wait()
+"""
+
+
+def test_no_child_outlives_a_sigkilled_run(tmp_path: Path):
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    proc = subprocess.Popen([sys.executable, "-c", ORPHANED], env=env, text=True, stdout=subprocess.PIPE,
+                            start_new_session=True)
+    descendants: list[psutil.Process] = []
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("ready")
+        child = psutil.Process(int(line.split()[1]))
+        time.sleep(1.5)  # the watchdog has seen the child
+        descendants = psutil.Process(proc.pid).children(recursive=True)
+        assert child in descendants and len(descendants) == 2  # the child and the watchdog
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        _, alive = psutil.wait_procs(descendants, timeout=10)
+        assert alive == []
+    finally:
+        for p in [proc, *descendants]:  # whatever a failure left
+            try:
+                p.kill()
+            except (psutil.Error, ProcessLookupError):
+                pass
+        proc.wait()
+
+
+@pytest.mark.slow
+def test_no_child_outlives_a_sigkilled_run_end_to_end(micro_config_path: Path, tmp_path: Path):
+    """`layerboot run` in ephemeral Prefect mode, SIGKILLed once its Prefect server runs: nothing it
+    started is left 10 s later (measured: 2 s)."""
+    layerboot = str(Path(sys.executable).parent / "layerboot")
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {"OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([layerboot, "run", "-c", str(micro_config_path), "-w", str(tmp_path / "w")], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    started: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 240
+        while not any("uvicorn" in " ".join(p.cmdline()) for p in started):
+            assert time.monotonic() < deadline and proc.poll() is None, "the Prefect server never started"
+            time.sleep(0.5)
+            started = psutil.Process(proc.pid).children(recursive=True)
+        time.sleep(1)  # the watchdog has seen it
+        started = psutil.Process(proc.pid).children(recursive=True)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        _, alive = psutil.wait_procs(started, timeout=10)
+        assert alive == []
+    finally:
+        for p in [proc, *started]:  # whatever a failure left
+            try:
+                p.kill()
+            except (psutil.Error, ProcessLookupError):
+                pass
+        proc.wait()
+
+
 @pytest.fixture
 def two_rounds(tmp_path: Path) -> tuple[Path, Store]:
     cfg = tmp_path / "micro.yaml"

@@ -172,6 +172,23 @@ def prefect_env(store) -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
+_WATCHDOG: dict = {}
+
+
+def children_die_with_this_process() -> None:
+    """Start (once) flows/cli/watchdog.py for this process: the processes it starts (the ephemeral
+    Prefect server, Dask workers) end with it, even when it is SIGKILLed. In its own session, so a
+    signal to this process group (Ctrl-C) does not end it before it has done its work."""
+    import subprocess
+
+    if _WATCHDOG.get("pid") == os.getpid():
+        return
+    subprocess.Popen([sys.executable, "-m", "flows.cli.watchdog", str(os.getpid())], stdin=subprocess.DEVNULL,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                     cwd=str(Path(__file__).resolve().parents[2]))
+    _WATCHDOG["pid"] = os.getpid()
+
+
 def prefect_logging() -> None:
     """Our stages log to the `layerboot` logger (shards kept/finished); let Prefect show those
     lines in the console and the UI beside its own."""

@@ -16,8 +16,8 @@ from typing import Annotated, Iterator, Optional
 import typer
 
 from flows.cli.common import (
-    EXIT_FAILED, ConfigOpt, RoundsOpt, SetOpt, WorkdirOpt, debugging, open_config, prefect_env, prefect_logging,
-    refuse_unmarked, user_errors, with_overrides, workdir_lock,
+    EXIT_FAILED, ConfigOpt, RoundsOpt, SetOpt, WorkdirOpt, children_die_with_this_process, debugging, open_config,
+    prefect_env, prefect_logging, refuse_unmarked, user_errors, with_overrides, workdir_lock,
 )
 from flows.cli.workdir import print_status
 
@@ -156,6 +156,7 @@ def _run_flow(config: str, store, rounds: int | None, runner: str = "threads", d
 
     prefect_env(store)
     prefect_logging()
+    children_die_with_this_process()  # the ephemeral Prefect server, Dask workers: even after a SIGKILL
     from flows.bootstrap import bootstrap_flow  # (configures logging: our level must be set after it)
 
     logging.getLogger("layerboot").setLevel(logging.INFO)
@@ -311,6 +312,7 @@ def ablate(
         store = Store(workdir)
         prefect_env(store)
         prefect_logging()
+        children_die_with_this_process()
         from flows.ablation import VARIANTS, ablation_flow, markdown_table
 
         unknown = set(chosen) - set(VARIANTS)

@@ -56,9 +56,9 @@ class BlobStore:
         key = blob_key(sha)
         path = self.loc.join(key)
         if not self.loc.exists(path):
-            self.loc.write_atomic(path, data)
-            for journal in self._journals:
+            for journal in self._journals:  # before the write: one stopped half-way leaves its folder behind
                 journal.append(key)
+            self.loc.write_atomic(path, data)
         return key, sha
 
     @contextlib.contextmanager

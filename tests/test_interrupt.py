@@ -142,6 +142,30 @@ def test_no_child_outlives_a_sigkilled_run_end_to_end(micro_config_path: Path, t
         proc.wait()
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+def test_a_signal_during_seed_rolls_back_like_a_refusal(sig: signal.Signals, micro_config_path: Path, tmp_path: Path):
+    work = tmp_path / "w"
+    layerboot = str(Path(sys.executable).parent / "layerboot")
+    proc = subprocess.Popen([layerboot, "seed", "--n", "5000", "-c", str(micro_config_path), "-w", str(work)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env=os.environ | {"OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 60
+        while not (work / "blobs").exists():  # it is writing blobs
+            assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+            time.sleep(0.1)
+        time.sleep(0.5)
+        os.kill(proc.pid, sig)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + sig, err
+    assert err.strip().splitlines()[-1] == f"interrupted ({sig.name})"
+    assert not work.exists() or sorted(p.relative_to(work) for p in work.rglob("*")) == []
+
+
 @pytest.fixture
 def two_rounds(tmp_path: Path) -> tuple[Path, Store]:
     cfg = tmp_path / "micro.yaml"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -91,17 +92,38 @@ def _describe(e: BaseException) -> str | None:
     return None
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM raised where the process is, as Ctrl-C raises KeyboardInterrupt: what a command
+    undoes on a refusal or a Ctrl-C (blobs it wrote, its lock) is undone for it too."""
+
+    signum = signal.SIGTERM
+
+
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """Within the block SIGTERM raises Terminated instead of ending the process on the spot."""
+    def stop(signum, frame) -> None:  # noqa: ARG001
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Expected failures become one clear line on stderr and exit code 2, never a traceback
     (unless --debug)."""
     try:
         yield
-    except KeyboardInterrupt:  # Ctrl-C outside run/resume (which handle it themselves): what was written is undone
+    except KeyboardInterrupt as e:  # Ctrl-C (or SIGTERM, see sigterm_interrupts) outside run/resume: what was written is undone
         if debugging():
             raise
-        typer.echo("\ninterrupted (SIGINT)", err=True)
-        raise typer.Exit(130) from None
+        signum = getattr(e, "signum", signal.SIGINT)
+        typer.echo(f"\ninterrupted ({signum.name})", err=True)
+        raise typer.Exit(128 + signum) from None
     except Exception as e:
         line = _describe(e)
         if line is None or debugging():

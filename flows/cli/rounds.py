@@ -17,7 +17,7 @@ import typer
 
 from flows.cli.common import (
     EXIT_FAILED, ConfigOpt, RoundsOpt, SetOpt, WorkdirOpt, children_die_with_this_process, debugging, open_config,
-    prefect_env, prefect_logging, refuse_unmarked, user_errors, with_overrides, workdir_lock,
+    prefect_env, prefect_logging, refuse_unmarked, sigterm_interrupts, user_errors, with_overrides, workdir_lock,
 )
 from flows.cli.workdir import print_status
 
@@ -47,7 +47,8 @@ def seed(
         cfg, store = open_config(config, workdir)
         n_seeds = cfg.data.n_seeds if n is None else n
         n_held = cfg.data.n_test if n_test is None else n_test
-        with workdir_lock(store, "layerboot seed"):  # it writes blobs: never during `fsck --repair` or a run
+        # it writes blobs: never during `fsck --repair` or a run; SIGTERM undoes them as Ctrl-C does
+        with sigterm_interrupts(), workdir_lock(store, "layerboot seed"):
             refuse_unmarked(store)
             with store.blobs.rollback_on_error():  # refused (e.g. round 0 committed otherwise): blobs removed
                 info = commit_seeds(store, cfg, n_seeds, n_held, str(from_dir) if from_dir else None)

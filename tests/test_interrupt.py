@@ -87,29 +87,33 @@ child.wait()
 """
 
 
+def sigkill_and_collect_survivors(proc: subprocess.Popen) -> tuple[list[psutil.Process], list[psutil.Process]]:
+    """SIGKILL `proc` once the watchdog has seen its descendants: (those descendants, those still
+    alive 10 s later, then killed)."""
+    time.sleep(1.5)  # the watchdog polls twice a second
+    descendants = psutil.Process(proc.pid).children(recursive=True)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    _, alive = psutil.wait_procs(descendants, timeout=10)
+    for p in alive:
+        p.kill()
+    return descendants, alive
+
+
 def test_no_child_outlives_a_sigkilled_run(tmp_path: Path):
     env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     proc = subprocess.Popen([sys.executable, "-c", ORPHANED], env=env, text=True, stdout=subprocess.PIPE,
                             start_new_session=True)
-    descendants: list[psutil.Process] = []
     try:
         line = proc.stdout.readline()
         assert line.startswith("ready")
-        child = psutil.Process(int(line.split()[1]))
-        time.sleep(1.5)  # the watchdog has seen the child
-        descendants = psutil.Process(proc.pid).children(recursive=True)
-        assert child in descendants and len(descendants) == 2  # the child and the watchdog
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-        _, alive = psutil.wait_procs(descendants, timeout=10)
-        assert alive == []
+        descendants, alive = sigkill_and_collect_survivors(proc)
     finally:
-        for p in [proc, *descendants]:  # whatever a failure left
-            try:
-                p.kill()
-            except (psutil.Error, ProcessLookupError):
-                pass
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+    assert int(line.split()[1]) in [p.pid for p in descendants] and len(descendants) == 2  # the child, the watchdog
+    assert alive == []
 
 
 @pytest.mark.slow
@@ -120,26 +124,17 @@ def test_no_child_outlives_a_sigkilled_run_end_to_end(micro_config_path: Path, t
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {"OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([layerboot, "run", "-c", str(micro_config_path), "-w", str(tmp_path / "w")], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    started: list[psutil.Process] = []
     try:
         deadline = time.monotonic() + 240
-        while not any("uvicorn" in " ".join(p.cmdline()) for p in started):
+        while not any("uvicorn" in " ".join(p.cmdline()) for p in psutil.Process(proc.pid).children(recursive=True)):
             assert time.monotonic() < deadline and proc.poll() is None, "the Prefect server never started"
             time.sleep(0.5)
-            started = psutil.Process(proc.pid).children(recursive=True)
-        time.sleep(1)  # the watchdog has seen it
-        started = psutil.Process(proc.pid).children(recursive=True)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-        _, alive = psutil.wait_procs(started, timeout=10)
-        assert alive == []
+        descendants, alive = sigkill_and_collect_survivors(proc)
     finally:
-        for p in [proc, *started]:  # whatever a failure left
-            try:
-                p.kill()
-            except (psutil.Error, ProcessLookupError):
-                pass
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+    assert alive == []
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])

@@ -2,7 +2,10 @@
 tests/test_learning.py (tiny config, 600 steps, 24 held-out triplets), trained and evaluated on the
 base at BASE instead of the shipped one; prints untrained, trained and the codec-passed baseline.
 
-    OMP_NUM_THREADS=2 .venv/bin/python bench/probes/adapter_on_base.py /tmp/base384 /tmp/adapter384 [STEPS]
+    OMP_NUM_THREADS=2 .venv/bin/python bench/probes/adapter_on_base.py /tmp/base384 /tmp/adapter384 [STEPS] [KEY=VALUE ...]
+
+KEY=VALUE are config overrides as `--set` takes them, e.g. data.world_level=0; THREADS=N sets torch's
+CPU threads (default 2).
 """
 
 from __future__ import annotations
@@ -28,9 +31,11 @@ from storage.store import Store
 
 if __name__ == "__main__":
     base, out = sys.argv[1], Path(sys.argv[2])
-    steps = int(sys.argv[3]) if len(sys.argv) > 3 else None  # the tiny config's 600 unless given
-    torch.set_num_threads(2)
-    cfg = load_config("tiny", [f"model.base={base}"] + ([f"train.steps={steps}"] if steps else []))
+    steps = int(sys.argv[3]) if len(sys.argv) > 3 and "=" not in sys.argv[3] else None  # the config's 600 unless given
+    sets = [a for a in sys.argv[3:] if "=" in a and not a.startswith("THREADS=")]
+    threads = [int(a.split("=")[1]) for a in sys.argv[3:] if a.startswith("THREADS=")]
+    torch.set_num_threads(threads[0] if threads else 2)
+    cfg = load_config("tiny", [f"model.base={base}"] + ([f"train.steps={steps}"] if steps else []) + sets)
     store = Store(str(out / "w"))
     store.commit_round(0, to_table(seed_rows(store, cfg, cfg.data.n_seeds, 24)))
     pool = read_triplets(store, store.pool(0))

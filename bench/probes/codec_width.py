@@ -42,7 +42,7 @@ if __name__ == "__main__":
     torch.set_num_threads(1)
     recipe = PretrainRecipe(decoder_steps=steps, decoder_lr=float(sys.argv[4]) if len(sys.argv) > 4 else 1e-3)
     if Path(sys.argv[1]).is_dir():  # continue a base's decoder; its data steps start after the recipe's
-        vae, name = AutoencoderKL.from_pretrained(sys.argv[1], subfolder="vae"), "continued"
+        vae, name = AutoencoderKL.from_pretrained(sys.argv[1], subfolder="vae", use_safetensors=True), "continued"
         batches = lambda step: codec_batch(recipe, "codec-decoder", PretrainRecipe().decoder_steps + step, recipe.decoder_batch)
         print("start", {k: round(reconstruction_psnr(vae, v), 2) for k, v in codec_probes(recipe, 16).items()}, flush=True)
     else:

@@ -21,6 +21,7 @@ from PIL import Image, ImageStat
 from typer.testing import CliRunner
 
 from flows.cli import app
+from models.loop.evaluate import BASELINES
 from storage.overrides import load_overrides, record_override
 from storage.store import Store
 from tests.conftest import MICRO_YAML
@@ -157,7 +158,8 @@ def test_report_in_headless_chromium(two_rounds, tmp_path: Path):
             assert counts["scores"]["bartraces"] == counts["scores"]["data"] == 2 * 5  # rounds x criteria
             cyc_rounds = sum(any(e["lambda"] > 0 for e in log) for log in logs.values())
             assert counts["loss"]["scatter"] == 2 + cyc_rounds
-            assert (counts["eval"]["scatter"], counts["eval"]["markers"]) == (15, 30)  # 5 measured, x3: model + 2 baselines
+            # 5 measured, each drawn for the model and every baseline; 2 rounds
+            assert (counts["eval"]["scatter"], counts["eval"]["markers"]) == (5 * (1 + len(BASELINES)), 10 * (1 + len(BASELINES)))
             assert (counts["stages"]["bartraces"], counts["stages"]["bars"]) == (5, 10)
             for name, c in counts.items():
                 assert c["declared"] == c["data"], name

@@ -153,7 +153,7 @@ def plan_export(store: Store, options: ExportOptions, facts: RunFacts | None = N
     if unmarked := [u for u in store.unmarked_rounds() if u <= r]:
         raise StoreError(f"round(s) {unmarked} in {store.uri} hold a manifest without a commit marker; "
                          "`layerboot fsck` says how to re-mark them before exporting")
-    markers = [store.verify_round(q)[0] for q in range(r + 1)]
+    markers = [store.verify_round(q, level="marker")[0] for q in range(r + 1)]
     target = read_target(store)
     if facts is not None and target is not None and target["config_hash"] != facts.config_hash:
         raise ExportError(f"the config given (hash {facts.config_hash}) is not the one the run started with "

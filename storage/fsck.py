@@ -179,7 +179,7 @@ def remark(store: Store, r: int, on_takeover: Callable[[Holder, str], None] | No
         for k, v in marker.items():
             if isinstance(v, list) and all(isinstance(x, tuple) for x in v):  # Arrow maps: (key, value) pairs
                 marker[k] = dict(v)
-        marker |= {"file": name, "schema_version": schema.SCHEMA_VERSION}
+        marker |= {"file": name, "schema_version": schema.SCHEMA_VERSION, "manifest_bytes": len(data)}
         store.loc.write_atomic(posixpath.join(store.round_dir(r), MARKER), json.dumps(marker, indent=1).encode())
         store.verify_round(r)  # the round as readers now see it
         return marker
@@ -224,7 +224,7 @@ def _check(store: Store) -> FsckReport:
     for r in store.committed_rounds():
         report.rounds.append(r)
         try:
-            marker, table = store.verify_round(r)
+            marker, table = store.verify_round(r, level="full")
         except StoreError as e:  # whatever is wrong with it, it is reported, never removed
             report.findings.append(Finding("bad_manifest", rel(store.round_dir(r)), str(e), False))
             unreadable.append(f"round {r}")  # what it references is not known: its manifest may lie

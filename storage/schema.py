@@ -18,6 +18,7 @@ import json
 import re
 from typing import Any, Iterable
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -142,13 +143,16 @@ def validate(table: pa.Table, schema: pa.Schema = MANIFEST_SCHEMA) -> None:
     if schema is MANIFEST_SCHEMA:
         _check_values(table, "source", SOURCES)
         _check_values(table, "split", SPLITS)
-        for panel in PANELS:  # vectorised: a 1M-row manifest validates in well under a second
-            column = table.column(f"{panel}_sha256")
-            bad = pc.invert(pc.match_substring_regex(column, SHA256_PATTERN))
-            if pc.any(bad).as_py():
-                first = column.filter(bad)[0].as_py()
-                raise SchemaError(f"column '{panel}_sha256' has a malformed sha256: {first!r}")
-        check_uris(table)
+        # the common case proven on the bytes (every sha 64 hex digits, every uri its blob key); else
+        # the exact checks, which name the first bad row
+        if not all(_keys_of_hashes(table.column(f"{p}_uri"), table.column(f"{p}_sha256")) for p in IMAGE_COLUMNS):
+            for panel in PANELS:  # vectorised: a 1M-row manifest validates in well under a second
+                column = table.column(f"{panel}_sha256")
+                bad = pc.invert(pc.match_substring_regex(column, SHA256_PATTERN))
+                if pc.any(bad).as_py():
+                    first = column.filter(bad)[0].as_py()
+                    raise SchemaError(f"column '{panel}_sha256' has a malformed sha256: {first!r}")
+            check_uris(table)
         ids = table.column("triplet_id")
         if pc.count_distinct(ids).as_py() != len(ids):
             raise SchemaError("column 'triplet_id' has duplicates")
@@ -159,6 +163,8 @@ def check_uris(table: pa.Table) -> None:
     (`../`, `/etc/...`, another bucket), so a manifest can only ever point inside blobs/."""
     for panel in IMAGE_COLUMNS:
         uris, shas = table.column(f"{panel}_uri"), table.column(f"{panel}_sha256")
+        if _keys_of_hashes(uris, shas):  # the common case, proven on the bytes; else find the first bad row
+            continue
         ok = pc.and_(pc.match_substring_regex(shas, SHA256_PATTERN), pc.equal(uris, blob_keys(shas)))
         both_null = pc.and_(pc.is_null(uris), pc.is_null(shas))
         bad = pc.invert(pc.or_(both_null, pc.fill_null(ok, False)))
@@ -166,6 +172,60 @@ def check_uris(table: pa.Table) -> None:
             i = pc.index(bad, True).as_py()
             raise SchemaError(f"triplet {table['triplet_id'][i]}: column '{panel}_uri' is {uris[i].as_py()!r}, not the "
                               f"blob key of its {panel}_sha256 {shas[i].as_py()!r}")
+
+
+# ---- fast paths of the checks above, on the raw string buffers ----------------------------------
+# Regular expressions and a built key column per row cost ~0.2 s per 100k rows; the same facts read
+# off the Arrow buffers with numpy cost ~5 ms. Each fast path answers "every row is fine" or "not
+# sure", never "bad": on "not sure" the exact per-row check runs and names the first bad row.
+_KEY_PREFIX = np.frombuffer(b"blobs/", dtype=np.uint8)
+_KEY_SUFFIX = np.frombuffer(b".png", dtype=np.uint8)
+
+
+def _string_values(arr: pa.Array, width: int) -> np.ndarray | None:
+    """The non-null values of a string array as an (n, width) uint8 matrix when every one of them is
+    `width` bytes long and every null is empty, else None."""
+    if not pa.types.is_string(arr.type):
+        return None
+    _, offsets_buf, data_buf = arr.buffers()
+    offsets = np.frombuffer(offsets_buf, dtype=np.int32)[arr.offset:arr.offset + len(arr) + 1]
+    lengths = np.diff(offsets)
+    if arr.null_count:
+        valid = np.asarray(arr.is_valid())
+        if lengths[~valid].any():
+            return None
+        lengths = lengths[valid]
+    if len(lengths) == 0:
+        return np.zeros((0, width), dtype=np.uint8)
+    if (lengths != width).any():
+        return None
+    data = np.frombuffer(data_buf, dtype=np.uint8)[offsets[0]:offsets[-1]] if data_buf is not None else np.zeros(0, np.uint8)
+    return data.reshape(-1, width)
+
+
+def _all_hex(values: np.ndarray) -> bool:
+    """Every byte is 0-9 or a-f (uint8 arithmetic wraps around: one compare per range)."""
+    return bool(((values - np.uint8(48) < 10) | (values - np.uint8(97) < 6)).all())
+
+
+def _keys_of_hashes(uris: pa.ChunkedArray, shas: pa.ChunkedArray) -> bool:
+    """Every row's uri is `blobs/<sha[:2]>/<sha>.png` of its 64-hex sha, or both are null (True),
+    or not sure (False)."""
+    if uris.num_chunks != 1 or shas.num_chunks != 1:
+        uris, shas = uris.combine_chunks(), shas.combine_chunks()
+    else:
+        uris, shas = uris.chunk(0), shas.chunk(0)
+    if uris.null_count != shas.null_count or (
+            uris.null_count and not np.array_equal(np.asarray(uris.is_valid()), np.asarray(shas.is_valid()))):
+        return False
+    sha = _string_values(shas, 64)
+    key = _string_values(uris, 77)
+    if sha is None or key is None or not _all_hex(sha):
+        return False
+    expected = np.empty_like(key)
+    expected[:, :6], expected[:, 6:8], expected[:, 8] = _KEY_PREFIX, sha[:, :2], ord("/")
+    expected[:, 9:73], expected[:, 73:] = sha, _KEY_SUFFIX
+    return np.array_equal(expected, key)
 
 
 def check_panel_names(names: Any) -> tuple[str, ...]:

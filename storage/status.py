@@ -38,8 +38,10 @@ def work_rounds(store: Store) -> list[int]:
 
 
 def round_status(store: Store) -> list[dict[str, Any]]:
-    """One dict per round: committed rounds from their markers, each proven against its manifest
-    first ("damaged", with why and no figures, when it is not); rounds in progress from their work
+    """One dict per round: committed rounds from their markers, each checked against its manifest
+    at a glance (Store.verify_round, level "glance": the folder, the file's size, its Parquet footer's
+    row count; the bytes are hashed by `fsck` and by every reader of rows), "damaged", with why and
+    no figures, when it does not check out; rounds in progress from their work
     folder ("running", "failed" with the stage and error, "interrupted" by a signal, or "crashed"
     when the process that ran them is gone); "incomplete" when a commit started and never
     finished; "unmarked" when a round folder holds a manifest but lost its commit marker."""
@@ -49,7 +51,7 @@ def round_status(store: Store) -> list[dict[str, Any]]:
     committed = store.committed_rounds()
     for r in committed:
         try:
-            marker = store.verify_round(r)[0]
+            marker = store.verify_round(r, level="glance")[0]
         except StoreError as e:
             rows.append({"round": r, "state": "damaged", "stage": None, "error": str(e), **{k: None for k in _FIELDS}})
             continue

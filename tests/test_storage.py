@@ -273,3 +273,47 @@ def test_commit_records_orchestrator_metrics(store: Store):
     assert dict(row["stage_seconds"]) == {"train": 3.5, "judge": 0.5}
     with pytest.raises(StoreError, match=r"unknown metric\(s\) \['bogus'\]"):
         store.commit_round(2, schema.to_table([make_row(store, 2, 0)]), metrics={"bogus": 1})
+
+
+# ---- checks at scale: the fast paths and the levels of verify_round -----------------------------
+@pytest.mark.parametrize("column, value, message", [
+    ("layer1_sha256", "A" * 64, "malformed sha256"),  # upper-case hex: 64 bytes, not lower-case hex
+    ("layer1_uri", "blobs/00/" + "0" * 64 + ".png", "not the blob key"),  # a key, of another hash
+    ("composite_uri", "blobs/../" + "0" * 64 + ".png", "not the blob key"),
+    ("footprint_sha256", None, "not the blob key"),  # uri without its hash
+])
+def test_fast_checks_refuse_what_the_exact_ones_refuse(store: Store, column, value, message):
+    """Among rows that pass (footprints null and set), one bad value is still found and named."""
+    rows = [make_row(store, 0, i) for i in range(6)]
+    footprint = rows[0]["layer1_sha256"]
+    for row in rows[:3]:
+        row["footprint_uri"], row["footprint_sha256"] = blob_key(footprint), footprint
+    schema.to_table(rows)  # fine as they are
+    rows[4] = rows[4] | {column: value}
+    if column.startswith("footprint"):
+        rows[4]["footprint_uri"] = blob_key(footprint)
+    with pytest.raises(schema.SchemaError, match=message):
+        schema.to_table(rows)
+
+
+def test_status_glances_and_readers_prove(store: Store):
+    """A new process's status reads a manifest's size and footer, not its bytes; a reader still
+    hashes them; fsck re-derives the content digest, which readers skip."""
+    from storage import store as store_module
+
+    commit(store, 0, [make_row(store, 0, i) for i in range(3)])
+    marker = store.marker(0)
+    assert marker["manifest_bytes"] == (store.loc.fs.info(posixpath.join(store.round_dir(0), marker["file"]))["size"])
+    path = posixpath.join(store.round_dir(0), marker["file"])
+    data = bytearray(store.loc.read_bytes(path))
+    data[len(data) // 2] ^= 1  # same size, same footer: only the bytes' hash can tell
+    store.loc.fs.pipe_file(path, bytes(data))
+    store_module._PROVEN.clear()  # as a new process
+    fresh = Store(store.uri)
+    assert [r["state"] for r in round_status(fresh)] == ["committed"]
+    with pytest.raises(StoreError, match="does not match its commit marker"):
+        fresh.read_round(0)
+    store.loc.fs.pipe_file(path, bytes(data) + b"\0")  # another size: status sees it too
+    store_module._PROVEN.clear()
+    (row,) = round_status(Store(store.uri))
+    assert row["state"] == "damaged" and "does not match its commit marker" in row["error"]

@@ -2,7 +2,12 @@
 
 Checked: every committed round's marker against its manifest (Store.verify_round: the folder holds
 exactly the two, hash, row count, content digest, figures) and against metrics/rounds.parquet,
-every row's blobs (present, and hashing to their address), and what nothing needs any more: blobs
+every row's blobs (present, and hashing to their address), each committed round's adapter against
+the file hashes its marker recorded (Store.verify_adapter; a round committed before they were
+recorded is listed as unchecked), the unlabeled bank (storage/unlabeled.py: the listing as
+add-unlabeled recorded it, its rows' blobs like a round's), every latent-cache entry under
+<workdir>/cache/latents against the key and digest it records (storage/latents.py; a bad one is
+repairable: training encodes it again), the work status files, and what nothing needs any more: blobs
 no manifest file in the workdir references, files under blobs/ that are not blobs, temp files of
 interrupted atomic writes, staging folders of commits that never finished and round folders
 holding a marker but not its manifest (a torn object-store publish, which copies the marker first).
@@ -36,16 +41,18 @@ from storage import schema
 from storage.blobs import BlobError, blob_key, parse_blob_key
 from storage.fs import is_temp_name
 from storage.hashing import is_sha256_hex, sha256_hex
+from storage.latents import LATENT_CACHE, EntryError, check_entry, entry_key
 from storage.lock import Holder, WorkdirLock
 from storage.overrides import operator
 from storage.store import MARKER, PART_NAME, STAGING, Store, StoreError, content_digest, \
     derived_figures, now_utc
+from storage.unlabeled import LISTING, read_unlabeled
 from storage.work import STATUS_FILE, RoundWork
 
 # what can be moved to quarantine safely, and what cannot be repaired here
-REPAIRABLE = ("orphan_blob", "stray_file", "temp_file", "staging", "torn_round")
+REPAIRABLE = ("orphan_blob", "stray_file", "temp_file", "staging", "torn_round", "bad_cache_entry")
 UNREPAIRABLE = ("bad_manifest", "unmarked_round", "metrics_mismatch", "bad_reference", "missing_blob",
-                "corrupt_blob", "missing_adapter", "bad_work_file")
+                "corrupt_blob", "missing_adapter", "damaged_adapter", "bad_bank", "bad_work_file")
 QUARANTINE = "quarantine"
 _URI_COLUMNS = tuple(f"{p}_uri" for p in schema.IMAGE_COLUMNS)
 # a stray Parquet file may be of any schema version: every name an image column ever had
@@ -73,6 +80,10 @@ class FsckReport:
     rows: int = 0  # manifest rows checked
     blobs_checked: int = 0  # distinct referenced blobs hashed
     kept_for_work: int = 0  # blobs only uncommitted manifests (work, staging, unmarked, quarantine) reference
+    adapters_checked: int = 0  # committed rounds' adapters hashed against their markers
+    bank_rows: int = 0  # rows of the unlabeled listing checked (their blobs are among blobs_checked)
+    cache_entries: int = 0  # latent-cache entries checked against the key and digest they record
+    unchecked: list[str] = field(default_factory=list)  # what has no record to check against (not damage)
     findings: list[Finding] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)  # paths moved to quarantine by --repair
     quarantine: str | None = None  # where --repair moved them (relative to the workdir)
@@ -250,11 +261,34 @@ def _check(store: Store) -> FsckReport:
         if marker.get("adapter_uri") and not loc.exists(store.adapter_dir(r)):
             report.findings.append(Finding("missing_adapter", rel(store.adapter_dir(r)),
                                            f"round {r}: its marker names an adapter that is not there", False))
+        elif marker.get("adapter_uri"):
+            try:
+                if store.verify_adapter(r) is None:
+                    report.unchecked.append(f"{rel(store.adapter_dir(r))}: committed without file hashes (an older "
+                                            "layerboot, or a marker restored by --remark)")
+                else:
+                    report.adapters_checked += 1
+            except StoreError as e:
+                report.findings.append(Finding("damaged_adapter", rel(store.adapter_dir(r)), str(e), False))
     for r in store.unmarked_rounds():
         report.findings.append(Finding("unmarked_round", rel(store.round_dir(r)),
                                        f"round {r}: a manifest without its commit marker (kept); `layerboot fsck "
                                        f"--remark {r}` restores the marker after checking it against rounds.parquet, "
                                        f"`--quarantine-round {r}` sets the folder aside", False))
+
+    # 1b. the unlabeled bank: the listing add-unlabeled recorded, each row a blob key of its hash
+    listing = loc.join(*LISTING)
+    try:
+        checked: list[bool] = []
+        for i, row in enumerate(read_unlabeled(store, checked)):
+            refs.setdefault(row["composite_uri"], f"{rel(listing)}, row {i} ({str(row['name'])[:80]!r})")
+            report.bank_rows += 1
+        if checked == [False]:
+            report.unchecked.append(f"{rel(listing)}: written before its hash was recorded")
+        verified.add(listing)  # its references are in `refs`
+    except StoreError as e:  # 3. still reads its references, if it parses: they are kept, not orphans
+        report.findings.append(Finding("bad_bank", rel(listing), str(e), False))
+        unreadable.append(rel(listing))
 
     # 2. referenced blobs: present and hashing to their address
     for key, where in sorted(refs.items()):
@@ -291,6 +325,21 @@ def _check(store: Store) -> FsckReport:
                 RoundWork(store, int(m.group(1))).status()
             except StoreError as e:
                 report.findings.append(Finding("bad_work_file", key, str(e), False))
+
+    # 3c. the latent cache: each entry must record its own key and the digest of its tensors
+    cache = loc.join(*LATENT_CACHE)
+    for path in all_files:
+        key = rel(path)
+        if not key.startswith(rel(cache) + "/") or is_temp_name(posixpath.basename(path)):
+            continue
+        name = posixpath.relpath(path, cache)
+        try:
+            if (entry := entry_key(name)) is None:
+                raise EntryError("not laid out like a cache entry (<vae>/<size>/<ab>/<key>.safetensors)")
+            check_entry(loc.read_bytes(path), entry)
+            report.cache_entries += 1
+        except EntryError as e:
+            report.findings.append(Finding("bad_cache_entry", key, f"{e}; training encodes it again", True))
 
     # 4. every file of the workdir: blobs nothing references, strays, temp files
     for path in all_files:

@@ -46,6 +46,7 @@ from storage.overrides import effective_accepted, in_effect, load_overrides
 MARKER = "_COMMITTED.json"
 PART_NAME = re.compile(r"^part-[0-9a-f]{16}\.parquet$")  # a round's manifest: part-<content digest[:16]>.parquet
 TRAIN_LOG = "train_log.json"  # in an adapter folder: the per-step losses of its training
+ADAPTER_FILES = "adapter_files"  # in a marker: the committed adapter's files, relative path -> sha256
 STAGING = "_staging"
 _ROUND_DIR = re.compile(r"^round=(\d+)$")
 
@@ -441,12 +442,14 @@ class Store:
         if unknown:
             raise StoreError(f"round {r}: unknown metric(s) {sorted(unknown)}; see storage/schema.py")
 
-        adapter_uri = self._copy_adapter(r, adapter_dir) if adapter_dir else None
+        adapter_uri, adapter_files = self._copy_adapter(r, adapter_dir) if adapter_dir else (None, None)
         failpoint(f"commit-r{r:02d}-adapter")
         name = f"part-{digest[:16]}.parquet"
         manifest_sha = sha256_hex(data)
         marker = self._marker_body(r, table, digest, name, manifest_sha, adapter_uri) | (metrics or {})
         marker["manifest_bytes"] = len(data)  # lets `status` glance at a round without hashing it
+        if adapter_files is not None:
+            marker[ADAPTER_FILES] = adapter_files
 
         stage = self.loc.join("manifests", STAGING, f"round={r:02d}.{uuid.uuid4().hex}")
         try:
@@ -483,13 +486,49 @@ class Store:
                 if not self.blobs.exists(key):
                     raise StoreError(f"{panel}_uri {key} points at a missing blob")
 
-    def _copy_adapter(self, r: int, adapter_dir: str) -> str:
+    def _copy_adapter(self, r: int, adapter_dir: str) -> tuple[str, dict[str, str]]:
+        """Copy an adapter folder to adapters/round=NN/; returns its URI and each file's sha256
+        (relative path -> hash), which the marker records so that `fsck` and a warm start can
+        tell the committed adapter from one edited since."""
         src = Location.parse(adapter_dir)
         dst = self.adapter_dir(r)
+        hashes: dict[str, str] = {}
         for path in sorted(src.fs.find(src.root)):
             rel = posixpath.relpath(path, src.root)
-            self.loc.write_atomic(posixpath.join(dst, rel), src.read_bytes(path))
-        return self.loc.uri(dst)
+            data = src.read_bytes(path)
+            hashes[rel] = sha256_hex(data)
+            self.loc.write_atomic(posixpath.join(dst, rel), data)
+        return self.loc.uri(dst), hashes
+
+    def verify_adapter(self, r: int) -> dict[str, str] | None:
+        """Check committed round r's adapter folder against the file hashes its marker recorded:
+        the same files, each hashing as committed. Returns the recorded hashes, or None for a round
+        committed before hashes were recorded (or re-marked by fsck): unchecked. Raises
+        DamagedRound naming the first file that differs."""
+        marker = self.marker(r)
+        if marker is None:
+            raise StoreError(f"round {r} is not committed in {self.uri}")
+        recorded = marker.get(ADAPTER_FILES)
+        if recorded is None:
+            return None
+        where = self.adapter_dir(r)
+        if not isinstance(recorded, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                     for k, v in recorded.items()):
+            raise DamagedRound(f"round {r} is damaged: its marker's {ADAPTER_FILES} is not a map of file hashes; "
+                               "run `layerboot fsck`")
+        present = sorted(posixpath.relpath(p, where) for p in self.loc.fs.find(where)) if self.loc.exists(where) else []
+        for rel in sorted(set(recorded) | set(present)):
+            path = self.loc.uri(posixpath.join(where, rel))
+            if rel not in present:
+                why = "is missing"
+            elif rel not in recorded:
+                why = "was not committed with the round"
+            elif sha256_hex(self.loc.read_bytes(posixpath.join(where, rel))) != recorded[rel]:
+                why = "does not hash as committed (edited since)"
+            else:
+                continue
+            raise DamagedRound(f"round {r}'s adapter is damaged: {path} {why}; run `layerboot fsck`")
+        return recorded
 
     def _marker_body(self, r, table, digest, name, manifest_sha, adapter_uri) -> dict[str, Any]:
         figures = derived_figures(table)

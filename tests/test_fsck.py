@@ -22,7 +22,7 @@ from storage.fsck import fsck
 from storage.lock import LOCK_KEY
 from storage.store import Store, StoreError
 from storage.work import RoundWork
-from tests.conftest import MICRO_YAML, make_row
+from tests.conftest import MICRO_YAML, make_row, solid
 
 TEMP = ".tmp-" + "0123456789abcdef" * 2 + "-"
 
@@ -337,3 +337,191 @@ def test_cli_remarks_then_quarantines_an_unmarked_round(tmp_path: Path):
     assert store.unmarked_rounds() == [] and store.committed_rounds() == [0]
     assert store.loc.exists(store.loc.join(batch, "manifests", "round=01", marker["file"]))
     assert json.loads((work / f"{batch}.json").read_text())  # the record of why
+
+
+# ---- files the run trusts beyond the manifests: adapters, the unlabeled bank, the latent cache -----
+
+def adapter_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "adapter"
+    folder.mkdir(exist_ok=True)
+    (folder / "pytorch_lora_weights.safetensors").write_bytes(b"weights of round 1")
+    (folder / "train_log.json").write_text("[]")
+    return folder
+
+
+def test_files_the_run_trusts_are_checked_a_committed_adapter_edited_is_damaged(store: Store, tmp_path: Path):
+    commit(store, 0, [make_row(store, 0, i) for i in range(2)])
+    store.commit_round(1, schema.to_table([make_row(store, 1, 0, source="generated")]),
+                       adapter_dir=str(adapter_folder(tmp_path)))
+    marker = store.marker(1)
+    assert marker["adapter_files"] == {  # sha256 of each file as committed
+        "pytorch_lora_weights.safetensors": "161af3dcdaaf817a5968af583199bda803080e48ec65438203f3af1153ed757b",
+        "train_log.json": "4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2f11161202b945"}
+    report = fsck(store)
+    assert report.clean and report.adapters_checked == 1 and report.unchecked == []
+    weights = store.loc.join(store.adapter_dir(1), "pytorch_lora_weights.safetensors")
+    for edit, why in [(lambda: store.loc.write_atomic(weights, b"weights of round 1, edited"),
+                       "does not hash as committed (edited since)"),
+                      (lambda: store.loc.fs.rm_file(weights), "is missing")]:
+        edit()
+        (finding,) = fsck(store).findings
+        assert (finding.kind, finding.path, finding.repairable) == ("damaged_adapter", "adapters/round=01", False)
+        assert finding.detail == f"round 1's adapter is damaged: {store.loc.uri(weights)} {why}; run `layerboot fsck`"
+        with pytest.raises(StoreError, match="round 1's adapter is damaged"):
+            store.verify_adapter(1)
+        store.loc.write_atomic(weights, b"weights of round 1")
+    assert fsck(store).clean
+    extra = store.loc.join(store.adapter_dir(1), "notes.txt")
+    store.loc.write_atomic(extra, b"x")
+    (finding,) = fsck(store).findings
+    assert finding.detail.endswith(f"{store.loc.uri(extra)} was not committed with the round; run `layerboot fsck`")
+
+
+def test_an_adapter_committed_before_hashes_were_recorded_is_unchecked_not_damaged(tmp_path: Path):
+    store = Store(str(tmp_path / "work"))
+    commit(store, 0, [make_row(store, 0, i) for i in range(2)])
+    store.commit_round(1, schema.to_table([make_row(store, 1, 0, source="generated")]),
+                       adapter_dir=str(adapter_folder(tmp_path)))
+    path = store.loc.join(store.round_dir(1), "_COMMITTED.json")
+    marker = json.loads(store.loc.read_bytes(path))
+    del marker["adapter_files"]  # as an older layerboot wrote it
+    store.loc.write_atomic(path, json.dumps(marker).encode())
+    report = fsck(store)
+    assert report.clean and report.adapters_checked == 0
+    assert report.unchecked == ["adapters/round=01: committed without file hashes (an older layerboot, or a marker "
+                                "restored by --remark)"]
+    res = runner.invoke(app, ["fsck", "-c", str(write_micro(tmp_path)), "-w", str(tmp_path / "work")])
+    assert res.exit_code == 0 and "unchecked        adapters/round=01: committed without" in res.stdout, res.output
+
+
+def write_micro(tmp_path: Path) -> Path:
+    path = tmp_path / "micro.yaml"
+    path.write_text(MICRO_YAML.format(base="models/tiny_base"))  # fsck never loads the model
+    return path
+
+
+def unlabeled_bank(store: Store, n: int = 2):
+    from storage.imports import ImportedImage
+    from storage.unlabeled import add_unlabeled
+
+    add_unlabeled(store, [ImportedImage(f"photo{i}", solid((200, 10 * i, 5)), f"photo {i}") for i in range(n)])
+
+
+def test_files_the_run_trusts_are_checked_the_unlabeled_bank(store: Store):
+    import pyarrow.parquet as pq
+    import io
+
+    from storage.unlabeled import read_unlabeled
+
+    commit(store, 0, [make_row(store, 0, i) for i in range(2)])
+    unlabeled_bank(store)
+    report = fsck(store)
+    assert report.clean and report.bank_rows == 2 and report.blobs_checked == 6 + 2 and report.kept_for_work == 0
+    listing = "unlabeled/images.parquet"
+    rows = read_unlabeled(store)
+
+    # its blobs are checked like a round's
+    blob = rows[1]["composite_uri"]
+    data = store.loc.read_bytes(store.loc.join(blob))
+    store.loc.write_atomic(store.loc.join(blob), data[:-1] + bytes([data[-1] ^ 1]))
+    (finding,) = fsck(store).findings
+    assert (finding.kind, finding.path) == ("corrupt_blob", blob)
+    assert finding.detail.endswith(f"referenced by {listing}, row 1 ('photo1')")
+    store.loc.write_atomic(store.loc.join(blob), data)
+
+    # the listing edited by hand (the prompt of one row), written back with pyarrow
+    table = pq.read_table(io.BytesIO(store.loc.read_bytes(store.loc.join(listing))))
+    edited = table.set_column(3, "prompt", [["photo 0", "something else"]])
+    sink = io.BytesIO()
+    pq.write_table(edited, sink)
+    store.loc.write_atomic(store.loc.join(listing), sink.getvalue())
+    orphan, _ = store.blobs.put(b"an orphan, kept while the bank cannot be trusted")
+    report = fsck(store, repair=True)
+    assert kinds(report) == {("bad_bank", listing), ("orphan_blob", orphan)} and report.repaired == []
+    bad = next(f for f in report.findings if f.kind == "bad_bank")
+    assert bad.detail == (f"{store.loc.uri(store.loc.join(listing))}: does not hash as add-unlabeled wrote it "
+                          "(edited since); run `layerboot fsck`")
+    with pytest.raises(StoreError, match="does not hash as add-unlabeled wrote it"):  # the cycle stage's reader
+        read_unlabeled(store)
+
+
+def test_an_unlabeled_listing_from_before_its_record_is_unchecked(tmp_path: Path):
+    store = Store(str(tmp_path / "work"))
+    unlabeled_bank(store)
+    store.loc.fs.rm_file(store.loc.join("unlabeled/images.json"))
+    report = fsck(store)
+    assert report.clean and report.bank_rows == 2
+    assert report.unchecked == ["unlabeled/images.parquet: written before its hash was recorded"]
+
+
+def test_an_unlabeled_add_stopped_between_its_record_and_its_listing_reads_the_previous_listing(tmp_path: Path):
+    from storage.unlabeled import read_unlabeled
+
+    store = Store(str(tmp_path / "work"))
+    unlabeled_bank(store, 1)
+    before = store.loc.read_bytes(store.loc.join("unlabeled/images.parquet"))
+    unlabeled_bank(store, 2)
+    store.loc.write_atomic(store.loc.join("unlabeled/images.parquet"), before)  # the listing write never came
+    assert [r["name"] for r in read_unlabeled(store)] == ["photo0"]
+    written, _ = store.put_image(solid((200, 10, 5)))  # photo1's blob, written before the listing
+    assert kinds(fsck(store)) == {("orphan_blob", written)}
+
+
+def test_files_the_run_trusts_are_checked_the_latent_cache(tmp_path: Path):
+    """A cache entry rewritten with zeros (or copied under another key, or written by another tool)
+    does not match the key and digest it records: reported, and quarantined by --repair (reversibly;
+    training encodes it again)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from models.iclora.encoded import LatentCache
+
+    store = Store(str(tmp_path / "work"))
+    commit(store, 0, [make_row(store, 0, i) for i in range(2)])
+    cache = LatentCache(tmp_path / "work" / "cache" / "latents", "ab" * 32, 32)
+    keys = ["c0" + "1" * 62, "d7" + "2" * 62]
+    for i, key in enumerate(keys):
+        cache.put(key, {"x0": torch.full((12, 256), float(i + 1)), "decompose": torch.ones(12, 256)})
+    cache.put("constants", {"mask.decompose": torch.ones(12, 256)})
+    report = fsck(store)
+    assert report.clean and report.cache_entries == 3
+
+    zeroed, copied = cache.path(keys[0]), cache.path(keys[1])
+    save_file({"x0": torch.zeros(12, 256), "decompose": torch.zeros(12, 256)}, str(zeroed))
+    copied.write_bytes(cache.path("constants").read_bytes())
+    stray = cache.root / "notes.txt"
+    stray.write_text("x")
+    rel = lambda p: str(p.relative_to(tmp_path / "work"))  # noqa: E731
+    report = fsck(store)
+    assert {(f.kind, f.path): f.detail for f in report.findings} == {
+        ("bad_cache_entry", rel(zeroed)): "records no content digest (written by another tool or an older "
+                                          "layerboot); training encodes it again",
+        ("bad_cache_entry", rel(copied)): "records key 'constants', not its own name's; training encodes it again",
+        ("bad_cache_entry", rel(stray)): "not laid out like a cache entry (<vae>/<size>/<ab>/<key>.safetensors); "
+                                         "training encodes it again",
+    }
+    assert report.cache_entries == 1
+    moved = fsck(store, repair=True)
+    assert sorted(moved.repaired) == sorted([rel(zeroed), rel(copied), rel(stray)])
+    assert not zeroed.exists() and (tmp_path / "work" / moved.quarantine / rel(zeroed)).is_file()
+    assert fsck(store).clean
+
+
+def test_files_the_run_trusts_are_checked_a_warm_start_refuses_an_edited_adapter(micro_config_path: Path, tmp_path: Path):
+    """The next round's training starts from the committed adapter: one edited since is refused in one
+    line naming the file, before any training (it broke training half-way)."""
+    from flows.cli.common import _describe
+    from models.loop.stages import train_stage
+    from storage.store import DamagedRound
+
+    store = Store(str(tmp_path / "work"))
+    commit(store, 0, [make_row(store, 0, i) for i in range(2)])
+    store.commit_round(1, schema.to_table([make_row(store, 1, 0, source="generated")]),
+                       adapter_dir=str(adapter_folder(tmp_path)))
+    weights = store.loc.join(store.adapter_dir(1), "pytorch_lora_weights.safetensors")
+    store.loc.write_atomic(weights, b"weights of round 1, edited")
+    with pytest.raises(DamagedRound) as err:
+        train_stage(str(micro_config_path), str(tmp_path / "work"), 2)
+    assert _describe(err.value) == (f"round 1's adapter is damaged: {store.loc.uri(weights)} does not hash as committed (edited "
+                                    "since); run `layerboot fsck`")
+    assert not (tmp_path / "work" / "work" / "round=02" / "adapter").exists()

@@ -138,7 +138,7 @@ def test_training_holds_a_batch_of_pixels_never_the_pool(micro_config, tmp_path,
     ("nan", r"x0 holds NaN or infinite values"),
 ])
 def test_cache_entry_checked_on_load_one_line_error_naming_the_file(micro_config, tmp_path, how, message):
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     from flows.cli.common import _describe
 
@@ -149,8 +149,36 @@ def test_cache_entry_checked_on_load_one_line_error_naming_the_file(micro_config
     path = pool.cache.path(pool.keys[1])
     entry = load_file(str(path))
     entry["x0"] = entry["x0"][:-1] if how == "wrong-shape" else torch.full_like(entry["x0"], float("nan"))
-    save_file(entry, str(path))
+    pool.cache.put(pool.keys[1], entry)  # with its digest, as a writer of another version would record it
     with pytest.raises(encoded.CacheEntryError) as err:
         pool.latents([0, 1], [Task.DECOMPOSE] * 2)
     assert re.fullmatch(rf"{re.escape(str(path))}: {message} \(delete it: it is encoded again\)", str(err.value))
     assert _describe(err.value) == str(err.value)  # the CLI's one line, not a traceback
+
+
+@pytest.mark.parametrize("how", ["zeros", "zeros-with-its-old-metadata", "another-keys-entry"])
+def test_files_the_run_trusts_are_checked_a_cache_entry_rewritten_is_encoded_again(micro_config, tmp_path, how):
+    """An entry rewritten after it was written (zeros of the right shape: finite, so no shape or NaN
+    check sees it; or another triplet's entry copied under this key) does not match the key and
+    digest it records: it is never trained on, it is encoded again."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    bb = load_base(micro_config)
+    store = Store(str(tmp_path / "work"))
+    pool = pool_of(bb, store, [make_row(store, 0, i) for i in range(2)], tmp_path / "cache")
+    pool.encode()
+    before = pool.latents([0, 1], [Task.DECOMPOSE] * 2)
+    path = pool.cache.path(pool.keys[1])
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    if how == "another-keys-entry":
+        path.write_bytes(pool.cache.path(pool.keys[0]).read_bytes())
+    else:
+        zeros = {k: torch.zeros_like(v) for k, v in load_file(str(path)).items()}
+        save_file(zeros, str(path), metadata=meta if how == "zeros-with-its-old-metadata" else None)
+    pool.cache.hits = pool.cache.misses = pool.cache.damaged = 0
+    after = pool.latents([0, 1], [Task.DECOMPOSE] * 2)
+    assert all(torch.equal(x, y) for x, y in zip(before, after))  # the zeros were not used
+    assert (pool.cache.hits, pool.cache.misses, pool.cache.damaged) == (1, 1, 1)
+    assert pool.cache.get(pool.keys[1]) is not None and pool.cache.damaged == 1  # rewritten whole, trusted again

@@ -106,7 +106,8 @@ def fsck(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Check the workdir: every committed round's marker against its manifest, every row's blobs
-    present and hashing right; report unmarked rounds, orphan blobs, leftover temp files and
+    present and hashing right, committed adapters, the unlabeled bank, the latent cache and work
+    status files; report unmarked rounds, orphan blobs, leftover temp files and
     unfinished commits by name. Exit 0 clean (or all repaired), 1 problems left, 2 bad usage or a
     refused action (a workdir that does not exist, or locked by a run)."""
     with user_errors():
@@ -141,8 +142,12 @@ def fsck(
 
 def _print_fsck(report, repair: bool) -> None:
     typer.echo(f"workdir: {report.workdir}")
-    typer.echo(f"checked {len(report.rounds)} committed round(s), {report.rows} rows, {report.blobs_checked} blobs"
+    typer.echo(f"checked {len(report.rounds)} committed round(s), {report.rows} rows, {report.blobs_checked} blobs, "
+               f"{report.adapters_checked} adapter(s), {report.bank_rows} unlabeled row(s), "
+               f"{report.cache_entries} latent-cache entries"
                + (f"; {report.kept_for_work} blob(s) kept for unfinished rounds" if report.kept_for_work else ""))
+    for what in report.unchecked:
+        typer.echo(f"{'unchecked':<16} {what}")
     if report.lock:
         typer.echo(f"locked by `{report.lock['command']}` on host {report.lock['host']}, pid {report.lock['pid']}, "
                    f"started {report.lock['started_at']}")

@@ -24,13 +24,14 @@ from typing import Sequence
 
 import torch
 from PIL import Image
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_tensors, save as save_tensors
 from tqdm.auto import tqdm
 
 from models.iclora.backbone import Backbone
 from models.iclora.fill import encode_images, encode_prompts, fill_condition, latent_image_ids, pack
 from models.iclora.grid import Task, grid_tensor, task_mask, token_mask
 from models.iclora.objective import Conditioning
+from storage.latents import EntryError, check_entry, entry_metadata
 
 TASKS = (Task.DECOMPOSE, Task.COMPOSE, Task.GENERATE)
 KEPT_TASKS = (Task.DECOMPOSE, Task.COMPOSE)  # GENERATE masks everything: its masked image is the same for every grid
@@ -127,28 +128,35 @@ class CacheEntryError(ValueError):
 class LatentCache:
     """Latents per triplet as safetensors files: <root>/<vae identity[:16]>/<panel size>/<key[:2]>/<key>.safetensors.
     Written atomically (a temp file named like storage's, then a rename), so a killed run leaves
-    either the whole entry or none; an unreadable entry is re-encoded. `root=None` keeps entries in
+    either the whole entry or none; an entry that is unreadable or does not match the key and digest
+    it records (storage/latents.py) is re-encoded. `root=None` keeps entries in
     memory (a few grids: tests, the CLI on a small pool)."""
 
     def __init__(self, root: str | Path | None, vae_id: str, panel_size: int):
         self.root = None if root is None else Path(root) / vae_id[:16] / str(panel_size)
         self.memory: dict[str, dict[str, torch.Tensor]] = {}
-        self.hits = self.misses = 0
+        self.hits = self.misses = self.damaged = 0
 
     def path(self, key: str) -> Path:
         assert self.root is not None
         return self.root / key[:2] / f"{key}.safetensors"
 
     def get(self, key: str) -> dict[str, torch.Tensor] | None:
+        """The entry of `key`, or None when there is none to trust: missing, unreadable, or not
+        matching the key and content digest it records (storage/latents.py: edited since it was
+        written, or written without one); such an entry is encoded again and rewritten."""
         if self.root is None:
             entry = self.memory.get(key)
         else:
             try:
-                entry = load_file(str(self.path(key)))
+                data = self.path(key).read_bytes()
+                check_entry(data, key)
+                entry = load_tensors(data)
             except FileNotFoundError:
                 entry = None
-            except Exception:  # noqa: BLE001 - a damaged entry is a miss; it is rewritten
+            except Exception:  # noqa: BLE001 - EntryError, or unreadable by safetensors - a damaged entry is a miss; it is rewritten
                 entry = None
+                self.damaged += 1
         if entry is None:
             self.misses += 1
         else:
@@ -160,10 +168,11 @@ class LatentCache:
         if self.root is None:
             self.memory[key] = tensors
             return
+        data = save_tensors(tensors, metadata=entry_metadata(save_tensors(tensors), key))
         path = self.path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
-        save_file(tensors, str(tmp))
+        tmp.write_bytes(data)
         os.replace(tmp, path)
 
 

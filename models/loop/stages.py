@@ -139,6 +139,7 @@ def train_stage(config_path: str, workdir: str, round: int) -> dict[str, Any]:
     scratch = Path(tempfile.mkdtemp(prefix="layerboot-train-"))
     warm = None
     if round > 1 and previous.get("adapter_uri"):
+        store.verify_adapter(round - 1)  # as committed (DamagedRound names the file edited since)
         warm = _local_adapter(store, store.adapter_dir(round - 1), scratch / "warm")
     out = Path(work.adapter_dir) if store.loc.is_local else scratch / "adapter"
     t0 = time.time()

@@ -244,7 +244,7 @@ class JudgeSection(_Strict):
 
 DOMAINS = ("logo_object", "intrinsic")  # the layer tasks of models/loop/domain.py
 ANALYTIC_RECOMPOSE = ("intrinsic",)  # those whose composite is an exact formula of the layers
-WORLD_LEVELS = {"logo_object": 4, "intrinsic": 1}  # each task's number of world levels (data.world_level)
+WORLD_LEVELS = {"logo_object": 5, "intrinsic": 1}  # each task's number of world levels (data.world_level)
 
 
 class Config(_Strict):

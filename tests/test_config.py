@@ -123,7 +123,7 @@ def test_the_world_level_is_the_tasks_and_follows_the_config_everywhere_the_worl
     assert domain.make(5, 64).params == make_triplet(5, 64, 0).params  # seeds, test split, unlabeled composites
     assert domain.describe(5) == make_triplet(5, 64, 0).prompt  # candidates' prompts
     assert domain.benchmark(0, 3, 64)[0].composite.tobytes() != domain_of(full).benchmark(0, 3, 64)[0].composite.tobytes()
-    for item, message in (("data.world_level=4", "the logo_object world has levels 0..3 (got 4)"),
+    for item, message in (("data.world_level=5", "the logo_object world has levels 0..4 (got 5)"),
                           ("data.world_level=yes", "expected a number, not a yes/no value")):
         with pytest.raises(ConfigError, match=re.escape(message)):
             load_config("tiny", [item])

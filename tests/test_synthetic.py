@@ -163,7 +163,7 @@ def test_make_triplets_streams_in_order():
 
 
 def test_the_top_world_level_is_the_world_as_it_always_was():
-    assert WORLD_LEVELS == 4 and TOP_LEVEL == 3
+    assert WORLD_LEVELS == 5 and TOP_LEVEL == 4
     assert _digest(range(4), 64, TOP_LEVEL) == GOLDEN_64  # the default and the top level: the same bytes
     assert "world_level" not in make_triplet(0, 64, TOP_LEVEL).params
 
@@ -171,8 +171,8 @@ def test_the_top_world_level_is_the_world_as_it_always_was():
 def test_each_lower_level_leaves_out_what_the_docs_say():
     params = {lv: [make_triplet(s, 64, lv).params for s in range(60)] for lv in range(TOP_LEVEL)}
     for lv, ps in params.items():
-        assert all(p["world_level"] == lv and p["occluder"] is None for p in ps)  # occluders: level 3 only
-    for p in params[0] + params[1]:  # flat faces seen square-on, matte
+        assert all(p["world_level"] == lv and p["occluder"] is None for p in ps)  # occluders: the top level only
+    for p in params[0] + params[1] + params[2]:  # flat faces seen square-on, matte
         assert p["object_kind"] in FLAT_KINDS and p["object"]["ps"] == p["object"]["pt"] == 0.0
         assert p["light"]["gloss"] == 0.0
     for p in params[0]:  # plain, a handful of emblems, one scale at the label's centre, unrotated
@@ -181,15 +181,21 @@ def test_each_lower_level_leaves_out_what_the_docs_say():
         u0, u1, v0, v1 = p["object"]["label"]
         assert p["placement"]["center"] == [round((u0 + u1) / 2, 4), round((v0 + v1) / 2, 4)]
         assert p["placement"]["rotation"] == 0.0
+    for p in params[1]:  # plain one-colour logos of every kind, placed, scaled and turned
+        assert p["finish"]["texture"] == "plain" and p["finish"]["gradient"] == "none"
+        assert p["logo"]["style"] == "plain" and p["logo"]["colour2"] is None
     # what each level adds back shows up in 60 seeds
-    assert {p["finish"]["texture"] for p in params[1]} > {"plain"}
-    assert {p["object_kind"] for p in params[2]} - set(FLAT_KINDS)
-    assert any(p["light"]["gloss"] > 0 for p in params[2])
+    assert {p["logo"]["kind"] for p in params[1]} - set(SIMPLE_LOGO_KINDS)
+    assert len({p["placement"]["scale"] for p in params[1]}) > 30 and any(p["placement"]["rotation"] for p in params[1])
+    assert {p["finish"]["texture"] for p in params[2]} > {"plain"}
+    assert {p["logo"]["style"] for p in params[2]} > {"plain"}
+    assert {p["object_kind"] for p in params[3]} - set(FLAT_KINDS)
+    assert any(p["light"]["gloss"] > 0 for p in params[3])
     assert sum(make_triplet(s, 64).params["occluded"] for s in range(60)) > 0
 
 
 # the first 12 hex digits of each lower level's digest of seeds 0..3 at 64 px (as GOLDEN_64: change on purpose only)
-LEVEL_DIGESTS = ["24d9479be9a1", "e526e59cb468", "17fea953b1a1"]
+LEVEL_DIGESTS = ["24d9479be9a1", "ffb9214ccfc4", "e526e59cb468", "17fea953b1a1"]
 
 
 def test_lower_levels_are_deterministic_and_pinned_and_keep_the_ground_truth_exact():
@@ -205,5 +211,5 @@ def test_lower_levels_are_deterministic_and_pinned_and_keep_the_ground_truth_exa
 
 
 def test_a_level_outside_the_world_is_refused():
-    with pytest.raises(ValueError, match="world level must be 0..3, got 4"):
-        make_triplet(0, 64, 4)
+    with pytest.raises(ValueError, match="world level must be 0..4, got 5"):
+        make_triplet(0, 64, 5)

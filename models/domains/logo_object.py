@@ -64,11 +64,12 @@ OCCLUSION_RATE = 0.3
 #   0  flat faces seen square-on (box, tote bag, t-shirt), plain finish, matte (no highlight), no
 #      occluder, a handful of plain emblems and object colours, the logo at one scale at the
 #      label's centre, unrotated
-#   1  + textures and colour gradients, every emblem, glyph, badge and colour, the logo's place,
-#      scale and rotation varied
-#   2  + curved objects (ball, can, bottle, mug), perspective and specular highlights
-#   3  + occluders (a strap, leaf, tag or handle over part of the logo): the full world
-WORLD_LEVELS = 4
+#   1  + every emblem, glyph, logo colour and object colour, the logo's place, scale and rotation
+#      varied; one-colour logos on plain matte faces (what the seeds cannot hold, but the codec can)
+#   2  + two-colour logos (badges, outlines, underlines), textures and colour gradients
+#   3  + curved objects (ball, can, bottle, mug), perspective and specular highlights
+#   4  + occluders (a strap, leaf, tag or handle over part of the logo): the full world
+WORLD_LEVELS = 5
 TOP_LEVEL = WORLD_LEVELS - 1
 FLAT_KINDS = ("box", "tote bag", "t-shirt")
 SIMPLE_LOGO_KINDS = ("star", "ring", "triangle", "diamond")
@@ -395,6 +396,8 @@ def _sample_logo(rng, avoid, level: int = TOP_LEVEL):
         logo["style"] = _pick(rng, ("plain", "plain", "badge", "outline"))
         if logo["style"] == "badge":
             logo["badge"] = _pick(rng, ("disc", "square", "shield"))
+    if level == 1:  # one colour, no backer or outline: two-colour details are too thin for the 8x codec at 64 px
+        logo["style"], logo["badge"] = "plain", None
     if logo["style"] == "badge":  # glyph on a coloured backer: the glyph may be white
         logo["colour2"], logo["rgb2"] = _pick_colour(rng, LOGO_COLOURS, avoid)
         palette = dict(LOGO_COLOURS, white=WHITE)
@@ -802,19 +805,19 @@ def _occluder_parts(occ, X, Y, body_sdf, light):
 def _sample_params(rng, level: int = TOP_LEVEL) -> dict:
     """A scene's parameters. Each `level` test sits where its draw was, so the top level draws
     exactly what it always drew (the same rng calls in the same order)."""
-    kind = _pick(rng, OBJECT_KINDS if level >= 2 else FLAT_KINDS)
+    kind = _pick(rng, OBJECT_KINDS if level >= 3 else FLAT_KINDS)
     o = _SAMPLERS[kind](rng)
-    if level < 2:  # seen square-on: no perspective
+    if level < 3:  # seen square-on: no perspective
         o["ps"], o["pt"] = 0.0, 0.0
     # finish: colour, texture, colour gradient of the printable surface
     palette = LABEL_COLOURS if kind == "bottle" else OBJECT_COLOURS
     if level == 0:
         palette = {k: OBJECT_COLOURS[k] for k in SIMPLE_OBJECT_COLOURS}
     name, rgb = _pick_colour(rng, palette, [o["glass_rgb"]] if kind == "bottle" else [], 70.0)
-    tex = _pick(rng, ("plain", "plain", "stripes", "checker", "noise", "speckle")) if level >= 1 else "plain"
+    tex = _pick(rng, ("plain", "plain", "stripes", "checker", "noise", "speckle")) if level >= 2 else "plain"
     fin = {"colour": name, "rgb": rgb, "texture": tex, "rgb2": rgb, "colour2": None,
            "seed": int(rng.random() * 2**31),
-           "gradient": _pick(rng, ("none", "linear", "radial")) if level >= 1 else "none",
+           "gradient": _pick(rng, ("none", "linear", "radial")) if level >= 2 else "none",
            "gstrength": _u(rng, 0.08, 0.22)}
     g = 2 * math.pi * rng.random()
     fin["gdir"] = [_cos(g), _sin(g)]
@@ -849,14 +852,14 @@ def _sample_params(rng, level: int = TOP_LEVEL) -> dict:
     center = [round((u0 + u1) / 2 + room_u * jitter(), 4), round((v0 + v1) / 2 + room_v * jitter(), 4)]
     place = {"center": center, "scale": round(scale, 4), "rotation": rot,
              "extent_panel": [round(rex * scale, 4), round(rey * scale, 4)]}
-    occ = _sample_occluder(rng, o, place, rgb) if level >= 3 and rng.random() < OCCLUSION_RATE else None
+    occ = _sample_occluder(rng, o, place, rgb) if level >= 4 and rng.random() < OCCLUSION_RATE else None
     la = (_u(rng, -0.7, 0.7), _u(rng, -0.8, -0.3), _u(rng, 0.6, 1.0))
     n = math.sqrt(sum(c * c for c in la))
     ld = [c / n for c in la]
     h = [ld[0], ld[1], ld[2] + 1.0]
     hn = math.sqrt(sum(c * c for c in h))
     light = {"dir": ld, "half": [c / hn for c in h], "ambient": _u(rng, 0.35, 0.5),
-             "gloss": _u(rng, 0.2, 0.55) if level >= 2 else 0.0, "shininess_log2": int(4 + 4 * rng.random())}
+             "gloss": _u(rng, 0.2, 0.55) if level >= 3 else 0.0, "shininess_log2": int(4 + 4 * rng.random())}
     bg_name = _pick(rng, BACKGROUNDS)
     bg = {"colour": bg_name, "rgb": _jitter(rng, BACKGROUNDS[bg_name], 0.02),
           "gradient": _u(rng, 0.0, 0.1) if rng.random() < 0.6 else 0.0}

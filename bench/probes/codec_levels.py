@@ -1,0 +1,43 @@
+"""The shipped tiny codec at each world level (models/domains/logo_object.py, WORLD_LEVELS): PSNR per
+panel kind on 48 held-out triplets, and how many of 40 ground-truth triplets the unchanged judge
+accepts raw and round-tripped through the codec (tests/test_codec.py measures the top level the
+same way). A lower world is simpler to code, so a profile at a lower level may meet the codec's
+aims (>= 30 dB every panel kind, >= 36/40 round trips) with today's decoder:
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/probes/codec_levels.py [BASE [LEVEL ...]] > /tmp/codec-levels.log
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+
+import torch
+
+from configs import load_config
+from models.domains.logo_object import WORLD_LEVELS, make_triplet
+from models.iclora.backbone import load_backbone
+from models.iclora.codec import reconstruction_psnr
+from models.judge import build_judge, failing
+from models.loop.evaluate import codec_roundtrip
+from models.loop.runtime import REPO_ROOT
+from models.pretrain.base import to_tensor
+from storage.hashing import derive_seed
+
+PANELS = ("composite", "logo", "object")
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    base = load_backbone(sys.argv[1] if len(sys.argv) > 1 else str(REPO_ROOT / "models" / "tiny_base"), torch.float32, "cpu")
+    for level in [int(a) for a in sys.argv[2:]] or range(WORLD_LEVELS):
+        cfg = load_config("tiny", overrides=[f"data.world_level={level}"])
+        triplets = [make_triplet(derive_seed(cfg.run.seed, "synthetic", "test", i), 64, level) for i in range(48)]
+        psnr = {p: reconstruction_psnr(base.vae, to_tensor([getattr(t, p) for t in triplets])) for p in PANELS}
+        judge = build_judge(cfg)
+        gt = [(t.composite, t.logo, t.object) for t in triplets[:40]]
+        raw = sum(j.accepted for j in judge.judge(gt))
+        verdicts = judge.judge(codec_roundtrip(base, gt))
+        coded = sum(j.accepted for j in verdicts)
+        why = Counter(c for j in verdicts for c in failing(j.scores, judge.criteria))
+        print(f"level {level}: " + " ".join(f"{p} {v:.2f} dB" for p, v in psnr.items())
+              + f" | judge accepts raw {raw}/40, round-tripped {coded}/40 (failing: {dict(why)})", flush=True)

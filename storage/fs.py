@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 import posixpath
@@ -42,6 +43,46 @@ def read_regular_file(path: str | os.PathLike[str], limit: int, error: type[Exce
         return data
     finally:
         os.close(fd)
+
+
+class ForeignFiles(RuntimeError):
+    """An output folder holding what the command that writes there does not own."""
+
+
+def refuse_foreign_files(out: str | os.PathLike[str], owns: Callable[[str, bool], bool], command: str) -> None:
+    """Refuse (ForeignFiles) a local output folder holding anything `command` does not write there:
+    `owns(relative path, is a folder)` says what it writes (and may replace or delete). A symlink
+    is never owned (writing through it would change what it points to); neither is a folder's
+    content the command does not own. A missing folder passes: it will be the command's own."""
+    out = os.fspath(out)
+    if not os.path.lexists(out):
+        return
+    if os.path.islink(out) or not os.path.isdir(out):
+        raise ForeignFiles(f"{out}: not a folder: name a new or empty folder for --out (nothing was changed)")
+    for here, dirs, files in os.walk(out):
+        for name in sorted(dirs + files):
+            path = os.path.join(here, name)
+            rel = os.path.relpath(path, out).replace(os.sep, "/")
+            if os.path.islink(path) or not owns(rel, os.path.isdir(path)):
+                raise ForeignFiles(f"{out}: holds {rel}, which `{command}` does not write: name a new or empty "
+                                   "folder for --out (nothing was changed)")
+        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(here, d))]
+
+
+def write_new_file(path: str | os.PathLike[str], data: bytes) -> None:
+    """Create a local file that must not exist yet (FileExistsError if it does: a file the caller
+    did not make is never overwritten), whole or not at all: written to a temp file beside it, then
+    linked to its name (a link fails where a name exists, atomically) and the temp file removed."""
+    path = os.fspath(path)
+    tmp = os.path.join(os.path.dirname(path) or ".", f"{TEMP_PREFIX}{uuid.uuid4().hex}-{os.path.basename(path)}")
+    with open(tmp, "xb") as f:
+        f.write(data)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise FileExistsError(errno.EEXIST, "exists, and is never overwritten", path) from None
+    finally:
+        os.unlink(tmp)
 
 
 @dataclass(frozen=True)

@@ -70,3 +70,47 @@ def test_model_command_errors_are_one_line(micro_config_path: Path, tmp_path: Pa
     assert res.exit_code == 2 and "expected 32x32 pixels, got 48x48" in res.output
     res = cli("train", "-c", micro_config_path, "-w", tmp_path / "empty", "--out", tmp_path / "a")
     assert res.exit_code == 2 and res.output.strip() == f"error: workdir {tmp_path / 'empty'} does not exist"
+
+
+def test_destroys_nothing_it_does_not_own_decompose_and_compose_never_overwrite_a_file(micro_config_path: Path,
+                                                                                       tmp_path: Path):
+    """An --out folder's existing files are never replaced (a user's c_logo.png or composite.png was
+    overwritten, exit 0): refused in one line before any model loads, nothing written."""
+    t = make_triplet(5, 32)
+    for name, image in (("c", t.composite), ("l", t.logo), ("o", t.object)):
+        image.save(tmp_path / f"{name}.png")
+    out, adapter = tmp_path / "out", tmp_path / "no-adapter"  # refused before the adapter is read
+    out.mkdir()
+    (out / "c_logo.png").write_bytes(b"mine")
+    res = cli("decompose", tmp_path / "c.png", "--adapter", adapter, "--out", out, "-c", micro_config_path)
+    assert res.exit_code == 2 and res.stderr.strip() == (
+        f"error: {out / 'c_logo.png'}: exists, and `layerboot decompose` never overwrites a file: name a new folder "
+        "for --out or move it away (nothing was written)")
+    (out / "composite.png").symlink_to(tmp_path / "elsewhere.png")  # a link, dangling: still not replaced
+    res = cli("compose", "--logo", tmp_path / "l.png", "--object", tmp_path / "o.png", "--adapter", adapter,
+              "--out", out, "-c", micro_config_path)
+    assert res.exit_code == 2 and res.stderr.strip() == (
+        f"error: {out / 'composite.png'}: exists, and `layerboot compose` never overwrites a file: name a new folder "
+        "for --out or move it away (nothing was written)")
+    assert sorted(p.name for p in out.iterdir()) == ["c_logo.png", "composite.png"]
+    assert (out / "c_logo.png").read_bytes() == b"mine" and not (tmp_path / "elsewhere.png").exists()
+
+    (tmp_path / "b").mkdir()
+    t.composite.save(tmp_path / "b" / "c.png")
+    res = cli("decompose", tmp_path / "c.png", tmp_path / "b" / "c.png", "--adapter", adapter, "--out",
+              tmp_path / "new", "-c", micro_config_path)
+    assert res.exit_code == 2 and res.stderr.strip().endswith(
+        f"two inputs would both write {tmp_path / 'new' / 'c_logo.png'} (inputs of one name in two folders)")
+    assert not (tmp_path / "new").exists()
+
+
+def test_write_new_file_never_replaces_one(tmp_path: Path):
+    import pytest
+
+    from storage.fs import write_new_file
+
+    write_new_file(tmp_path / "a.png", b"first")
+    with pytest.raises(FileExistsError) as err:
+        write_new_file(tmp_path / "a.png", b"second")
+    assert (err.value.filename, err.value.strerror) == (str(tmp_path / "a.png"), "exists, and is never overwritten")
+    assert (tmp_path / "a.png").read_bytes() == b"first" and sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]

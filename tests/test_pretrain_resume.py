@@ -58,3 +58,48 @@ def test_a_killed_transformer_stage_resumes_exactly(random_tiny_base, tmp_path, 
     with pytest.raises(ValueError, match="checkpoint of another recipe"):
         other = dataclasses.replace(RECIPE, transformer_lr=1e-4)
         pretrain_transformer(fresh(), other, log=lambda m: None, checkpoint=ckpt, checkpoint_every=2)
+
+
+def test_destroys_nothing_it_does_not_own_pretrain_tiny_refuses_an_out_folder_with_foreign_files(
+        random_tiny_base, tmp_path, one_thread):
+    """`pretrain-tiny --out DIR` replaces and deletes DIR/checkpoint-transformer/ whole and overwrites the
+    base's files: a folder holding anything else is refused before anything runs (it deleted a user's
+    checkpoint-transformer/ with their files in it, exit 0). Its own layout (a base it wrote, a copy of the
+    shipped one, what a killed stage leaves) is trained into."""
+    import re
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from models.iclora.tiny import TinySpec
+    from models.pretrain.base import owns, pretrain_tiny
+    from storage.fs import ForeignFiles, refuse_foreign_files
+
+    out = tmp_path / "base"
+    shutil.copytree(random_tiny_base, out)
+    (out / "checkpoint-transformer").mkdir()
+    (out / "checkpoint-transformer" / "notes.txt").write_text("mine")
+    message = (f"{out}: holds checkpoint-transformer/notes.txt, which `layerboot pretrain-tiny` does not write: "
+               "name a new or empty folder for --out (nothing was changed)")
+    with pytest.raises(ForeignFiles, match=re.escape(message)):
+        pretrain_tiny(out, TinySpec(), RECIPE, ("transformer",), log=lambda m: None)
+    res = CliRunner().invoke(app, ["pretrain-tiny", "--out", str(out), "--stage", "transformer",
+                                   "--transformer-steps", "1"])
+    assert res.exit_code == 2 and res.stderr.strip() == f"error: {message}", res.output
+    assert (out / "checkpoint-transformer" / "notes.txt").read_text() == "mine"
+
+    (out / "checkpoint-transformer" / "notes.txt").unlink()
+    (out / "checkpoint-transformer" / "trainer_state.json").symlink_to(tmp_path / "elsewhere.json")
+    with pytest.raises(ForeignFiles, match="holds checkpoint-transformer/trainer_state.json, which"):
+        pretrain_tiny(out, TinySpec(), RECIPE, ("transformer",), log=lambda m: None)
+    (out / "checkpoint-transformer" / "trainer_state.json").unlink()
+    (out / "transformer" / "README.md").write_text("mine")
+    with pytest.raises(ForeignFiles, match="holds transformer/README.md, which"):
+        pretrain_tiny(out, TinySpec(), RECIPE, ("transformer",), log=lambda m: None)
+    (out / "transformer" / "README.md").unlink()
+
+    record = pretrain_tiny(out, TinySpec(), RECIPE, ("transformer",), log=lambda m: None)  # its own folder
+    assert record["results"]["transformer"]["steps"] == 6 and not (out / "checkpoint-transformer").exists()
+    for base in (out, "models/tiny_base", "models/tiny_base_intrinsic"):
+        refuse_foreign_files(base, owns, "layerboot pretrain-tiny")  # every base it wrote is its own

@@ -54,6 +54,7 @@ def _user_error_types() -> tuple[type[Exception], ...]:
     torch just to name them would slow every command)."""
     from configs import ConfigError
     from storage.blobs import BlobError
+    from storage.fs import ForeignFiles
     from storage.images import ImageError
     from storage.imports import ImportFailed
     from storage.schema import SchemaError
@@ -61,7 +62,7 @@ def _user_error_types() -> tuple[type[Exception], ...]:
     from storage.store import StoreError  # includes storage.lock.LockHeld
 
     types = [ConfigError, ImportFailed, ImageError, SchemaError, StoreError, BlobError, OverrideError,
-             FileNotFoundError, typer.BadParameter]
+             ForeignFiles, FileNotFoundError, typer.BadParameter]
     lora, encoded = sys.modules.get("models.iclora.lora"), sys.modules.get("models.iclora.encoded")
     if lora is not None:
         types.append(lora.AdapterError)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -109,12 +110,39 @@ def evaluate(
             typer.echo(f"{who:<15}" + "".join(f"{v:>23}" for v in result[who].values()))
 
 
+def _new_files(out: Path, targets: list[Path], command: str) -> None:
+    """Refuse, before any model loads, outputs that would overwrite a file (a user's own, or one
+    an earlier run wrote: never replaced) or each other; then make the folder."""
+    from storage.fs import ForeignFiles
+
+    seen: set[Path] = set()
+    for target in targets:
+        if target in seen:
+            raise typer.BadParameter(f"two inputs would both write {target} (inputs of one name in two folders)")
+        seen.add(target)
+        if os.path.lexists(target):
+            raise ForeignFiles(f"{target}: exists, and `layerboot {command}` never overwrites a file: name a new "
+                               "folder for --out or move it away (nothing was written)")
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _write_png(path: Path, image) -> None:
+    import io
+
+    from storage.fs import write_new_file
+
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    write_new_file(path, buf.getvalue())
+
+
 @app.command(rich_help_panel=PANEL)
 def decompose(
     images: Annotated[list[Path], typer.Argument(help="Composite images (panel_size square).")],
     adapter: Annotated[Path, typer.Option("--adapter", help="Adapter folder.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for <name>_<layer>.png, one per layer "
-                                      "(<name>_logo.png and <name>_object.png for the logo task).")],
+                                      "(<name>_logo.png and <name>_object.png for the logo task); an existing "
+                                      "file is never overwritten.")],
     config: ConfigOpt = "configs/tiny.yaml",
     sets: SetOpt = None,
     seed: Annotated[int, typer.Option("--seed", help="Sampling seed.")] = 0,
@@ -125,12 +153,13 @@ def decompose(
         from storage.hashing import derive_seed
 
         cfg, (composites,) = _config_and_images(config, sets, images)
-        results = _sampler(cfg, adapter).decompose(composites, [derive_seed(seed, p.name) for p in images])
-        out.mkdir(parents=True, exist_ok=True)
         names = domain_of(cfg).panels[1:]
-        for path, layers in zip(images, results):
-            for name, layer in zip(names, layers):
-                layer.save(out / f"{path.stem}_{name}.png")
+        targets = [[out / f"{path.stem}_{name}.png" for name in names] for path in images]
+        _new_files(out, [t for pair in targets for t in pair], "decompose")
+        results = _sampler(cfg, adapter).decompose(composites, [derive_seed(seed, p.name) for p in images])
+        for pair, layers in zip(targets, results):
+            for target, layer in zip(pair, layers):
+                _write_png(target, layer)
         typer.echo(f"wrote {2 * len(results)} images to {out}")
 
 
@@ -139,7 +168,7 @@ def compose(
     logo: Annotated[Path, typer.Option("--layer1", "--logo", help="First layer (the flat logo; the albedo).")],
     object_: Annotated[Path, typer.Option("--layer2", "--object", help="Second layer (the plain object; the shading).")],
     adapter: Annotated[Path, typer.Option("--adapter", help="Adapter folder.")],
-    out: Annotated[Path, typer.Option("--out", help="Folder for composite.png.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for composite.png (refused if it is there already).")],
     config: ConfigOpt = "configs/tiny.yaml",
     sets: SetOpt = None,
     seed: Annotated[int, typer.Option("--seed", help="Sampling seed.")] = 0,
@@ -147,9 +176,9 @@ def compose(
     """Compose two layers (a logo onto an object): the composite."""
     with user_errors():
         cfg, (logos, objects) = _config_and_images(config, sets, [logo], [object_])
+        _new_files(out, [out / "composite.png"], "compose")
         composite = _sampler(cfg, adapter).compose(logos, objects, [seed])[0]
-        out.mkdir(parents=True, exist_ok=True)
-        composite.save(out / "composite.png")
+        _write_png(out / "composite.png", composite)
         typer.echo(f"wrote {out / 'composite.png'}")
 
 

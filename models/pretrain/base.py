@@ -22,6 +22,7 @@ import functools
 import json
 import math
 import os
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -41,7 +42,8 @@ from models.iclora.grid import Task
 from models.iclora.objective import FlowMatching
 from models.pretrain.data import make_example, make_image
 from models.domains import intrinsic, logo_object
-from models.iclora.train import STATE_FILE, optimizer_step, read_checkpoint, write_checkpoint
+from models.iclora.train import LOG_FILE, STATE_FILE, STATE_TENSORS, optimizer_step, read_checkpoint, write_checkpoint
+from storage.fs import refuse_foreign_files
 from storage.hashing import derive_seed, stable_id
 
 RECIPE_FILE = "RECIPE.json"
@@ -225,6 +227,29 @@ def pretrain_transformer(backbone: Backbone, recipe: PretrainRecipe, log: Callab
 _RUN = {"encoder": pretrain_encoder, "decoder": pretrain_decoder, "transformer": pretrain_transformer}
 
 
+COMPONENTS = ("transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler")
+_COMPONENT_FILE = re.compile(r"^(config\.json|scheduler_config\.json|tokenizer(_config)?\.json|special_tokens_map\.json"
+                             r"|(diffusion_pytorch_model|model)(-\d{5}-of-\d{5})?\.safetensors(\.index\.json)?)$")
+_TOP_FILE = re.compile(r"^(model_index\.json|RECIPE\.json|RECIPE\.tmp-\d+)$")  # (RECIPE.json is replaced via RECIPE.tmp-<pid>)
+CHECKPOINT_FILES = {TRANSFORMER_WEIGHTS, STATE_TENSORS, STATE_FILE, LOG_FILE}
+
+
+def owns(rel: str, is_dir: bool) -> bool:
+    """Whether `rel` (a path in a base's folder) is something pretraining writes there: the
+    diffusers layout of a base (which it overwrites), RECIPE.json, and the transformer stage's
+    checkpoint folders (which it replaces and deletes whole)."""
+    parts = rel.split("/")
+    if len(parts) == 1:
+        if is_dir:
+            return rel in COMPONENTS or rel in (TRANSFORMER_CHECKPOINT, TRANSFORMER_CHECKPOINT + ".tmp")
+        return bool(_TOP_FILE.match(rel))
+    if len(parts) != 2 or is_dir:
+        return False
+    if parts[0] in COMPONENTS:
+        return bool(_COMPONENT_FILE.match(parts[1]))
+    return parts[0] in (TRANSFORMER_CHECKPOINT, TRANSFORMER_CHECKPOINT + ".tmp") and parts[1] in CHECKPOINT_FILES
+
+
 def pretrain_tiny(out_dir: str | Path, spec: TinySpec, recipe: PretrainRecipe, stages=STAGES,
                   log: Callable[[str], None] = print, command: str = "") -> dict:
     """Run the stages in order and write the base (diffusers layout, safetensors) + RECIPE.json.
@@ -233,8 +258,10 @@ def pretrain_tiny(out_dir: str | Path, spec: TinySpec, recipe: PretrainRecipe, s
     "transformer" start from the base there and write only their own component folder, so the
     two can run at the same time in two processes (both need only the encoder). The transformer
     stage checkpoints into `out_dir/checkpoint-transformer`: the same command, run again after a
-    crash, continues from there."""
+    crash, continues from there. A folder holding anything else (a user's files, a symlink) is
+    refused before anything runs (ForeignFiles): the stages replace and delete what is theirs."""
     out_dir = Path(out_dir)
+    refuse_foreign_files(out_dir, owns, "layerboot pretrain-tiny")
     stages = tuple(st for st in STAGES if st in stages)
     torch.manual_seed(recipe.seed)
     if "encoder" in stages:

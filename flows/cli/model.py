@@ -112,7 +112,7 @@ def evaluate(
 
 def _new_files(out: Path, targets: list[Path], command: str) -> None:
     """Refuse, before any model loads, outputs that would overwrite a file (a user's own, or one
-    an earlier run wrote: never replaced) or each other; then make the folder."""
+    an earlier run wrote: never replaced) or each other."""
     from storage.fs import ForeignFiles
 
     seen: set[Path] = set()
@@ -123,7 +123,6 @@ def _new_files(out: Path, targets: list[Path], command: str) -> None:
         if os.path.lexists(target):
             raise ForeignFiles(f"{target}: exists, and `layerboot {command}` never overwrites a file: name a new "
                                "folder for --out or move it away (nothing was written)")
-    out.mkdir(parents=True, exist_ok=True)
 
 
 def _write_png(path: Path, image) -> None:
@@ -133,6 +132,7 @@ def _write_png(path: Path, image) -> None:
 
     buf = io.BytesIO()
     image.save(buf, format="PNG")
+    path.parent.mkdir(parents=True, exist_ok=True)  # (only once there is something to write)
     write_new_file(path, buf.getvalue())
 
 

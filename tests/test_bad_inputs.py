@@ -811,14 +811,14 @@ ONE_LINE_CASES: dict[str, Callable] = {
 
 
 @pytest.mark.parametrize("case", ONE_LINE_CASES, ids=list(ONE_LINE_CASES))
-def test_one_line_error_where_a_traceback_was(case: str, config_path: Path, workdir: Path, tmp_path: Path,
+def test_one_line_errors_where_a_traceback_was(case: str, config_path: Path, workdir: Path, tmp_path: Path,
                                               monkeypatch):
     args, needles, absent = ONE_LINE_CASES[case](workdir, config_path, tmp_path, monkeypatch)
     assert_refused_leaving_all_as_it_was(args, needles, absent, workdir)
 
 
 @pytest.mark.parametrize("command", ["decompose", "compose", "config"])
-def test_regular_file_only_where_the_cli_reads_an_image_or_a_config(command: str, config_path: Path, tmp_path: Path):
+def test_command_that_never_returns_a_fifo_where_the_cli_reads_an_image_or_a_config(command: str, config_path: Path, tmp_path: Path):
     """A FIFO (or a device) named like an image would block the read forever: refused at once."""
     import threading
     import time
@@ -929,7 +929,7 @@ def test_s3_with_wrong_credentials_is_a_one_line_error(config_path: Path, monkey
     ("latin-1", "not UTF-8 text (invalid continuation byte at byte 3)"),
     ("empty", "the prompt bank is empty"),
 ])
-def test_regular_file_only_for_the_prompt_bank(case: str, message: str, tmp_path: Path):
+def test_command_that_never_returns_no_fifo_or_bad_text_as_the_prompt_bank(case: str, message: str, tmp_path: Path):
     from configs import ConfigError, load_config
     from models.loop.bootstrap import prompt_bank
 

@@ -138,7 +138,8 @@ def test_the_world_level_is_the_tasks_and_follows_the_config_everywhere_the_worl
     ("4", ["data.world_level=true"]),
     ("4", ["sample.cache=no"]),
 ])
-def test_strict_config_types_refuse_a_yes_no_where_a_number_is_meant(tmp_path, micro_yaml, rank, sets):
+def test_values_that_mean_something_else_a_yes_no_where_a_number_is_meant_is_refused(tmp_path, micro_yaml, rank,
+                                                                                    sets):
     # YAML 1.1 reads true/yes/on as True, and pydantic would take True for 1: rank 1, lr 1.0
     path = tmp_path / "c.yaml"
     path.write_text(micro_yaml.replace("rank: 4", f"rank: {rank}"))
@@ -149,7 +150,7 @@ def test_strict_config_types_refuse_a_yes_no_where_a_number_is_meant(tmp_path, m
 
 @pytest.mark.parametrize("value", ["/tmp/calibration.json", "../calibration.json", "judge/../../x.json",
                                    "s3://bucket/calibration.json", "rounds/round=01/manifest.parquet", "judge", "~/c.json"])
-def test_strict_config_types_keep_the_calibration_file_inside_the_workdirs_judge_folder(value):
+def test_values_that_mean_something_else_the_calibration_file_stays_inside_the_workdirs_judge_folder(value):
     with pytest.raises(ConfigError, match=re.escape("judge.calibration_path: a file under judge/ in the workdir")):
         load_config("tiny", [f"judge.calibration_path={value}"])
     assert load_config("tiny", ["judge.calibration_path=judge/mine.json"]).judge.calibration_path == "judge/mine.json"
@@ -168,7 +169,7 @@ def _config_error(path_or_profile, sets=()) -> str:
     return str(err.value)
 
 
-def test_yaml_bounded_alias_expansion_in_a_file_and_in_a_set_value(tmp_path):
+def test_resource_exhaustion_from_a_tiny_input_yaml_alias_expansion_is_bounded_in_a_file_and_a_set_value(tmp_path):
     bomb = _alias_bomb()
     assert len(bomb) < 1024
     path = tmp_path / "bomb.yaml"
@@ -186,13 +187,13 @@ def test_yaml_bounded_alias_expansion_in_a_file_and_in_a_set_value(tmp_path):
     (["run.name=" + "x" * 5000], "run.name: String should match pattern"),
     (["sample.steps=[" + "1, " * 3000], "invalid YAML"),
 ])
-def test_yaml_bounded_values_and_error_lines_quote_a_short_prefix(sets, message):
+def test_resource_exhaustion_from_a_tiny_input_values_are_bounded_and_error_lines_quote_a_short_prefix(sets, message):
     line = _config_error("tiny", sets)
     assert message in line
     assert len(line) < 400
 
 
-def test_yaml_bounded_config_file_size(tmp_path):
+def test_resource_exhaustion_from_a_tiny_input_the_config_file_size_is_bounded(tmp_path):
     path = tmp_path / "big.yaml"
     path.write_text(Path("configs/tiny.yaml").read_text() + "#" * 2**20)
     assert _config_error(path) == f"{path}: larger than 1048576 bytes"

@@ -100,7 +100,7 @@ def sigkill_and_collect_survivors(proc: subprocess.Popen) -> tuple[list[psutil.P
     return descendants, alive
 
 
-def test_no_child_outlives_a_sigkilled_run(tmp_path: Path):
+def test_no_process_outlives_its_run_the_children_of_a_sigkilled_run(tmp_path: Path):
     env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     proc = subprocess.Popen([sys.executable, "-c", ORPHANED], env=env, text=True, stdout=subprocess.PIPE,
                             start_new_session=True)
@@ -117,7 +117,7 @@ def test_no_child_outlives_a_sigkilled_run(tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_no_child_outlives_a_sigkilled_run_end_to_end(micro_config_path: Path, tmp_path: Path):
+def test_no_process_outlives_its_run_a_sigkilled_run_and_its_prefect_server_end_to_end(micro_config_path: Path, tmp_path: Path):
     """`layerboot run` in ephemeral Prefect mode, SIGKILLed once its Prefect server runs: nothing it
     started is left 10 s later (measured: 2 s)."""
     layerboot = str(Path(sys.executable).parent / "layerboot")
@@ -138,7 +138,7 @@ def test_no_child_outlives_a_sigkilled_run_end_to_end(micro_config_path: Path, t
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
-def test_a_signal_during_seed_rolls_back_like_a_refusal(sig: signal.Signals, micro_config_path: Path, tmp_path: Path):
+def test_no_process_outlives_its_run_a_signal_during_seed_rolls_back_like_a_refusal(sig: signal.Signals, micro_config_path: Path, tmp_path: Path):
     work = tmp_path / "w"
     layerboot = str(Path(sys.executable).parent / "layerboot")
     proc = subprocess.Popen([layerboot, "seed", "--n", "5000", "-c", str(micro_config_path), "-w", str(work)],

@@ -91,7 +91,7 @@ def test_status_watch_stops_when_no_round_runs(tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_a_healthy_status_exits_0_every_time(tmp_path: Path, runs: int = 500):
+def test_healthy_command_exits_zero_every_time_status_500_runs(tmp_path: Path, runs: int = 500):
     """An Arrow worker thread once aborted the interpreter at exit in ~10% of runs (exit 134:
     storage.schema.read_parquet says why); 500 runs all exit 0 (~5 min on 2 cores)."""
     import os

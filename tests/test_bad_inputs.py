@@ -812,13 +812,14 @@ ONE_LINE_CASES: dict[str, Callable] = {
 
 @pytest.mark.parametrize("case", ONE_LINE_CASES, ids=list(ONE_LINE_CASES))
 def test_one_line_errors_where_a_traceback_was(case: str, config_path: Path, workdir: Path, tmp_path: Path,
-                                              monkeypatch):
+                                               monkeypatch):
     args, needles, absent = ONE_LINE_CASES[case](workdir, config_path, tmp_path, monkeypatch)
     assert_refused_leaving_all_as_it_was(args, needles, absent, workdir)
 
 
 @pytest.mark.parametrize("command", ["decompose", "compose", "config"])
-def test_command_that_never_returns_a_fifo_where_the_cli_reads_an_image_or_a_config(command: str, config_path: Path, tmp_path: Path):
+def test_command_that_never_returns_a_fifo_where_the_cli_reads_an_image_or_a_config(command: str, config_path: Path,
+                                                                                     tmp_path: Path):
     """A FIFO (or a device) named like an image would block the read forever: refused at once."""
     import threading
     import time

@@ -146,7 +146,10 @@ def mark_interrupted(store: Store, why: str) -> list[int]:
 
 def tidy_committed(store: Store) -> None:
     """Finish what a kill right after a commit left undone: the work folders of committed rounds,
-    and a metrics index that lags behind the committed rounds."""
+    staging folders of their earlier, killed commits (a commit removes those only once it has
+    published; one killed just after publishing is never run again), and a metrics index that lags
+    behind the committed rounds."""
     for r in store.committed_rounds():
         RoundWork(store, r).clear()
+        store._remove_staging(r)
     store.metrics()

@@ -229,6 +229,22 @@ def test_failed_commit_frees_its_staging_and_a_later_commit_clears_killed_ones(s
     assert store.committed_rounds() == [0, 1] and store.staged_rounds() == []
 
 
+def test_staging_of_a_commit_killed_before_one_killed_after_publishing_is_tidied_on_resume(store: Store):
+    """Found by tests/test_store_state_machine.py: a commit killed while staging, then its resume
+    killed just after publishing, left the first attempt's staging folder forever (the round is
+    committed, so no commit of it runs again to clear it): fsck reported it after a clean finish.
+    The flow's tidy-up on resume (tidy_committed) now removes it."""
+    from storage.fsck import fsck
+    from storage.work import tidy_committed
+
+    commit(store, 0, [make_row(store, 0, 0)])
+    killed = store.loc.join("manifests", "_staging", "round=00.0f3c")  # what the first, killed attempt left
+    store.loc.write_atomic(posixpath.join(killed, "part-x.parquet"), b"half")
+    assert [(f.kind, f.path) for f in fsck(store).findings] == [("staging", "manifests/_staging/round=00.0f3c")]
+    tidy_committed(store)
+    assert fsck(store).clean and store.staged_rounds() == []
+
+
 def test_manifest_tampering_is_detected(store: Store):
     commit(store, 0, [make_row(store, 0, 0)])
     path = posixpath.join(store.round_dir(0), store.marker(0)["file"])

@@ -96,10 +96,37 @@ def load_overrides(loc: Location) -> list[Override]:
         name = posixpath.basename(path)
         if name.startswith((".", "_")) or not name.endswith(".json"):
             continue  # temp files of a write in progress
-        body = json.loads(loc.read_bytes(path))
-        body["when"] = datetime.fromisoformat(body["when"])
-        records.append((body["when"], name, Override(**body)))
+        record = read_override(loc, path)
+        records.append((record.when, name, record))
     return [o for _, _, o in sorted(records, key=lambda x: (x[0], x[1]))]
+
+
+def read_override(loc: Location, path: str) -> Override:
+    """One override record, as record_override writes it; else OverrideError naming the file (one
+    line: a record edited by hand or half-copied changes the pool every later round trains on)."""
+    def bad(why: str) -> OverrideError:
+        return OverrideError(f"{loc.uri(path)}: not an override record ({why})")
+
+    try:
+        body = json.loads(loc.read_bytes(path))
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise bad(f"malformed JSON: {e}") from None
+    fields = set(Override.__dataclass_fields__)
+    if not isinstance(body, dict) or set(body) != fields:
+        raise bad(f"a JSON object with exactly {', '.join(sorted(fields))} is expected")
+    if not all(isinstance(body[k], str) for k in ("triplet_id", "action", "reason", "who", "when", "id")):
+        raise bad("triplet_id, action, reason, who, when and id must be strings")
+    if body["action"] not in ACTIONS:
+        raise bad(f"action {body['action'][:40]!r} is not one of {', '.join(ACTIONS)}")
+    if type(body["round"]) is not int or body["round"] < 0:
+        raise bad(f"round {str(body['round'])[:40]!r} is not a round number")
+    try:
+        when = datetime.fromisoformat(body["when"])
+    except ValueError:
+        raise bad(f"when {body['when'][:40]!r} is not an ISO time") from None
+    if when.tzinfo is None:
+        raise bad(f"when {body['when'][:40]!r} has no time zone")
+    return Override(**(body | {"when": when}))
 
 
 def in_effect(overrides: Iterable[Override]) -> dict[str, Override]:

@@ -799,7 +799,26 @@ def _case_deploy_bad_cron(work: Path, cfg: Path, tmp: Path, monkeypatch):
              "'0 2 * * *')"], [])
 
 
+def _case_override_record(body: bytes, why: str) -> Callable:
+    def case(work: Path, cfg: Path, tmp: Path, monkeypatch):
+        record = work / "overrides" / "20260101T000000000000Z-0123456789abcdef.json"
+        record.parent.mkdir()
+        record.write_bytes(body)
+        return (["review", "--round", "0", "--out", str(tmp / "sheet.png"), "-c", str(cfg), "-w", str(work)],
+                [f"error: file://{record}: not an override record ({why}"], [tmp / "sheet.png"])
+    return case
+
+
 ONE_LINE_CASES: dict[str, Callable] = {
+    "override-record-garbage": _case_override_record(b'{"triplet_id": 1', "malformed JSON: Expecting"),
+    "override-record-a-list": _case_override_record(b'["accept"]', "a JSON object with exactly action, id, "
+                                                                    "reason, round, triplet_id, when, who is expected"),
+    "override-record-unknown-action": _case_override_record(
+        b'{"triplet_id": "t", "action": "keep", "reason": "r", "who": "a@b", "when": "2026-01-01T00:00:00+00:00", '
+        b'"round": 0, "id": "0123456789abcdef"}', "action 'keep' is not one of accept, reject"),
+    "override-record-round-true": _case_override_record(
+        b'{"triplet_id": "t", "action": "accept", "reason": "r", "who": "a@b", "when": "2026-01-01T00:00:00+00:00", '
+        b'"round": true, "id": "0123456789abcdef"}', "round 'True' is not a round number"),
     "unlabeled-folder-symlink-loop": _case_unlabeled_symlink_loop,
     "unlabeled-listing-garbage": _case_unlabeled_listing_garbage,
     "work-status-pid-not-a-number": _case_status_pid("12x"),

@@ -33,7 +33,7 @@ from typing import Any
 from PIL import Image
 
 from storage.overrides import Override, effective_accepted, in_effect, load_overrides
-from storage.schema import panel_uris
+from storage.schema import PANELS, panel_uris
 from storage.store import Store
 from storage.work import STAGES
 
@@ -66,7 +66,7 @@ class ReportData:
     rounds: list[dict[str, Any]]  # rounds.parquet rows, maps as dicts
     criteria: list[str]
     thresholds: dict[str, float]
-    scores: dict[int, dict[str, list[float]]]  # round -> criterion -> judge scores of its candidates
+    scores: dict[int, dict[str, list[int]]]  # round -> criterion -> its candidates' scores in SCORE_BINS bins
     losses: dict[int, list[dict[str, Any]]]  # round -> per-step training log
     overrides: list[Override]
     gallery: dict[int, dict[str, list[Card]]]  # round -> accepted|rejected -> cards shown
@@ -99,59 +99,118 @@ def thumbnail(store: Store, row: dict[str, Any], px: int) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def _gallery_order(row: dict[str, Any], overridden: set[str], with_children: set[str]) -> tuple:
-    """Overridden triplets first, then cycle lineage (children and their parents), then the rest."""
-    lineage = row["source"] == "cycle" or row["triplet_id"] in with_children
-    return (row["triplet_id"] not in overridden, not lineage, row["parent_id"] or row["triplet_id"], row["triplet_id"])
+SCORE_BINS = 20  # judge-score histograms: bins of 0.05 on [0, 1] (a score of exactly 1 is in the last)
+_CARD_COLUMNS = ["triplet_id", "round", "source", "prompt", "reject_reason", "judge_scores", "cycle_scores", "parent_id"]
+_SCAN_COLUMNS = ["triplet_id", "source", "split", "accepted", "parent_id", "judge_scores"]
+
+
+def _score_bins(scores) -> dict[str, list[int]]:
+    """criterion -> counts of its scores in SCORE_BINS bins, from a column of score maps, with column
+    operations (never a Python object per row)."""
+    import numpy as np
+
+    scores = scores.combine_chunks() if hasattr(scores, "combine_chunks") else scores
+    if len(scores) == 0:
+        return {}
+    keys = scores.keys.dictionary_encode()
+    values = np.nan_to_num(scores.items.to_numpy(zero_copy_only=False), nan=0.0)
+    bins = np.clip(np.floor(values * SCORE_BINS + 1e-9), 0, SCORE_BINS - 1).astype(np.int64)
+    codes = keys.indices.to_numpy(zero_copy_only=False)
+    counts = np.bincount(codes * SCORE_BINS + bins, minlength=len(keys.dictionary) * SCORE_BINS)
+    return {name: counts[i * SCORE_BINS:(i + 1) * SCORE_BINS].tolist() for i, name in enumerate(keys.dictionary.to_pylist())}
+
+
+def _first_cards(table, overridden, parents, k: int):
+    """The first k rows of `table` in gallery order: overridden triplets first, then cycle lineage
+    (children and their parents, grouped by parent), then the rest, each by id. A top-k selection
+    over key columns: a round's million rows are never sorted nor turned into Python objects."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if k == 0 or table.num_rows == 0:
+        return table.slice(0, 0)
+    ids = table["triplet_id"]
+    keys = pa.table({
+        "i": pa.array(range(table.num_rows), pa.int64()),
+        "not_overridden": pc.invert(pc.is_in(ids, value_set=overridden)),
+        "not_lineage": pc.invert(pc.or_(pc.equal(table["source"], "cycle"), pc.is_in(ids, value_set=parents))),
+        "group": pc.coalesce(table["parent_id"], ids),
+        "id": ids,
+    })
+    order = [("not_overridden", "ascending"), ("not_lineage", "ascending"), ("group", "ascending"), ("id", "ascending")]
+    top = pc.select_k_unstable(keys, k, sort_keys=order)
+    chosen = keys.take(top).sort_by(order)["i"]
+    return table.take(chosen)
 
 
 def collect(store: Store, thresholds: dict[str, float] | None = None, per_round: int = 12,
             thumb_px: int = 96) -> ReportData:
-    """Everything the report shows, read from the store (never written to)."""
+    """Everything the report shows, read from the store (never written to). Aggregates are column
+    operations a round at a time, reading only the columns they need; the gallery is a top-k
+    selection per round; only the cards shown become Python objects. Memory: one round's scanned
+    columns, and the parent ids of cycle triplets."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     rounds = [_plain(r) for r in store.rounds_table(keep_unmarked=False).to_pylist()]  # proven against manifests
     if not rounds:
         raise FileNotFoundError(f"no committed rounds in {store.uri}: nothing to report")
-    manifest = store.manifest()
     overrides = load_overrides(store.loc)
     effective = in_effect(overrides)
-    rows = manifest.to_pylist()
-    for row, accepted in zip(rows, effective_accepted(manifest, effective).to_pylist()):
-        row["effective_accepted"] = accepted
-        for col in ("judge_scores", "cycle_scores"):
-            row[col] = dict(row[col] or [])
+    overridden = pa.array(list(effective), pa.string())
 
     criteria = list(thresholds or {})
     for r in rounds:
         criteria += [c for c in (r["criterion_pass_rates"] or {}) if c not in criteria]
-    scores: dict[int, dict[str, list[float]]] = {}
-    for row in rows:
-        if row["source"] == "generated" and row["judge_scores"]:
-            per = scores.setdefault(row["round"], {})
-            for name, value in row["judge_scores"].items():
-                per.setdefault(name, []).append(round(value, 4))
-                if name not in criteria:
-                    criteria.append(name)
 
-    children: dict[str, list[str]] = {}
-    for row in rows:
-        if row["parent_id"]:
-            children.setdefault(row["parent_id"], []).append(row["triplet_id"])
+    # lineage: which triplets have children (any round's cycle rows name their parent)
+    links = []
+    for r in (r["round"] for r in rounds):
+        t = store.read_round(r, columns=["triplet_id", "parent_id"])
+        links.append(t.filter(pc.is_valid(t["parent_id"])))
+    links = pa.concat_tables(links) if links else pa.table({"triplet_id": pa.array([], pa.string()),
+                                                             "parent_id": pa.array([], pa.string())})
+    parents = pc.unique(links["parent_id"]) if links.num_rows else pa.array([], pa.string())
+
+    scores: dict[int, dict[str, list[int]]] = {}
     gallery: dict[int, dict[str, list[Card]]] = {}
     totals: dict[int, dict[str, int]] = {}
-    overridden, parents = set(effective), set(children)
+    chosen: dict[int, dict[str, Any]] = {}
     for r in (r["round"] for r in rounds):
-        train = [row for row in rows if row["round"] == r and row["split"] == "train"]
-        gallery[r], totals[r] = {}, {}
+        t = store.read_round(r, columns=_SCAN_COLUMNS)
+        judged = t.filter(pc.and_(pc.equal(t["source"], "generated"), pc.is_valid(t["judge_scores"])))
+        if judged.num_rows:
+            scores[r] = _score_bins(judged["judge_scores"])
+            criteria += [c for c in scores[r] if c not in criteria]
+        accepted = effective_accepted(t, effective)
+        train = pc.equal(t["split"], "train")
+        totals[r] = {}
         for kind, want in (("accepted", True), ("rejected", False)):
-            chosen = [row for row in train if row["effective_accepted"] is want]
-            totals[r][kind] = len(chosen)
-            chosen.sort(key=lambda row: _gallery_order(row, overridden, parents))
-            gallery[r][kind] = [
-                Card(row["triplet_id"], r, row["source"], row["prompt"], want, row["reject_reason"], row["judge_scores"],
-                     row["cycle_scores"], row["parent_id"], sorted(children.get(row["triplet_id"], [])),
-                     effective.get(row["triplet_id"]), thumbnail(store, row, thumb_px))
-                for row in chosen[:per_round]
-            ]
+            mask = pc.and_(train, accepted if want else pc.invert(accepted))
+            rows = t.filter(mask)
+            totals[r][kind] = rows.num_rows
+            chosen[(r, kind)] = _first_cards(rows, overridden, parents, per_round)["triplet_id"].to_pylist()
+        del t, judged
+
+    shown = [tid for ids in chosen.values() for tid in ids]
+    kids = links.filter(pc.is_in(links["parent_id"], value_set=pa.array(shown, pa.string()))).to_pylist()
+    children: dict[str, list[str]] = {}
+    for link in kids:
+        children.setdefault(link["parent_id"], []).append(link["triplet_id"])
+    for r in (r["round"] for r in rounds):
+        ids = [*chosen[(r, "accepted")], *chosen[(r, "rejected")]]
+        t = store.read_round(r, columns=[*_CARD_COLUMNS, *(f"{p}_uri" for p in PANELS)])
+        t = t.filter(pc.is_in(t["triplet_id"], value_set=pa.array(ids, pa.string())))
+        by_id = {row["triplet_id"]: row for row in t.to_pylist()}
+        gallery[r] = {}
+        for kind, want in (("accepted", True), ("rejected", False)):
+            gallery[r][kind] = []
+            for tid in chosen[(r, kind)]:
+                row = by_id[tid]
+                gallery[r][kind].append(Card(
+                    tid, r, row["source"], row["prompt"], want, row["reject_reason"], dict(row["judge_scores"] or []),
+                    dict(row["cycle_scores"] or []), row["parent_id"], sorted(children.get(tid, [])),
+                    effective.get(tid), thumbnail(store, row, thumb_px)))
     return ReportData(
         workdir=store.uri, rounds=rounds, criteria=criteria, thresholds=dict(thresholds or {}), scores=scores,
         losses={r["round"]: log for r in rounds if (log := store.train_log(r["round"]))},
@@ -257,14 +316,16 @@ def charts(data: ReportData) -> list[Chart]:
         for j, c in enumerate(names):
             if c not in data.scores[r]:
                 continue
+            width = 1 / SCORE_BINS  # binned in collect() with column operations: 20 numbers, not every score
             fig.add_trace(go.Histogram(
-                x=data.scores[r][c], name=f"round {r}", legendgroup=f"round {r}", showlegend=j == 0, opacity=0.6,
-                xbins=dict(start=0, end=1.0001, size=0.05), marker_color=PALETTE[i % len(PALETTE)],
+                x=[(b + 0.5) * width for b in range(SCORE_BINS)], y=data.scores[r][c], histfunc="sum",
+                name=f"round {r}", legendgroup=f"round {r}", showlegend=j == 0,
+                xbins=dict(start=0, end=1.0001, size=width), marker_color=PALETTE[i % len(PALETTE)],
                 hovertemplate=f"round {r}, {c}<br>score %{{x}}: %{{y}}<extra></extra>"), row=1, col=j + 1)
     for j, c in enumerate(names):
         if c in data.thresholds:
             fig.add_vline(x=data.thresholds[c], line_dash="dash", line_color="#333", row=1, col=j + 1)
-    _layout(fig, height=400, barmode="overlay", hovermode="closest")
+    _layout(fig, height=400, barmode="group", bargap=0.1, hovermode="closest")  # rounds side by side in a bin
     fig.update_xaxes(range=[0, 1])
     out.append(Chart("scores", "Judge-score histograms per round",
                      "scores of each round's candidates, one panel per criterion; dashed: the threshold", fig))

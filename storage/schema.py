@@ -162,6 +162,8 @@ def check_uris(table: pa.Table) -> None:
     """Image columns hold exactly the blob key of their sha256: never a path of their own choosing
     (`../`, `/etc/...`, another bucket), so a manifest can only ever point inside blobs/."""
     for panel in IMAGE_COLUMNS:
+        if f"{panel}_uri" not in table.column_names:  # a projection without it: no key to point anywhere
+            continue
         uris, shas = table.column(f"{panel}_uri"), table.column(f"{panel}_sha256")
         if _keys_of_hashes(uris, shas):  # the common case, proven on the bytes; else find the first bad row
             continue
@@ -249,20 +251,31 @@ def panel_names_of(schema: pa.Schema) -> tuple[str, ...] | None:
     return tuple(json.loads(value)) if value is not None else None
 
 
-def read_parquet(data: bytes, schema: pa.Schema | None = None) -> pa.Table:
+def read_parquet(data: bytes, schema: pa.Schema | None = None, columns: list[str] | None = None) -> pa.Table:
     """A Parquet file's table, read from a copy of `data` in Arrow's own memory. Read from Python's
     bytes, an Arrow worker thread could drop the last reference to them while the interpreter
     exits, take the GIL, and abort the process ("terminate called without an active exception",
     exit 134, in ~10% of `layerboot status` runs; seen in a core dump, pyarrow 26)."""
     sink = pa.BufferOutputStream()
     sink.write(data)
-    return pq.read_table(pa.BufferReader(sink.getvalue()), schema=schema)
+    return pq.read_table(pa.BufferReader(sink.getvalue()), schema=schema, columns=columns)
 
 
-def load_manifest(data: bytes) -> tuple[pa.Table, pa.Table]:
+def load_manifest(data: bytes, columns: list[str] | None = None) -> tuple[pa.Table | None, pa.Table]:
     """A manifest file's rows twice: as stored (cast to the schema of the version that wrote it,
     which is what its content digest was computed over) and in today's layout with its panel
-    names in the metadata. Raises SchemaError for a file newer than this code or not a manifest."""
+    names in the metadata. Raises SchemaError for a file newer than this code or not a manifest.
+    With `columns` (today's names), only those are decoded and returned, and `stored` is None."""
+    if columns is not None:
+        sink = pa.BufferOutputStream()
+        sink.write(data)
+        stored_schema = pq.read_schema(pa.BufferReader(sink.getvalue()))
+        if (schema_version_of(stored_schema) or 1) == SCHEMA_VERSION:
+            raw = read_parquet(data, columns=list(columns))
+            names = panel_names_of(raw.schema)
+            target = pa.schema([MANIFEST_SCHEMA.field(c) for c in columns], metadata=MANIFEST_SCHEMA.metadata)
+            return None, with_panel_names(raw.cast(target), names if names is not None else PANELS)
+        return None, load_manifest(data)[1].select(list(columns))  # an older layout: decoded whole, renamed
     raw = read_parquet(data)
     version = schema_version_of(raw.schema) or 1
     if version == SCHEMA_VERSION:

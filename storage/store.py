@@ -147,6 +147,9 @@ def _signature(info: dict[str, Any]) -> tuple:
     return tuple(info.get(k) for k in ("size", "mtime", "ino", "ETag", "LastModified", "etag", "generation"))
 
 
+_FIGURE_COLUMNS = ("run_id", "source", "split", "accepted")  # what derived_figures reads
+
+
 def _marker_key(path: str, marker: dict[str, Any]) -> tuple[str, str]:
     return path, json.dumps(marker, sort_keys=True, default=str)
 
@@ -247,7 +250,8 @@ class Store:
         names = (posixpath.basename(p.rstrip("/")) for p in self.loc.fs.ls(root, detail=False))
         return sorted({int(n.split(".")[0].removeprefix("round=")) for n in names if n.startswith("round=")})
 
-    def verify_round(self, r: int, level: str = "rows") -> tuple[dict[str, Any], pa.Table | None]:
+    def verify_round(self, r: int, level: str = "rows",
+                     columns: Sequence[str] | None = None) -> tuple[dict[str, Any], pa.Table | None]:
         """A committed round's marker and rows, the marker proven against the manifest it names:
         the round folder holds exactly the marker and that part file, the file hashes to the
         marker's manifest_sha256, and its rows give the marker's row count and figures (candidates,
@@ -263,7 +267,9 @@ class Store:
           record it since 2026-12-06), its row count and readable schema. Its bytes are not hashed.
         - "full" (`layerboot fsck`): "rows", plus the content digest (the file's name) derived
           again from the rows, every time. Readers skip it: the file's hash already binds the rows
-          to the marker, and a commit compares digests it computes itself."""
+          to the marker, and a commit compares digests it computes itself.
+        `columns` (level "rows"): decode only those (and, the first time, the ones the figures need),
+        so a reader of a few columns of a 1M-row round holds only them."""
         marker = self.marker(r)
         if marker is None:
             raise StoreError(f"round {r} is not committed in {self.uri}")
@@ -289,11 +295,15 @@ class Store:
         sha = sha256_hex(data)
         if sha != marker.get("manifest_sha256"):
             raise damaged(f"manifest {name} does not match its commit marker")
+        proving = level == "full" or (r, sha) not in self._verified
+        decode = None if columns is None or level == "full" else list(dict.fromkeys(
+            [*columns, *(_FIGURE_COLUMNS if proving else ())]))
         try:
-            stored, table = schema.load_manifest(data)  # table: today's layout; stored: as digested
+            # table: today's layout; stored: as digested (None when only some columns are decoded)
+            stored, table = schema.load_manifest(data, decode)
         except (pa.ArrowException, ValueError) as e:
             raise damaged(f"manifest {name} cannot be read ({e})") from None
-        if level == "full" or (r, sha) not in self._verified:
+        if proving:
             if marker.get("round") != r:
                 raise damaged(f"its marker says round {marker.get('round')!r}")
             if table.num_rows != marker.get("rows"):
@@ -314,7 +324,7 @@ class Store:
                 raise damaged(f"its marker's pool_size {pool!r} does not follow from the rounds before it")
             self._verified.add((r, sha))
         _PROVEN[key] = _signature(self.loc.fs.info(path))
-        return marker, table
+        return marker, table if decode is None else table.select(list(columns))
 
     def _glance(self, r: int, marker: dict[str, Any], path: str, info: dict[str, Any], damaged) -> None:
         """`verify_round(level="glance")` for a round not proven in this process: the manifest's
@@ -341,21 +351,27 @@ class Store:
         if meta.num_rows != marker.get("rows"):
             raise damaged(f"its marker says {marker.get('rows')!r} rows, manifest {name} holds {meta.num_rows}")
 
-    def read_round(self, r: int, validate: bool = True) -> pa.Table:
+    def read_round(self, r: int, validate: bool = True, columns: Sequence[str] | None = None) -> pa.Table:
         """A committed round's rows, its marker proven against the manifest (`verify_round`). The
         commit validated every row; here (unless `validate` is False, for `fsck`, which reports bad
         rows one by one) the image columns are checked again to be blob keys, so a manifest and
         marker rewritten behind our back still cannot point a reader outside blobs/ (nor pair a blob
         with another's hash). Cheap: ~5 ms per 100k rows (on the string buffers), once per manifest
-        hash and process: the same bytes hold the same keys."""
-        marker, table = self.verify_round(r)
+        hash and process: the same bytes hold the same keys. `columns`: only those (a uri column
+        is decoded and checked with its sha256)."""
+        decode = None
+        if columns is not None:
+            pairs = [f"{c.removesuffix('_uri')}_sha256" for c in columns if c.endswith("_uri")]
+            decode = list(dict.fromkeys([*columns, *pairs]))
+        marker, table = self.verify_round(r, columns=decode)
         if validate and (r, marker["manifest_sha256"]) not in self._keys_checked:
             try:
                 schema.check_uris(table)
             except schema.SchemaError as e:
                 raise StoreError(f"round {r}: manifest {marker['file']}: {e}") from None
-            self._keys_checked.add((r, marker["manifest_sha256"]))
-        return table
+            if columns is None:
+                self._keys_checked.add((r, marker["manifest_sha256"]))
+        return table if columns is None else table.select(list(columns))
 
     def manifest(self, rounds: Iterable[int] | None = None, where=None) -> pa.Table:
         """Rows of the given committed rounds (all committed rounds by default), optionally only

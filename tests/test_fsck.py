@@ -525,3 +525,27 @@ def test_files_the_run_trusts_are_checked_a_warm_start_refuses_an_edited_adapter
     assert _describe(err.value) == (f"round 1's adapter is damaged: {store.loc.uri(weights)} does not hash as committed (edited "
                                     "since); run `layerboot fsck`")
     assert not (tmp_path / "work" / "work" / "round=02" / "adapter").exists()
+
+
+def test_sample_hashes_some_blobs_and_checks_every_one_is_there(store: Store):
+    """--sample N re-hashes N referenced blobs chosen by a seed (reported, to repeat the run); a
+    missing blob is found whatever the sample, with the triplet that references it."""
+    rows = [make_row(store, 0, i) for i in range(5)]
+    commit(store, 0, rows)
+    missing, corrupt = rows[0]["layer1_uri"], rows[1]["layer2_uri"]
+    store.loc.fs.rm_file(store.loc.join(missing))
+    data = bytearray(store.loc.read_bytes(store.loc.join(corrupt)))
+    data[40] ^= 0xFF
+    store.loc.write_atomic(store.loc.join(corrupt), bytes(data))
+    first = fsck(store, sample=3)
+    assert first.blobs_checked == 3 and first.blobs_referenced == 15 and first.sample_seed is not None  # of 14 there
+    assert ("missing_blob", missing) in kinds(first)
+    (detail,) = [f.detail for f in first.findings if f.kind == "missing_blob"]
+    assert detail == f"referenced by round 0, triplet {rows[0]['triplet_id']}, layer1_uri"
+    again = fsck(store, sample=3, seed=first.sample_seed)
+    assert kinds(again) == kinds(first)  # the same blobs, the same findings
+    found = [seed for seed in range(40) if ("corrupt_blob", corrupt) in kinds(fsck(store, sample=3, seed=seed))]
+    assert 0 < len(found) < 40  # some samples hold the corrupt blob, some do not
+    assert ("corrupt_blob", corrupt) in kinds(fsck(store, sample=14))  # a sample of all is the full check
+    res = runner.invoke(app, ["fsck", "-w", store.uri, "--sample", "2", "--sample-seed", "7"])
+    assert res.exit_code == 1 and "15 blobs referenced (each looked for), 2 re-hashed (a sample, --sample-seed 7)" in res.stdout

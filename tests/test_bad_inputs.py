@@ -961,3 +961,29 @@ def test_command_that_never_returns_no_fifo_or_bad_text_as_the_prompt_bank(case:
     with pytest.raises(ConfigError) as err:
         prompt_bank(load_config("tiny", [f"bootstrap.prompt_bank={bank}"]))
     assert str(err.value) == f"{bank}: {message}"
+
+
+def test_one_line_errors_a_full_disk_under_the_prefect_database(config_path: Path, workdir: Path, tmp_path: Path,
+                                                               monkeypatch):
+    """The ephemeral Prefect server on a disk with no room for its database printed ~500 lines of
+    SQLite tracebacks, then "Timed out while attempting to connect to ephemeral Prefect API server"
+    (exit 1, after the startup timeout). Now: one line at once, before anything is written. The disk
+    is a real 1 MiB tmpfs (mounting one needs root with CAP_SYS_ADMIN; skipped otherwise)."""
+    import subprocess
+
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a 1 MiB tmpfs here: {mounted.stderr.decode().strip() or mounted.returncode}")
+    try:
+        monkeypatch.delenv("PREFECT_API_URL", raising=False)
+        monkeypatch.setenv("PREFECT_HOME", str(small / "prefect"))
+        for command in ("run", "resume"):
+            assert_refused_leaving_all_as_it_was(
+                [command, "-c", str(config_path), "-w", str(workdir)],
+                [f"error: {small / 'prefect'}: 1.0 MiB free on its disk, where the ephemeral Prefect server keeps its "
+                 "database (prefect.db, a few MiB a round): free at least 64 MiB, or point PREFECT_API_URL at a Prefect "
+                 "server (nothing was written)"], [workdir / "locks", small / "prefect"], workdir)
+    finally:
+        subprocess.run(["umount", str(small)], check=True)

@@ -180,6 +180,42 @@ def workdir_lock(store, command: str) -> Iterator:
         yield lock
 
 
+PREFECT_MIN_FREE = 64 << 20  # bytes: a micro run's prefect.db is ~2 MB after one round, ~8 MB after two
+
+
+def prefect_home(store) -> Path | None:
+    """Where the ephemeral Prefect server will keep its SQLite database (prefect_env), or None when
+    PREFECT_API_URL names a server of the user's."""
+    if os.environ.get("PREFECT_API_URL"):
+        return None
+    if os.environ.get("PREFECT_HOME"):
+        return Path(os.environ["PREFECT_HOME"]).expanduser()
+    return Path(store.loc.root) / ".prefect" if store.loc.is_local else Path.home() / ".layerboot" / "prefect"
+
+
+def check_prefect_room(store) -> None:
+    """Refuse, before anything is written, to start the ephemeral Prefect server on a disk without
+    room for its database: on a full disk its migrations fail inside the server process, which
+    printed ~500 lines of SQLite tracebacks and then the client's misleading "Timed out while
+    attempting to connect to ephemeral Prefect API server"."""
+    import shutil
+
+    from storage.store import StoreError
+
+    home = prefect_home(store)
+    if home is None:
+        return
+    probe = home
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if free < PREFECT_MIN_FREE:
+        raise StoreError(f"{home}: {free / (1 << 20):.1f} MiB free on its disk, where the ephemeral Prefect server "
+                         f"keeps its database (prefect.db, a few MiB a round): free at least "
+                         f"{PREFECT_MIN_FREE >> 20} MiB, or point PREFECT_API_URL at a Prefect server (nothing was "
+                         "written)")
+
+
 def prefect_env(store) -> None:
     """Ephemeral Prefect (SQLite) keeps its state under the workdir, unless the user points
     PREFECT_API_URL at a server. Must run before prefect is imported."""

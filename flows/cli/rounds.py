@@ -16,8 +16,9 @@ from typing import Annotated, Iterator, Optional
 import typer
 
 from flows.cli.common import (
-    EXIT_FAILED, ConfigOpt, RoundsOpt, SetOpt, WorkdirOpt, children_die_with_this_process, debugging, open_config,
-    prefect_env, prefect_logging, refuse_unmarked, sigterm_interrupts, user_errors, with_overrides, workdir_lock,
+    EXIT_FAILED, ConfigOpt, RoundsOpt, SetOpt, WorkdirOpt, check_prefect_room, children_die_with_this_process, debugging,
+    open_config, prefect_env, prefect_logging, refuse_unmarked, sigterm_interrupts, user_errors, with_overrides,
+    workdir_lock,
 )
 from flows.cli.workdir import print_status
 
@@ -215,6 +216,7 @@ def _check_can_run(cfg, store) -> None:
     if (problem := local_base_problem(cfg.model.base)) is not None:
         raise ConfigError(problem)
     refuse_unmarked(store)
+    check_prefect_room(store)
 
 
 @app.command(rich_help_panel=PANEL)

@@ -38,7 +38,7 @@ from PIL import Image
 from storage import schema
 from storage.blobs import BlobStore
 from storage.faults import failpoint
-from storage.fs import Location
+from storage.fs import Location, is_temp_name
 from storage.hashing import sha256_hex
 from storage.images import decode_image, encode_png
 from storage.overrides import effective_accepted, in_effect, load_overrides
@@ -532,7 +532,9 @@ class Store:
                                                      for k, v in recorded.items()):
             raise DamagedRound(f"round {r} is damaged: its marker's {ADAPTER_FILES} is not a map of file hashes; "
                                "run `layerboot fsck`")
-        present = sorted(posixpath.relpath(p, where) for p in self.loc.fs.find(where)) if self.loc.exists(where) else []
+        found = self.loc.fs.find(where) if self.loc.exists(where) else []
+        # (a write killed half-way leaves a temp file: fsck reports it as such, it is not the adapter)
+        present = sorted(posixpath.relpath(p, where) for p in found if not is_temp_name(posixpath.basename(p)))
         for rel in sorted(set(recorded) | set(present)):
             path = self.loc.uri(posixpath.join(where, rel))
             if rel not in present:

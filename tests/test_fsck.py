@@ -549,3 +549,19 @@ def test_sample_hashes_some_blobs_and_checks_every_one_is_there(store: Store):
     assert ("corrupt_blob", corrupt) in kinds(fsck(store, sample=14))  # a sample of all is the full check
     res = runner.invoke(app, ["fsck", "-w", store.uri, "--sample", "2", "--sample-seed", "7"])
     assert res.exit_code == 1 and "15 blobs referenced (each looked for), 2 re-hashed (a sample, --sample-seed 7)" in res.stdout
+
+
+def test_a_temp_file_a_killed_adapter_copy_left_is_a_temp_file_not_a_damaged_adapter(tmp_path: Path):
+    """A commit killed while copying the adapter leaves a write_atomic temp file in adapters/round=NN/;
+    the resumed commit records the real files. The temp file is litter (fsck --repair moves it), not a
+    change to the adapter: the next round's warm start must still accept it."""
+    store = Store(str(tmp_path / "work"))
+    commit(store, 0, [make_row(store, 0, i) for i in range(2)])
+    leftover = f"adapters/round=01/{TEMP}pytorch_lora_weights.safetensors"
+    store.loc.write_atomic(store.loc.join(leftover), b"half of the weights")
+    store.commit_round(1, schema.to_table([make_row(store, 1, 0, source="generated")]),
+                       adapter_dir=str(adapter_folder(tmp_path)))
+    assert store.verify_adapter(1) is not None
+    report = fsck(store)
+    assert kinds(report) == {("temp_file", leftover)} and report.adapters_checked == 1
+    assert fsck(store, repair=True).repaired == [leftover] and fsck(store).clean

@@ -242,6 +242,22 @@ class JudgeSection(_Strict):
         return v
 
 
+class SimulateSection(_Strict):
+    """Stages that stand in for the models, for measuring the orchestration and the store at scale
+    (bench/scale.py; models/loop/simulated.py): each sleeps the seconds a real GPU stage would take
+    (its figure here times `time_scale`) and writes real rows and small real PNG blobs. Nothing is
+    learned, generated or judged: never for a run whose data is used."""
+    train_step_s: float = Field(ge=0, allow_inf_nan=False)  # seconds per training step
+    generate_s: float = Field(ge=0, allow_inf_nan=False)  # seconds per candidate triplet
+    judge_s: float = Field(ge=0, allow_inf_nan=False)  # seconds per triplet judged
+    cycle_s: float = Field(ge=0, allow_inf_nan=False)  # seconds per cycle parent (decompose + compose + judge)
+    evaluate_s: float = Field(ge=0, allow_inf_nan=False)  # seconds per held-out triplet
+    time_scale: float = Field(1.0, gt=0, allow_inf_nan=False)  # every sleep is multiplied by this
+    accept_rate: float = Field(0.3, ge=0, le=1, allow_inf_nan=False)  # share of candidates the stand-in accepts
+    cycle_keep: float = Field(0.5, ge=0, le=1, allow_inf_nan=False)  # share of cycle triplets kept
+    blob_px: int = Field(16, ge=1, le=512)  # side of the stand-in's noise PNGs
+
+
 DOMAINS = ("logo_object", "intrinsic")  # the layer tasks of models/loop/domain.py
 ANALYTIC_RECOMPOSE = ("intrinsic",)  # those whose composite is an exact formula of the layers
 WORLD_LEVELS = {"logo_object": 5, "intrinsic": 1}  # each task's number of world levels (data.world_level)
@@ -260,6 +276,7 @@ class Config(_Strict):
     prompts: PromptsSection = PromptsSection()
     bootstrap: BootstrapSection = BootstrapSection()
     judge: JudgeSection = JudgeSection()
+    simulate: SimulateSection | None = None  # bench/scale.py only: stand-in stages (see SimulateSection)
 
     @model_validator(mode="after")
     def _analytic_cycle_needs_a_formula(self) -> "Config":
@@ -473,4 +490,6 @@ def config_hash(config: Config) -> str:
     for (section, key), before in _HASHED_ONLY_WHEN_SET.items():
         if dumped[section][key] == before:
             del dumped[section][key]
+    if dumped.get("simulate") is None:  # a section added later (stand-in stages): hashed only when set
+        dumped.pop("simulate", None)
     return stable_id(json.dumps(dumped, sort_keys=True), length=16)

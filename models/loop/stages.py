@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from configs import Config, config_hash, load_config
-from models.loop import bootstrap
+from models.loop import bootstrap, simulated
 from models.loop.bootstrap import round_to  # (a stage parameter is called `round`)
 from models.loop.dataio import PoolTriplets
 from models.loop.domain import domain_of
@@ -135,6 +135,11 @@ def train_stage(config_path: str, workdir: str, round: int) -> dict[str, Any]:
         log.info("kept finished stage train-r%02d", round)
         return done | {"skipped": True}
     failpoint(f"train-r{round:02d}-start")
+    if cfg.simulate is not None:  # bench/scale.py: the stand-in (models/loop/simulated.py)
+        pool_round = round - 1 if cfg.bootstrap.grow_pool else 0
+        summary = simulated.train(cfg, store, round, work.adapter_dir, store.marker(pool_round)["pool_size"])
+        work.write_result("train", summary)
+        return summary
     previous = store.marker(round - 1) or {}
     scratch = Path(tempfile.mkdtemp(prefix="layerboot-train-"))
     warm = None
@@ -186,6 +191,8 @@ def generate_stage(config_path: str, workdir: str, round: int, shard: int) -> di
     plan = bootstrap.plan_shards(cfg.bootstrap.candidates, cfg.bootstrap.shard_size)[shard]
 
     def compute() -> pa.Table:
+        if cfg.simulate is not None:
+            return simulated.generate_rows(cfg, store, round, plan, adapter_version(cfg, round))
         with MODEL_LOCK:
             return bootstrap.generate_rows(_sampler(cfg, store, round), store, cfg, round, plan, adapter_version(cfg, round))
 
@@ -197,6 +204,8 @@ def judge_stage(config_path: str, workdir: str, round: int, shard: int) -> dict[
     cfg, store = open_run(config_path, workdir)
 
     def compute() -> pa.Table:
+        if cfg.simulate is not None:
+            return simulated.judge_rows(cfg, RoundWork(store, round).read_shard("generate", shard))
         with MODEL_LOCK:
             return bootstrap.judge_rows(judge_for(cfg), store, RoundWork(store, round).read_shard("generate", shard))
 
@@ -209,6 +218,9 @@ def cycle_stage(config_path: str, workdir: str, round: int, shard: int) -> dict[
 
     def compute() -> pa.Table:
         judged = RoundWork(store, round).read_shard("judge", shard)
+        if cfg.simulate is not None:
+            return simulated.cycle_rows(cfg, store, round, judged if cfg.bootstrap.cycle_stage else judged.slice(0, 0),
+                                        adapter_version(cfg, round))
         plan = bootstrap.plan_shards(cfg.bootstrap.candidates, cfg.bootstrap.shard_size)
         parents = bootstrap.cycle_parents(store, judged.filter(judged["accepted"])) + bootstrap.shard_slice(
             bootstrap.unlabeled_for_round(cfg, store, round), plan[shard], len(plan)) if cfg.bootstrap.cycle_stage else []
@@ -228,6 +240,10 @@ def evaluate_stage(config_path: str, workdir: str, round: int) -> dict[str, Any]
         log.info("kept finished stage evaluate-r%02d", round)
         return done
     failpoint(f"evaluate-r{round:02d}-start")
+    if cfg.simulate is not None:
+        report = simulated.evaluate(cfg)
+        work.write_result("evaluate", report)
+        return report
     from models.loop.evaluate import evaluate_decomposition, held_out, seed_triplets
 
     test, seeds = held_out(cfg, store, cfg.bootstrap.eval_n)
@@ -285,8 +301,11 @@ def round_metrics(config_path: str, workdir: str, round: int, stage_seconds: dic
     evaluation = work.read_result("evaluate") or {}
     shards = [s.index for s in bootstrap.plan_shards(cfg.bootstrap.candidates, cfg.bootstrap.shard_size)]
     judged = work.read_stage("judge", shards).to_pylist()
-    with MODEL_LOCK:
-        thresholds = {c.name: c.threshold for c in judge_for(cfg).criteria}  # what the round judged with
+    if cfg.simulate is not None:  # the stand-in judges with the config's thresholds
+        thresholds = {c.name: c.threshold for c in cfg.judge.criteria}
+    else:
+        with MODEL_LOCK:
+            thresholds = {c.name: c.threshold for c in judge_for(cfg).criteria}  # what the round judged with
     pass_rates = {name: round_to(rate or 0.0, 4) for name, rate in bootstrap.pass_rates(judged, thresholds).items()}
     return {
         "flow_run_id": flow_run_id,

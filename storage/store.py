@@ -377,32 +377,41 @@ class Store:
                 self._keys_checked.add((r, marker["manifest_sha256"]))
         return table if columns is None else table.select(list(columns))
 
-    def manifest(self, rounds: Iterable[int] | None = None, where=None) -> pa.Table:
+    def manifest(self, rounds: Iterable[int] | None = None, where=None, columns: Sequence[str] | None = None,
+                 where_columns: Sequence[str] = ()) -> pa.Table:
         """Rows of the given committed rounds (all committed rounds by default), optionally only
         those where `where(table) -> boolean mask` holds. Rounds are read, verified and filtered
-        in parallel threads (Arrow releases the GIL): a 1M-row pool query takes well under 1 s."""
+        in parallel threads (Arrow releases the GIL): a 1M-row pool query takes well under 1 s.
+        `columns`: only those are decoded and returned (`where` sees them and `where_columns`):
+        a 10M-row pool of every column is ~8 GB in memory, of the columns training reads ~1 GB."""
         wanted = self.committed_rounds() if rounds is None else list(rounds)
+        decode = None if columns is None else list(dict.fromkeys([*columns, *where_columns]))
 
         def read(r: int) -> pa.Table:
-            table = self.read_round(r)
-            return table if where is None else table.filter(where(table))
+            table = self.read_round(r, columns=decode)
+            table = table if where is None else table.filter(where(table))
+            return table if columns is None else table.select(list(columns))
 
         with ThreadPoolExecutor(max_workers=min(8, len(wanted) or 1)) as pool:
             tables = list(pool.map(read, wanted))
-        return pa.concat_tables(tables) if tables else schema.empty()
+        if tables:
+            return pa.concat_tables(tables)
+        empty = schema.empty()
+        return empty if columns is None else empty.select(list(columns))
 
-    def pool(self, after_round: int) -> pa.Table:
+    def pool(self, after_round: int, columns: Sequence[str] | None = None) -> pa.Table:
         """The training pool after round r: accepted train rows of committed rounds <= r
         (seeds and user triplets of round 0, then accepted candidates and cycle triplets), with
-        the operator's overrides applied (storage/overrides.py); rows are returned as committed."""
-        return self.train_rows([r for r in self.committed_rounds() if r <= after_round], in_pool=True)
+        the operator's overrides applied (storage/overrides.py); rows are returned as committed
+        (only `columns`, when given)."""
+        return self.train_rows([r for r in self.committed_rounds() if r <= after_round], in_pool=True, columns=columns)
 
     def rejected(self, after_round: int) -> pa.Table:
         """The training rows of committed rounds <= r that are not in `pool(r)`: candidates and
         cycle triplets the judge rejected (with their reasons) and rows an operator rejected."""
         return self.train_rows([r for r in self.committed_rounds() if r <= after_round], in_pool=False)
 
-    def train_rows(self, rounds: Sequence[int], in_pool: bool) -> pa.Table:
+    def train_rows(self, rounds: Sequence[int], in_pool: bool, columns: Sequence[str] | None = None) -> pa.Table:
         """The training rows of the given committed rounds that are in the pool (`in_pool`), or
         not, with the operator's overrides applied: `pool` and `rejected` a round at a time."""
         effective = in_effect(load_overrides(self.loc))
@@ -411,7 +420,7 @@ class Store:
             accepted = effective_accepted(t, effective)
             return pc.and_(pc.equal(t["split"], "train"), accepted if in_pool else pc.invert(accepted))
 
-        return self.manifest(rounds, where=where)
+        return self.manifest(rounds, where=where, columns=columns, where_columns=("triplet_id", "split", "accepted"))
 
     def test_split(self) -> pa.Table:
         table = self.manifest([r for r in self.committed_rounds() if r == 0])

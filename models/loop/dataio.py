@@ -30,11 +30,12 @@ class PoolTriplets(Sequence):
     (and hash-checked) from the store when indexed, never kept. `prompts`, `triplet_ids` and
     `keys` (content keys from the rows' blob sha256s, for the latent cache) come from the table."""
 
+    COLUMNS = (*(f"{p}_{kind}" for kind in ("uri", "sha256") for p in PANELS), "panel_size", "prompt", "triplet_id")
+
     def __init__(self, store: Store, table: pa.Table):
         from models.iclora.encoded import blob_triplet_key
 
-        cols = table.select([f"{p}_{kind}" for kind in ("uri", "sha256") for p in PANELS]
-                            + ["panel_size", "prompt", "triplet_id"]).to_pydict()
+        cols = table.select(list(self.COLUMNS)).to_pydict()
         self.store = store
         self.uris = list(zip(*(cols[f"{p}_uri"] for p in PANELS)))
         self.sizes = cols["panel_size"]

@@ -117,7 +117,7 @@ def train_on_pool(
     """Train an adapter on the pool as committed at `pool_round`: the train stage and `layerboot
     train` both call this. The fingerprint names every input (config, steps, seed, the warm start
     by content, the pool's triplets), so a finished adapter in `out` with the same inputs is kept."""
-    pool = PoolTriplets(store, store.pool(pool_round))  # panels are read when a batch needs them
+    pool = PoolTriplets(store, store.pool(pool_round, columns=PoolTriplets.COLUMNS))  # panels read per batch
     steps = steps or cfg.train.steps
     warm = warm_start and stable_id(*(f"{f.name}:{sha256_hex(f.read_bytes())}" for f in sorted(warm_start.rglob("*")) if f.is_file()))
     fingerprint = stable_id(config_hash(cfg), steps, seed, warm, *sorted(pool.triplet_ids))

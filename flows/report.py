@@ -178,7 +178,8 @@ def collect(store: Store, thresholds: dict[str, float] | None = None, per_round:
     chosen: dict[int, dict[str, Any]] = {}
     for r in (r["round"] for r in rounds):
         t = store.read_round(r, columns=_SCAN_COLUMNS)
-        judged = t.filter(pc.and_(pc.equal(t["source"], "generated"), pc.is_valid(t["judge_scores"])))
+        judged = t.select(["judge_scores"]).filter(pc.and_(pc.equal(t["source"], "generated"),
+                                                           pc.is_valid(t["judge_scores"])))
         if judged.num_rows:
             scores[r] = _score_bins(judged["judge_scores"])
             criteria += [c for c in scores[r] if c not in criteria]
@@ -187,7 +188,7 @@ def collect(store: Store, thresholds: dict[str, float] | None = None, per_round:
         totals[r] = {}
         for kind, want in (("accepted", True), ("rejected", False)):
             mask = pc.and_(train, accepted if want else pc.invert(accepted))
-            rows = t.filter(mask)
+            rows = t.select(["triplet_id", "source", "parent_id"]).filter(mask)  # only what the order needs
             totals[r][kind] = rows.num_rows
             chosen[(r, kind)] = _first_cards(rows, overridden, parents, per_round)["triplet_id"].to_pylist()
         del t, judged
@@ -199,8 +200,13 @@ def collect(store: Store, thresholds: dict[str, float] | None = None, per_round:
         children.setdefault(link["parent_id"], []).append(link["triplet_id"])
     for r in (r["round"] for r in rounds):
         ids = [*chosen[(r, "accepted")], *chosen[(r, "rejected")]]
-        t = store.read_round(r, columns=[*_CARD_COLUMNS, *(f"{p}_uri" for p in PANELS)])
-        t = t.filter(pc.is_in(t["triplet_id"], value_set=pa.array(ids, pa.string())))
+        # the shown rows: the card's columns, then each panel's key column on its own (a round's
+        # million rows of every key column at once was the report's peak memory)
+        t = store.read_round(r, columns=_CARD_COLUMNS)
+        where = pc.indices_nonzero(pc.is_in(t["triplet_id"], value_set=pa.array(ids, pa.string())))
+        t = t.take(where)
+        for p in PANELS:
+            t = t.append_column(f"{p}_uri", store.read_round(r, columns=[f"{p}_uri"])[f"{p}_uri"].take(where))
         by_id = {row["triplet_id"]: row for row in t.to_pylist()}
         gallery[r] = {}
         for kind, want in (("accepted", True), ("rejected", False)):

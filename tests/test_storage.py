@@ -333,3 +333,19 @@ def test_status_glances_and_readers_prove(store: Store):
     store_module._PROVEN.clear()
     (row,) = round_status(Store(store.uri))
     assert row["state"] == "damaged" and "does not match its commit marker" in row["error"]
+
+
+def test_pool_and_reads_of_some_columns_match_the_whole_rows(store: Store):
+    """Store.pool(columns=...) and read_round(columns=...) decode only those columns; the rows are
+    the same as the whole rows' (overrides applied alike)."""
+    from storage.overrides import record_override
+
+    commit(store, 0, [make_row(store, 0, i) for i in range(3)] + [make_row(store, 0, 9, split="test")])
+    commit(store, 1, [make_row(store, 1, i, source="generated", accepted=i < 2) for i in range(4)])
+    rejected = store.read_round(1).filter(pc.invert(store.read_round(1)["accepted"]))["triplet_id"][0].as_py()
+    record_override(store, rejected, "accept", "looks right to me", who="ana@box")
+    cols = ["triplet_id", "composite_uri", "prompt"]
+    assert store.pool(1, columns=cols).equals(store.pool(1).select(cols))
+    assert store.pool(1, columns=cols).num_rows == 3 + 2 + 1
+    assert store.read_round(1, columns=["prompt"]).column_names == ["prompt"]
+    assert store.read_round(1, columns=["layer1_uri"]).equals(store.read_round(1).select(["layer1_uri"]))

@@ -22,6 +22,7 @@ import functools
 import hashlib
 import io
 import json
+import os
 import posixpath
 import re
 import uuid
@@ -392,7 +393,8 @@ class Store:
             table = table if where is None else table.filter(where(table))
             return table if columns is None else table.select(list(columns))
 
-        with ThreadPoolExecutor(max_workers=min(8, len(wanted) or 1)) as pool:
+        # a thread per core: more only adds rounds held decoded at once (memory), not speed
+        with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1, len(wanted)))) as pool:
             tables = list(pool.map(read, wanted))
         if tables:
             return pa.concat_tables(tables)

@@ -1,0 +1,97 @@
+"""Does an x-prediction base that learns routing first copy, and does its adapter then decompose?
+(docs/learning-notes.md, "A copy-first base" was velocity: its copy stalled at ~16 dB; x-prediction
+reaches 23 dB on the copy probe.) A fresh width-192 x-prediction transformer on the shipped codec
+and text encoders: A_STEPS steps on pretraining's routing relations only (copy, shift, alpha_over:
+the answer is in another panel, moved or laid over), then B_STEPS of the shipped mix (never a
+triplet), into OUT; after each stage the one-step x0 PSNR at sigma 1 per relation and on the logo
+task at LEVEL (bench/probes/base_relations.py). Then bench/probes/adapter_on_base.py OUT ...
+
+    OMP_NUM_THREADS=2 nohup .venv/bin/python bench/probes/copy_first_base.py /tmp/copyfirst 1500 1500 1 2 > /tmp/copyfirst.log &
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from base_relations import one_step_psnr  # noqa: E402  (a sibling probe)
+from configs import load_config
+from models.domains.logo_object import make_triplet
+from models.iclora.backbone import load_backbone, save_backbone
+from models.iclora.encoded import TASKS, encode_grids, make_batch
+from models.iclora.objective import FlowMatching
+from models.iclora.tiny import TinySpec, build_tiny
+from models.iclora.train import optimizer_step, task_prompts
+from models.pretrain.base import PRETRAIN_PROMPTS, PretrainRecipe, pretrain_transformer
+from models.pretrain.data import make_example
+from storage.hashing import derive_seed
+
+ROUTING = ("copy", "shift", "alpha_over")
+S = 64
+
+
+def report(bb, stage: str, held, triplets, cfg) -> None:
+    enc = encode_grids(bb, [e.panels for e in held], [e.prompt for e in held])
+    by = defaultdict(list)
+    for e, p in zip(held, one_step_psnr(bb, enc, PRETRAIN_PROMPTS)):
+        by[e.relation].append(p)
+    enc = encode_grids(bb, [(t.composite, t.logo, t.object) for t in triplets], [t.prompt for t in triplets])
+    task = one_step_psnr(bb, enc, task_prompts(cfg))
+    print(time.strftime("%H:%M:%S"), stage, " ".join(f"{r} {sum(v) / len(v):.2f}" for r, v in sorted(by.items())),
+          f"| logo task {sum(task) / len(task):.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    out, a_steps, b_steps, level, threads = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    bb = load_backbone("models/tiny_base", torch.float32, "cpu")
+    spec = TinySpec(prediction_type="sample")
+    bb = dataclasses.replace(bb, transformer=build_tiny(spec, seed=0).transformer, prediction_type="sample")
+    cfg = load_config("tiny", [f"data.world_level={level}"])
+    held = [make_example(9_000_000 + i, S) for i in range(240)]
+    triplets = [make_triplet(derive_seed(cfg.run.seed, "synthetic", "test", i), S, level) for i in range(48)]
+
+    # stage A: routing relations only (rejection-sampled from pretraining's own example stream)
+    routing, i = [], 0
+    while len(routing) < 2000:
+        e = make_example(derive_seed(0, "transformer", i), S)
+        i += 1
+        if e.relation in ROUTING:
+            routing.append(e)
+    enc = encode_grids(bb, [e.panels for e in routing], [e.prompt for e in routing])
+    tr = bb.transformer
+    tr.train().requires_grad_(True)
+    fm = FlowMatching(bb, guidance_scale=1.0, resolution_shift=False)
+    opt = torch.optim.AdamW(tr.parameters(), lr=5e-4, weight_decay=0.01)
+    gen = torch.Generator().manual_seed(1)
+    t0, losses = time.time(), []
+    for step in range(a_steps):
+        for g in opt.param_groups:
+            g["lr"] = 5e-4 * min(1.0, (step + 1) / 100)
+        idx = torch.randint(len(routing), (8,), generator=gen).tolist()
+        tasks = [TASKS[k] for k in torch.randint(3, (8,), generator=gen).tolist()]
+        x0, c, tok = make_batch(bb, enc, idx, tasks, PRETRAIN_PROMPTS)
+        loss = fm.loss(x0, c, tok, generator=gen)
+        optimizer_step(opt, loss, tr.parameters(), 1.0)
+        losses.append(loss.item())
+        if (step + 1) % 500 == 0:
+            print(time.strftime("%H:%M:%S"), f"A step {step + 1}: loss {sum(losses[-200:]) / 200:.4f}",
+                  f"{(time.time() - t0) / (step + 1):.2f} s/step", flush=True)
+    tr.eval().requires_grad_(False)
+    report(bb, f"after A ({a_steps} routing steps):", held, triplets, cfg)
+
+    # stage B: the shipped mix, from stage A's weights
+    if b_steps:
+        pretrain_transformer(bb, PretrainRecipe(transformer_steps=b_steps, transformer_examples=3000, drawing_examples=1500),
+                             log=lambda m: print(time.strftime("%H:%M:%S"), m, flush=True))
+        report(bb, f"after B ({b_steps} mixed steps):", held, triplets, cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    save_backbone(bb, out)
+    print("saved", out, round(time.time() - t0), "s", flush=True)

@@ -48,15 +48,22 @@ def test_a_committed_store_is_clean(store: Store):
     assert fsck(store, repair=True).repaired == []
 
 
-def damaged(store: Store):
-    """A store with one of every problem. Returns what the test needs to know about it."""
-    rows = [make_row(store, 0, i) for i in range(3)]
+def committed_with_a_lost_and_a_flipped_blob(store: Store, n: int):
+    """Round 0 of n rows committed, then row 0's layer1 blob deleted and row 1's layer2 blob with a
+    flipped byte: (rows, missing key, corrupt key)."""
+    rows = [make_row(store, 0, i) for i in range(n)]
     commit(store, 0, rows)
     missing, corrupt = rows[0]["layer1_uri"], rows[1]["layer2_uri"]
     store.loc.fs.rm_file(store.loc.join(missing))
     data = bytearray(store.loc.read_bytes(store.loc.join(corrupt)))
     data[40] ^= 0xFF
     store.loc.write_atomic(store.loc.join(corrupt), bytes(data))
+    return rows, missing, corrupt
+
+
+def damaged(store: Store):
+    """A store with one of every problem. Returns what the test needs to know about it."""
+    rows, missing, corrupt = committed_with_a_lost_and_a_flipped_blob(store, 3)
     orphan, _ = store.blobs.put(b"written by a round that never committed")
     stray = "blobs/zz/notes.txt"
     store.loc.write_atomic(store.loc.join(stray), b"not a blob")
@@ -530,13 +537,7 @@ def test_files_the_run_trusts_are_checked_a_warm_start_refuses_an_edited_adapter
 def test_sample_hashes_some_blobs_and_checks_every_one_is_there(store: Store):
     """--sample N re-hashes N referenced blobs chosen by a seed (reported, to repeat the run); a
     missing blob is found whatever the sample, with the triplet that references it."""
-    rows = [make_row(store, 0, i) for i in range(5)]
-    commit(store, 0, rows)
-    missing, corrupt = rows[0]["layer1_uri"], rows[1]["layer2_uri"]
-    store.loc.fs.rm_file(store.loc.join(missing))
-    data = bytearray(store.loc.read_bytes(store.loc.join(corrupt)))
-    data[40] ^= 0xFF
-    store.loc.write_atomic(store.loc.join(corrupt), bytes(data))
+    rows, missing, corrupt = committed_with_a_lost_and_a_flipped_blob(store, 5)
     first = fsck(store, sample=3)
     assert first.blobs_checked == 3 and first.blobs_referenced == 15 and first.sample_seed is not None  # of 14 there
     assert ("missing_blob", missing) in kinds(first)

@@ -430,7 +430,7 @@ def test_the_store_as_a_state_machine_short_budget():
     assert figures["sequences"] >= 30 and figures["kills"] > 0 and figures["fscks"] > 0
 
 
-# `make test` runs slow tests too, so the long budget there is ~3 min; a soak sets the count, e.g.
+# `make test` runs slow tests too, so the long budget there is ~1.5 min; a soak sets the count, e.g.
 # LAYERBOOT_STATE_MACHINE_EXAMPLES=600 .venv/bin/python -m pytest -m slow tests/test_store_state_machine.py (~11 min)
 LONG_EXAMPLES = int(os.environ.get("LAYERBOOT_STATE_MACHINE_EXAMPLES", "150"))
 

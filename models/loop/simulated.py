@@ -20,7 +20,7 @@ import pyarrow as pa
 from PIL import Image
 
 from configs import Config
-from models.loop.bootstrap import Shard
+from models.loop.bootstrap import Shard, round_to
 from storage import schema
 from storage.hashing import derive_seed
 from storage.store import Store, now_utc
@@ -46,11 +46,7 @@ def train(cfg: Config, store: Store, round: int, adapter_dir: str, pool_rows: in
     body = {"simulated": True, "round": round, "steps": steps, "pool": pool_rows}
     store.loc.write_atomic(posixpath.join(adapter_dir, ADAPTER_FILE), json.dumps(body).encode())
     return {"pool": pool_rows, "steps": steps, "warm_start": round > 1, "rec_loss": 0.0, "cyc_loss": None,
-            "rec_loss_by_task": {}, "seconds": round_seconds(time.time() - t0)}
-
-
-def round_seconds(x: float) -> float:
-    return float(f"{x:.2f}")
+            "rec_loss_by_task": {}, "seconds": round_to(time.time() - t0, 2)}
 
 
 def generate_rows(cfg: Config, store: Store, round: int, shard: Shard, adapter_version: str) -> pa.Table:

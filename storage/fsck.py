@@ -41,13 +41,13 @@ import pyarrow.compute as pc
 
 from storage import schema
 from storage.blobs import BlobError, blob_key, parse_blob_key
+from storage.digest import DIGEST_VERSION_KEY, DigestError, content_digest, version_of
 from storage.fs import is_temp_name
 from storage.hashing import is_sha256_hex, sha256_hex
 from storage.latents import LATENT_CACHE, EntryError, check_entry, entry_key
 from storage.lock import Holder, WorkdirLock
 from storage.overrides import operator
-from storage.store import MARKER, PART_NAME, STAGING, Store, StoreError, content_digest, \
-    derived_figures, now_utc
+from storage.store import MARKER, PART_NAME, STAGING, Store, StoreError, derived_figures, now_utc
 from storage.unlabeled import LISTING, read_unlabeled
 from storage.work import STATUS_FILE, RoundWork
 
@@ -210,7 +210,11 @@ def remark(store: Store, r: int, on_takeover: Callable[[Holder, str], None] | No
         if sha256_hex(data) != row["manifest_sha256"]:
             raise FsckError(f"round {r}: manifest {name} does not hash to the manifest_sha256 rounds.parquet records")
         stored, table = schema.load_manifest(data)
-        digest = content_digest(stored)
+        try:  # rounds.parquet records no definition: the digest's form tells it (storage/digest.py)
+            version = version_of(row["content_digest"])
+        except DigestError as e:
+            raise FsckError(f"round {r}: rounds.parquet's {e}") from None
+        digest = content_digest(stored, version)
         if digest != row["content_digest"] or name != f"part-{digest[:16]}.parquet":
             raise FsckError(f"round {r}: the content of manifest {name} does not match rounds.parquet")
         figures = derived_figures(table)
@@ -223,7 +227,8 @@ def remark(store: Store, r: int, on_takeover: Callable[[Holder, str], None] | No
         for k, v in marker.items():
             if isinstance(v, list) and all(isinstance(x, tuple) for x in v):  # Arrow maps: (key, value) pairs
                 marker[k] = dict(v)
-        marker |= {"file": name, "schema_version": schema.SCHEMA_VERSION, "manifest_bytes": len(data)}
+        marker |= {"file": name, "schema_version": schema.SCHEMA_VERSION, "manifest_bytes": len(data),
+                   DIGEST_VERSION_KEY: version}
         store.loc.write_atomic(posixpath.join(store.round_dir(r), MARKER), json.dumps(marker, indent=1).encode())
         store.verify_round(r)  # the round as readers now see it
         return marker

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import io
 import json
 import os
@@ -38,6 +37,7 @@ from PIL import Image
 
 from storage import schema
 from storage.blobs import BlobStore
+from storage.digest import DIGEST_VERSION, DIGEST_VERSION_KEY, DigestError, content_digest, version_of
 from storage.faults import failpoint
 from storage.fs import Location, is_temp_name
 from storage.hashing import sha256_hex
@@ -109,34 +109,6 @@ def now_utc() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def content_digest(table: pa.Table) -> str:
-    """What a round *says*, independent of row order and timestamps: two commits with the same
-    digest are the same round (so re-committing it is an exact no-op). Hashes a plain Parquet
-    encoding of the rows sorted by id, which is logical (nulls as definition levels, no chunk or
-    buffer layout), and vectorised: 1M rows in about a second. The encoding streams into the hash
-    (never held whole: it is ~720 bytes a row uncompressed)."""
-    body = table.drop_columns(["created_at"]).sort_by("triplet_id")
-    sink = _HashSink()
-    pq.write_table(body, sink, compression="none", use_dictionary=False, write_statistics=False,
-                   store_schema=False, row_group_size=1 << 20)
-    return sink.hash.hexdigest()
-
-
-class _HashSink(io.RawIOBase):
-    """A write-only file that feeds what is written to a sha256 (the bytes are not kept)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.hash = hashlib.sha256()
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data) -> int:
-        self.hash.update(data)
-        return memoryview(data).nbytes
-
-
 # Manifests this process has proven against their markers: (manifest path, marker) -> the file's
 # signature when proven. A manifest whose size, modification time and inode (ETag on object
 # stores) are unchanged since is not read again to answer "is round r sound?"; reading its rows
@@ -146,6 +118,21 @@ _PROVEN: dict[tuple[str, str], tuple] = {}
 
 def _signature(info: dict[str, Any]) -> tuple:
     return tuple(info.get(k) for k in ("size", "mtime", "ino", "ETag", "LastModified", "etag", "generation"))
+
+
+def _zstd_parquet(table: pa.Table) -> bytes:
+    """A manifest's bytes."""
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    return buf.getvalue()
+
+
+def _same_rows(a: pa.Table, b: pa.Table) -> bool:
+    """The same rows, in any order and whenever they were written (`created_at` aside)."""
+    if a.num_rows != b.num_rows:
+        return False
+    a, b = (t.drop_columns(["created_at"]).sort_by("triplet_id") for t in (a, b))
+    return a.equals(b)
 
 
 _FIGURE_COLUMNS = ("run_id", "source", "split", "accepted")  # what derived_figures reads
@@ -311,8 +298,12 @@ class Store:
                 raise damaged(f"its marker says round {marker.get('round')!r}")
             if table.num_rows != marker.get("rows"):
                 raise damaged(f"its marker says {marker.get('rows')!r} rows, manifest {name} holds {table.num_rows}")
-            if level == "full":
-                digest = content_digest(stored)
+            if level == "full":  # by the definition the marker names, never the other one
+                try:
+                    digest = content_digest(stored, version_of(marker.get("content_digest"),
+                                                               marker.get(DIGEST_VERSION_KEY)))
+                except DigestError as e:
+                    raise damaged(f"its marker's {e}") from None
                 if digest != marker.get("content_digest") or name != f"part-{digest[:16]}.parquet":
                     raise damaged(f"the content of manifest {name} does not match its commit marker")
             figures = derived_figures(table)
@@ -441,20 +432,20 @@ class Store:
         a gap in the round sequence, another task's panels or rows pointing at missing blobs are refused.
         """
         table = schema.with_panel_names(table.cast(schema.MANIFEST_SCHEMA), panels)
-        with ThreadPoolExecutor(max_workers=1) as worker:  # the digest beside the checks and the encoding
-            digesting = worker.submit(content_digest, table)  # (Arrow and hashlib release the GIL)
+        with ThreadPoolExecutor(max_workers=1) as worker:  # the encoding beside the checks and the digest
+            encoding = worker.submit(_zstd_parquet, table)  # (Arrow releases the GIL while it encodes)
             schema.validate(table)
             carried = set(pc.unique(table["round"]).to_pylist())
             if table.num_rows and carried != {r}:
                 raise StoreError(f"round {r}: rows carry round(s) {sorted(carried)}")
-            buf = io.BytesIO()
-            pq.write_table(table, buf, compression="zstd")
-            data = buf.getvalue()
-            digest = digesting.result()
+            digest = content_digest(table)
+            data = encoding.result()
         existing = self.marker(r)
         if existing is not None:
-            if existing["content_digest"] == digest:
-                return CommitInfo(r, existing["rows"], digest, noop=True)
+            # the rows themselves, in any order: the digest depends on row order, and is not
+            # trusted alone to call different rows the same (storage/digest.py)
+            if _same_rows(self.read_round(r), table):
+                return CommitInfo(r, existing["rows"], existing["content_digest"], noop=True)
             raise RoundAlreadyCommitted(
                 f"round {r} is already committed in {self.uri} with different content "
                 f"(committed {existing['committed_at']}); rounds are immutable"
@@ -581,6 +572,7 @@ class Store:
             "adapter_uri": adapter_uri,
             "manifest_sha256": manifest_sha,
             "content_digest": digest,
+            DIGEST_VERSION_KEY: DIGEST_VERSION,
             "file": name,
             "schema_version": schema.SCHEMA_VERSION,
         }

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import io
+import json
 import posixpath
+from datetime import datetime, timezone
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
@@ -13,6 +16,7 @@ from storage import schema
 from storage.blobs import BlobError, blob_key, parse_blob_key
 from storage.hashing import derive_seed, sha256_hex, stable_id
 from storage.status import round_status
+from storage.digest import DigestError, version_of
 from storage.store import MARKER, RoundAlreadyCommitted, Store, StoreError, content_digest
 from tests.conftest import make_row, solid
 
@@ -129,14 +133,13 @@ def test_recommit_identical_is_noop_and_different_is_refused(store: Store):
         commit(store, 0, rows[:2])
 
 
-def test_content_digest_ignores_layout_order_and_timestamps(store: Store):
+def test_content_digest_ignores_layout_and_timestamps_not_order(store: Store):
     rows = [make_row(store, 0, i, reject_reason=None if i % 2 else "blurry") for i in range(6)]
     table = schema.to_table(rows)
     buf = io.BytesIO()
     pq.write_table(table, buf, row_group_size=2)  # read back as 3 chunks
     variants = [
         table,
-        schema.to_table(list(reversed(rows))),
         pq.read_table(io.BytesIO(buf.getvalue())).cast(schema.MANIFEST_SCHEMA),
         pa.concat_tables([table.slice(0, 1), table.slice(1)]),
         table.set_column(table.schema.get_field_index("created_at"), "created_at",
@@ -146,6 +149,97 @@ def test_content_digest_ignores_layout_order_and_timestamps(store: Store):
     changed = table.set_column(table.schema.get_field_index("reject_reason"), schema.MANIFEST_SCHEMA.field("reject_reason"),
                                pa.array([None] * 6, pa.string()))
     assert content_digest(changed) != content_digest(table)
+    # definition 2 follows the rows' order; definition 1 (rounds committed before it) sorted them
+    reversed_rows = schema.to_table(list(reversed(rows)))
+    assert content_digest(reversed_rows) != content_digest(table)
+    assert content_digest(reversed_rows, 1) == content_digest(table, 1)
+
+
+def pinned_rows() -> pa.Table:
+    """Two manifest rows from literal values (no PNG encoder in the way): one with every optional
+    column null, one with maps, a footprint and a reason."""
+    sha = [sha256_hex(bytes([k])) for k in range(4)]
+    common = dict(run_id="pin", round=1, split="train", panel_size=64,
+                  created_at=datetime(2026, 12, 6, tzinfo=timezone.utc))
+    images = lambda k: {f"{p}_{kind}": (blob_key(sha[k + j]) if kind == "uri" else sha[k + j])  # noqa: E731
+                        for j, p in enumerate(schema.PANELS) for kind in ("uri", "sha256")}
+    return pa.Table.from_pylist([
+        dict(triplet_id="a" * 32, source="seed", prompt="a red mug", accepted=True, seed=7, **images(0), **common),
+        dict(triplet_id="b" * 32, source="generated", prompt="", accepted=False, seed=-1, **images(1), **common,
+             footprint_uri=blob_key(sha[0]), footprint_sha256=sha[0], judge_scores={"clean": 0.25, "fit": 1.0},
+             judge_reasons={"clean": "smudge"}, reject_reason="clean", parent_id="a" * 32, adapter_version="r00"),
+    ], schema=schema.MANIFEST_SCHEMA)
+
+
+def test_content_digests_are_pinned():
+    """Both definitions never drift: a committed round's file name and marker depend on them."""
+    table = pinned_rows()
+    assert content_digest(table) == "139899284024365bcd51fe15aead8b4c"
+    # as the code before 2026-12-06 computed it
+    assert content_digest(table, 1) == "6c886efeeed280e679cddcf5d5c2ce7acc9f37409b5c60ebee1b969a107c3fe2"
+    assert (version_of(content_digest(table)), version_of(content_digest(table, 1))) == (2, 1)
+    with pytest.raises(DigestError, match="not a digest of definition 2"):
+        version_of(content_digest(table, 1), 2)  # a marker that names the wrong definition
+    with pytest.raises(DigestError, match="not a digest of definition 1 or 2"):
+        version_of("0" * 40)
+
+
+def test_content_digest_reads_no_bytes_under_a_null():
+    """What lies under a null (a string's bytes, an int's value, a map's items) is not content: a
+    table built with garbage there digests like the one pyarrow builds."""
+    canonical = pa.table({
+        "s": pa.array(["ab", None, "c"]), "i": pa.array([1, None, 3], pa.int64()),
+        "m": pa.array([[("k", 1.0)], None, []], pa.map_(pa.string(), pa.float64())),
+        "b": pa.array([True, None, False])})
+    nulls = pa.py_buffer(bytes([0b101]))
+    s = pa.StringArray.from_buffers(3, pa.py_buffer(np.array([0, 2, 5, 6], np.int32).tobytes()),
+                                    pa.py_buffer(b"abxyzc"), nulls)
+    i = pa.Array.from_buffers(pa.int64(), 3, [nulls, pa.py_buffer(np.array([1, 99, 3], np.int64).tobytes())])
+    items = pa.array([("k", 1.0), ("junk", 2.0)], pa.struct([pa.field("key", pa.string(), nullable=False),
+                                                             pa.field("value", pa.float64())]))
+    offsets = pa.py_buffer(np.array([0, 1, 2, 2], np.int32).tobytes())  # the null backed by ("junk", 2.0)
+    m = pa.Array.from_buffers(canonical["m"].type, 3, [nulls, offsets], children=[items])
+    b = pa.Array.from_buffers(pa.bool_(), 3, [nulls, pa.py_buffer(bytes([0b011]))])
+    garbage = pa.table({"s": s, "i": i, "m": m, "b": b})
+    assert garbage.equals(canonical) and content_digest(garbage) == content_digest(canonical)
+    chunked = pa.concat_tables([garbage.slice(1, 1), garbage.slice(2)])
+    assert content_digest(canonical.slice(1)) == content_digest(chunked)
+    no_chunks = pa.table({c: pa.chunked_array([], t) for c, t in zip(canonical.column_names, canonical.schema.types)})
+    assert content_digest(canonical.slice(0, 0)) == content_digest(no_chunks)
+
+
+def test_rounds_of_the_first_digest_definition_still_verify(store: Store):
+    """A round an older layerboot committed (digest by definition 1, no version in its marker)
+    reads and passes fsck; its marker made to name definition 2, or a digest that does not follow
+    from its rows, is a damaged round, never a round accepted under the other definition."""
+    from storage import store as store_module
+
+    commit(store, 0, [make_row(store, 0, i) for i in range(3)])
+    old = store.marker(0)
+    path = posixpath.join(store.round_dir(0), old["file"])
+    data = store.loc.read_bytes(path)
+    v1 = content_digest(store.read_round(0), 1)
+
+    def remark(**changes) -> Store:
+        marker = {k: v for k, v in old.items() if k != "content_digest_version"} | {
+            "content_digest": v1, "file": f"part-{v1[:16]}.parquet"} | changes
+        store.loc.remove_tree(store.round_dir(0))
+        store.loc.write_atomic(posixpath.join(store.round_dir(0), marker["file"]), data)
+        store.loc.write_atomic(posixpath.join(store.round_dir(0), MARKER), json.dumps(marker).encode())
+        store_module._PROVEN.clear()
+        return Store(store.uri)
+
+    fresh = remark()
+    assert fresh.read_round(0).num_rows == 3 and fresh.verify_round(0, level="full")[0]["content_digest"] == v1
+    fresh = remark(content_digest_version=2)
+    with pytest.raises(StoreError, match="not a digest of definition 2"):
+        fresh.verify_round(0, level="full")
+    other = content_digest(store.read_round(0).slice(1), 1)
+    fresh = remark(content_digest=other, file=f"part-{other[:16]}.parquet")
+    with pytest.raises(StoreError, match="content of manifest .* does not match its commit marker"):
+        fresh.verify_round(0, level="full")
+    fresh = remark()
+    assert store.commit_round(0, schema.to_table([make_row(store, 0, i) for i in (2, 0, 1)])).noop
 
 
 def test_commit_refuses_gaps_missing_blobs_and_wrong_round(store: Store):

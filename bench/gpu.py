@@ -146,7 +146,7 @@ def judging(n: int = 64, batch: int = 16) -> tuple[float, float, float]:
     from models.judge.base import Criterion
     from models.judge.qwen import QwenVLJudge
     from models.pretrain.realsize import real_size_judge
-    from models.domains.logo_object import make_triplet
+    from models.domains.logo_object.world import make_triplet
 
     model, processor = real_size_judge()
     crit = [Criterion("logo_clean", "Is the middle panel a clean logo on a plain background?", 0.5)]

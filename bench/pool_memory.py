@@ -72,7 +72,7 @@ def child_encode(work: Path, n: int) -> dict:
     """Encode n distinct 512-px triplets from a store through the training path."""
     from models.loop.dataio import PoolTriplets
     from models.iclora.encoded import LatentCache, LatentPool, vae_identity
-    from models.domains.logo_object import make_triplet
+    from models.domains.logo_object.world import make_triplet
     from storage.schema import to_table
     from storage.store import Store
     from storage.triplets import put_triplet
@@ -149,7 +149,7 @@ def child_pool(work: Path, n: int, steps: int, encoded: dict) -> dict:
 def child_old(work: Path, n: int) -> dict:
     """The old path's pool: fp32 grids of every triplet (grid_tensor of the pool)."""
     from models.iclora.grid import grid_tensor
-    from models.domains.logo_object import make_triplet
+    from models.domains.logo_object.world import make_triplet
 
     ts = [make_triplet(9000 + i, SIZE) for i in range(n)]
     panels = [(t.composite, t.logo, t.object) for t in ts]

@@ -5,7 +5,7 @@
 
 import time
 
-from models.domains.logo_object import make_triplets
+from models.domains.logo_object.world import make_triplets
 
 
 def rate(size: int, n: int) -> float:

@@ -15,9 +15,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("flows", "tasks", "models", "configs", "storage")  # top to bottom
 RANK = {p: i for i, p in enumerate(reversed(PACKAGES))}  # storage 0 ... flows 4
-# inside models/, by role, bottom to top: the procedural worlds and the IC-LoRA model know nothing
-# of the judge; the judge knows nothing of the round; the round and pretraining use all of them
-MODELS_RANK = {"domains": 0, "iclora": 0, "judge": 1, "loop": 2, "pretrain": 2}
+# inside models/, by role, bottom to top: the IC-LoRA model knows nothing of the judge; the judge
+# knows nothing of the layer tasks (what every task shares); a task (models/domains/<task>/) builds
+# on both; the round and pretraining use all of them
+MODELS_RANK = {"iclora": 0, "judge": 1, "domains": 2, "loop": 3, "pretrain": 3}
 FORBIDDEN = {"models": ("prefect",), "storage": ("prefect", "torch"), "configs": ("prefect", "torch")}
 
 

@@ -28,7 +28,7 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from models.judge import Criterion, Judge, Scored
-from models.domains.logo_object import make_triplet
+from models.domains.logo_object.world import make_triplet
 from storage import schema
 from storage.imports import MAX_FILE_BYTES
 from storage.images import MAX_PIXELS

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from flows.cli import app
 from storage.hashing import sha256_hex
 from storage.store import Store
-from models.domains.logo_object import make_triplet
+from models.domains.logo_object.world import make_triplet
 
 runner = CliRunner()
 

@@ -12,7 +12,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from flows.cli.judge import app as judge_app
-from models.domains.logo_object import make_triplet
+from models.domains.logo_object.world import make_triplet
 from storage.schema import MANIFEST_SCHEMA, to_table
 from storage.store import Store
 from storage.triplets import put_triplet

@@ -10,7 +10,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from flows.cli import app
-from models.domains.logo_object import make_triplet
+from models.domains.logo_object.world import make_triplet
 
 runner = CliRunner()
 

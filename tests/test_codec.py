@@ -16,7 +16,7 @@ from models.iclora.tiny import TinySpec, build_tiny
 from models.iclora.codec import build_pca_encoder, check_encoder_shape, reconstruction_psnr
 from models.pretrain.base import codec_batch, PretrainRecipe, to_tensor
 from models.loop.runtime import REPO_ROOT, load_base
-from models.domains.logo_object import make_triplet
+from models.domains.logo_object.world import make_triplet
 from storage.hashing import derive_seed
 
 SHIPPED = REPO_ROOT / "models" / "tiny_base"
@@ -79,9 +79,9 @@ def test_shipped_codec_latents_are_normalised(shipped):
 
 def test_judge_verdicts_on_round_tripped_ground_truth(shipped):
     from models.loop.evaluate import codec_roundtrip
-    from models.judge import build_judge
+    from models.domains.registry import judge_of
 
-    judge = build_judge(load_config("tiny"))
+    judge = judge_of(load_config("tiny"))
     triplets = [(t.composite, t.logo, t.object) for t in held_out_triplets(10)]
     raw = judge.judge(triplets)
     coded = judge.judge(codec_roundtrip(shipped, triplets))
@@ -94,14 +94,14 @@ def test_judge_verdicts_on_round_tripped_ground_truth(shipped):
 def test_codec_figures_on_the_full_held_out_set(shipped):
     """The README's figures: 48 held-out triplets per panel kind; 40 for the judge."""
     from models.loop.evaluate import codec_roundtrip
-    from models.judge import build_judge
+    from models.domains.registry import judge_of
 
     triplets = held_out_triplets(48)
     got = {}
     for panel in PANELS:
         got[panel] = reconstruction_psnr(shipped.vae, to_tensor([getattr(t, panel) for t in triplets]))
     assert got == pytest.approx({"composite": 28.52, "logo": 34.25, "object": 32.20}, abs=0.05)
-    judge = build_judge(load_config("tiny"))
+    judge = judge_of(load_config("tiny"))
     triplets = [(t.composite, t.logo, t.object) for t in triplets[:40]]
     assert sum(j.accepted for j in judge.judge(triplets)) == 38
     assert sum(j.accepted for j in judge.judge(codec_roundtrip(shipped, triplets))) == 29

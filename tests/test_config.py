@@ -31,8 +31,10 @@ def test_a_key_added_later_keeps_older_runs_resumable():
 
 
 def test_an_analytic_cycle_check_needs_a_task_with_a_formula():
+    from models.domains.registry import domain_of
+
     with pytest.raises(ConfigError, match="domain 'logo_object' has none: use 'model'"):
-        load_config("tiny", ["bootstrap.cycle_check=analytic"])
+        domain_of(load_config("tiny", ["bootstrap.cycle_check=analytic"]))
     with pytest.raises(ConfigError, match="cycle_check"):
         load_config("tiny", ["bootstrap.cycle_check=exact"])
 
@@ -97,24 +99,23 @@ def test_bad_set_overrides_name_the_key(item, message):
         load_config("tiny", [item])
 
 
-def test_the_config_names_every_layer_task_and_only_those():
-    from configs.schema import ANALYTIC_RECOMPOSE, DOMAINS as NAMED, WORLD_LEVELS
-    from models.loop.domain import DOMAINS, domain_of
+def test_the_config_names_a_layer_task_of_the_registry():
+    from models.domains.registry import DOMAINS, TASKS, domain_of
 
-    assert set(NAMED) == set(DOMAINS)
-    assert set(ANALYTIC_RECOMPOSE) == {name for name, d in DOMAINS.items() if d.recompose is not None}
-    assert WORLD_LEVELS == {name: d.levels for name, d in DOMAINS.items()}
+    assert tuple(DOMAINS) == TASKS and all(d.name == name for name, d in DOMAINS.items())
     assert domain_of(load_config("configs/tiny.yaml")).panels == ("composite", "logo", "object")
     intrinsic = load_config("configs/intrinsic_tiny.yaml")
     assert domain_of(intrinsic).panels == ("composite", "albedo", "shading")
     assert [c.name for c in intrinsic.judge.criteria] == list(domain_of(intrinsic).judge.checks)
+    with pytest.raises(ConfigError, match=re.escape("domain: no layer task 'foreground' (known: logo_object, intrinsic)")):
+        domain_of(load_config("configs/tiny.yaml", ["domain=foreground"]))
     with pytest.raises(ConfigError, match="domain"):
-        load_config("configs/tiny.yaml", ["domain=foreground"])
+        load_config("configs/tiny.yaml", ["domain=../elsewhere"])
 
 
 def test_the_world_level_is_the_tasks_and_follows_the_config_everywhere_the_world_is_drawn():
-    from models.domains.logo_object import make_triplet
-    from models.loop.domain import domain_of
+    from models.domains.logo_object.world import make_triplet
+    from models.domains.registry import domain_of
 
     full, level0 = load_config("tiny"), load_config("tiny", ["data.world_level=0"])
     assert full.data.world_level is None and config_hash(full) == "1fc2175666ed4ba8"  # unset: hashed as before
@@ -123,12 +124,12 @@ def test_the_world_level_is_the_tasks_and_follows_the_config_everywhere_the_worl
     assert domain.make(5, 64).params == make_triplet(5, 64, 0).params  # seeds, test split, unlabeled composites
     assert domain.describe(5) == make_triplet(5, 64, 0).prompt  # candidates' prompts
     assert domain.benchmark(0, 3, 64)[0].composite.tobytes() != domain_of(full).benchmark(0, 3, 64)[0].composite.tobytes()
-    for item, message in (("data.world_level=5", "the logo_object world has levels 0..4 (got 5)"),
-                          ("data.world_level=yes", "expected a number, not a yes/no value")):
-        with pytest.raises(ConfigError, match=re.escape(message)):
-            load_config("tiny", [item])
+    with pytest.raises(ConfigError, match=re.escape("expected a number, not a yes/no value")):
+        load_config("tiny", ["data.world_level=yes"])
+    with pytest.raises(ConfigError, match=re.escape("the logo_object world has levels 0..4 (got 5)")):
+        domain_of(load_config("tiny", ["data.world_level=5"]))
     with pytest.raises(ConfigError, match=re.escape("the intrinsic world has levels 0..0 (got 1)")):
-        load_config("intrinsic_tiny", ["data.world_level=1"])
+        domain_of(load_config("intrinsic_tiny", ["data.world_level=1"]))
 
 
 @pytest.mark.parametrize("rank, sets", [

@@ -13,7 +13,7 @@ from configs import load_config
 from models.iclora.grid import Task, build_grid, task_mask, to_pil
 from models.loop.runtime import load_base
 from models.iclora.sample import Sampler, item_noise
-from models.domains.logo_object import make_triplet
+from models.domains.logo_object.world import make_triplet
 
 SEEDS = [11, 12]
 

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from flows.cli.workdir import parse_size
-from models.domains.logo_object import make_triplet
+from models.domains.logo_object.world import make_triplet
 from storage import schema
 from storage.export import DEDUP_MAX_DISTANCE, NearCopies
 from storage.hashing import sha256_hex

@@ -72,7 +72,7 @@ def test_the_intrinsic_task_runs_the_same_flow(prefect_server, micro_yaml: str, 
     recorded, its judge's criteria and its own metrics (with their baselines) fill rounds.parquet."""
     from flows.bootstrap import bootstrap_flow
     from flows.report import write_report
-    from models.domains.intrinsic import make_triplet
+    from models.domains.intrinsic.world import make_triplet
 
     config = tmp_path / "intrinsic.yaml"
     config.write_text(micro_yaml + INTRINSIC)

@@ -65,7 +65,7 @@ def test_qwen25_vl_7b_size_judge_batched_vs_one_by_one():
     from models.judge.base import Criterion
     from models.judge.qwen import QwenVLJudge
     from models.pretrain.realsize import real_size_judge
-    from models.domains.logo_object import make_triplet
+    from models.domains.logo_object.world import make_triplet
 
     model, processor = real_size_judge()  # built on the GPU in bf16
     crit = [Criterion("logo_clean", "Is the middle panel a clean logo on a plain background?", 0.5)]

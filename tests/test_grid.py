@@ -12,7 +12,6 @@ from models.iclora.grid import (
     Task,
     build_grid,
     grid_tensor,
-    split_grid,
     split_grid_tensor,
     task_mask,
     to_pil,
@@ -35,11 +34,11 @@ def same(a: Image.Image, b: Image.Image) -> bool:
     return a.size == b.size and np.array_equal(np.asarray(a), np.asarray(b))
 
 
-def test_build_then_split_is_identity():
+def test_the_grid_is_the_three_panels_left_to_right():
     c, l, o = triplet(0)
     grid = build_grid(c, l, o)
     assert grid.mode == "RGB" and grid.size == (3 * S, S)
-    assert all(same(x, y) for x, y in zip(split_grid(grid), (c, l, o)))
+    assert all(same(grid.crop((i * S, 0, (i + 1) * S, S)), p) for i, p in enumerate((c, l, o)))
 
 
 def test_tensor_grid_round_trips_exactly():
@@ -60,7 +59,7 @@ def test_mismatched_panels_are_refused():
     with pytest.raises(ValueError, match="layer 1 panel is 16x16"):
         build_grid(random_panel(0), random_panel(1, 16), random_panel(2))
     with pytest.raises(ValueError, match="width = 3 x height"):
-        split_grid(Image.new("RGB", (64, 32)))
+        split_grid_tensor(torch.zeros(1, 3, 32, 64))
 
 
 GENERATED = {Task.DECOMPOSE: (1, 2), Task.COMPOSE: (0,), Task.GENERATE: (0, 1, 2)}  # panel indices, left to right

@@ -1,4 +1,4 @@
-"""The intrinsic-image world (models/domains/intrinsic.py): exact ground truth, the Retinex
+"""The intrinsic-image task (models/domains/intrinsic/): exact ground truth, the Retinex
 assumptions it promises, and the standard metrics with the trivial baseline pinned."""
 
 from __future__ import annotations
@@ -8,9 +8,8 @@ import hashlib
 import numpy as np
 import pytest
 
-from models.domains.intrinsic import (
-    baseline, describe, intrinsic_metrics, lmse, make_triplet, recompose, si_mse,
-)
+from models.domains.intrinsic.metrics import baseline, lmse, metrics, si_mse
+from models.domains.intrinsic.world import describe, make_triplet, recompose
 
 SEEDS = range(12)
 
@@ -61,9 +60,9 @@ def test_metrics_are_zero_on_truth_and_scale_invariant():
 
 def test_the_trivial_baseline_pinned():
     ts = [make_triplet(s, 64) for s in SEEDS]
-    albedos, shadings = baseline([t.composite for t in ts])
-    assert np.array_equal(np.asarray(albedos[0]), np.asarray(ts[0].composite))
-    assert intrinsic_metrics(albedos, shadings, [t.albedo for t in ts], [t.shading for t in ts]) == {
+    layers = baseline([t.composite for t in ts])
+    assert np.array_equal(np.asarray(layers[0][0]), np.asarray(ts[0].composite))
+    assert metrics(layers, [{"panels": t.panels} for t in ts]) == {
         "albedo_si_mse": 0.022906, "albedo_lmse": 0.014391, "shading_si_mse": 0.019335, "shading_lmse": 0.013255}
 
 
@@ -73,18 +72,18 @@ def test_bad_sizes_are_refused():
             make_triplet(0, bad)
 
 
-# ---- its measurement judge (models/judge/intrinsic.py) -------------------------------------------
+# ---- its measurement judge (judge.py, benchmark.py) -------------------------------------------
 
 
 def _judge():
     from models.judge.base import Criterion
-    from models.judge.intrinsic import CRITERIA, IntrinsicJudge
+    from models.domains.intrinsic.judge import CRITERIA, IntrinsicJudge
 
     return IntrinsicJudge([Criterion(c, "", 0.5) for c in CRITERIA], panel_size=64)
 
 
 def test_the_judge_accepts_truth_and_rejects_every_corruption_kind_with_a_reason():
-    from models.judge.intrinsic import KINDS, build_benchmark
+    from models.domains.intrinsic.benchmark import KINDS, build_benchmark
 
     items = build_benchmark(0, 60, 64)
     verdicts = _judge().judge([it.panels for it in items])
@@ -105,7 +104,8 @@ def test_the_judge_accepts_truth_and_rejects_every_corruption_kind_with_a_reason
 
 def test_calibration_auroc_per_criterion_on_the_raw_benchmark():
     from models.judge.calibrate import calibrate
-    from models.judge.intrinsic import CRITERIA, build_benchmark
+    from models.domains.intrinsic.benchmark import build_benchmark
+    from models.domains.intrinsic.judge import CRITERIA
 
     report = calibrate(_judge(), build_benchmark(1, 140, 64), target_precision=0.95)
     assert {c: round(report["criteria"][c]["auroc"], 4) for c in CRITERIA} == {
@@ -117,7 +117,8 @@ def test_calibration_with_codec_round_trips_as_positives():
     """Positives include the tiny base's codec round trips (what the loop's candidates are)."""
     from configs import load_config
     from models.judge.calibrate import calibrate
-    from models.judge.intrinsic import CRITERIA, build_benchmark
+    from models.domains.intrinsic.benchmark import build_benchmark
+    from models.domains.intrinsic.judge import CRITERIA
     from models.loop.runtime import MODEL_LOCK, codec_for
 
     with MODEL_LOCK:
@@ -131,7 +132,7 @@ def test_calibration_with_codec_round_trips_as_positives():
 def test_single_images_of_the_world_for_pretraining():
     """A base's text-to-image share draws single albedos and shadings, each of its own seed: the
     layers of one scene never appear together (that would be the decomposition task)."""
-    from models.domains.intrinsic import make_single
+    from models.domains.intrinsic.world import make_single
     from models.pretrain.base import make_drawing
 
     albedo, text = make_single(3, 32, "albedo")

@@ -9,11 +9,13 @@ import yaml
 from PIL import Image
 
 from configs import ConfigError, load_config
-from models.judge import Criterion, Judge, MeasureJudge, Scored, build_judge, criteria_of
+from models.domains.logo_object.judge import LogoObjectJudge
+from models.domains.registry import judge_of
+from models.judge import Criterion, Judge, Scored, criteria_of
 from models.judge.calibrate import auroc, calibrate, pick_threshold, precision_recall, selection_rates
-from models.judge.corruptions import CRITERIA, KINDS, build_benchmark, corrupt
-from models.judge.measure import measure
-from models.domains.logo_object import make_triplet
+from models.domains.logo_object.benchmark import CRITERIA, KINDS, build_benchmark, corrupt
+from models.domains.logo_object.judge import measure
+from models.domains.logo_object.world import make_triplet
 from storage.hashing import derive_seed
 from storage.images import encode_png
 
@@ -30,7 +32,7 @@ def bench():
 
 @pytest.fixture(scope="module")
 def report(tiny_cfg, bench):
-    return calibrate(build_judge(tiny_cfg), bench, 0.99)
+    return calibrate(judge_of(tiny_cfg), bench, 0.99)
 
 
 def _png(img: Image.Image) -> bytes:
@@ -138,7 +140,7 @@ def test_measurement_judge_separates_the_benchmark(report, bench):
 
 
 def test_reasons_name_the_failed_measurement(bench):
-    judge = MeasureJudge(criteria_of(load_config("tiny").judge), panel_size=64)
+    judge = LogoObjectJudge(criteria_of(load_config("tiny").judge), panel_size=64)
     want = {"residue": ("object_clean", "ghost"), "missing": ("composite_match", "no logo"),
             "unclean_logo": ("logo_clean", "scene"), "blur": ("quality", "blurred")}
     for kind, (crit, word) in want.items():
@@ -151,7 +153,7 @@ def test_reasons_name_the_failed_measurement(bench):
 
 
 def test_judge_sees_only_pixels_png_bytes_give_identical_scores(bench):
-    judge = MeasureJudge(criteria_of(load_config("tiny").judge), panel_size=64)
+    judge = LogoObjectJudge(criteria_of(load_config("tiny").judge), panel_size=64)
     items = bench[:6]
     from_images = judge.judge([it.panels for it in items])
     from_bytes = judge.judge([tuple(_png(p) for p in it.panels) for it in items])
@@ -162,7 +164,7 @@ def test_measurement_is_size_aware_and_deterministic():
     t = make_triplet(5, 128)
     a, b = measure(t.composite, t.logo, t.object), measure(t.composite, t.logo, t.object)
     assert a.keys() == b.keys() and all(x == y or math.isnan(x) and math.isnan(y) for x, y in zip(a.values(), b.values()))
-    judge = MeasureJudge(criteria_of(load_config("tiny").judge), panel_size=128)
+    judge = LogoObjectJudge(criteria_of(load_config("tiny").judge), panel_size=128)
     assert judge.judge([(t.composite, t.logo, t.object)])[0].accepted
 
 
@@ -170,7 +172,7 @@ def test_measurement_is_size_aware_and_deterministic():
 
 
 def test_bad_items_are_rejected_with_reasons_and_the_batch_goes_on(bench):
-    judge = MeasureJudge(criteria_of(load_config("tiny").judge), panel_size=64)
+    judge = LogoObjectJudge(criteria_of(load_config("tiny").judge), panel_size=64)
     good = [it.panels for it in bench[:4]]
     alone = judge.judge(good)
     c, l, o = good[1]
@@ -238,12 +240,12 @@ def test_config_judge_sections(tiny_cfg, tmp_path):
 
 
 def test_build_judge_thresholds_and_unknown_criteria(tiny_cfg):
-    judge = build_judge(tiny_cfg, thresholds={"quality": 0.9})
+    judge = judge_of(tiny_cfg, thresholds={"quality": 0.9})
     assert {c.name: c.threshold for c in judge.criteria}["quality"] == 0.9
     with pytest.raises(ValueError, match="unknown criteria"):
-        build_judge(tiny_cfg, thresholds={"sharpness": 0.5})
+        judge_of(tiny_cfg, thresholds={"sharpness": 0.5})
     with pytest.raises(ValueError, match="no measurement"):
-        MeasureJudge([Criterion("sharpness", "?", 0.5)])
+        LogoObjectJudge([Criterion("sharpness", "?", 0.5)])
 
 
 def test_a_near_lossless_copy_is_judged_like_the_original():
@@ -254,7 +256,7 @@ def test_a_near_lossless_copy_is_judged_like_the_original():
     from models.judge import build_judge
     from storage.hashing import derive_seed
 
-    judge = build_judge(load_config("tiny"))
+    judge = judge_of(load_config("tiny"))
     ts = [make_triplet(derive_seed(0, "synthetic", "test", i), 64) for i in range(20)]
     rng = np.random.default_rng(0)
 

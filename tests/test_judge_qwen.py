@@ -10,9 +10,10 @@ import torch
 
 from configs import load_config
 from models.iclora.grid import build_grid
-from models.judge import Criterion, build_judge, criteria_of
+from models.domains.registry import judge_of
+from models.judge import Criterion, criteria_of
 from models.judge.qwen import ANSWER_HINT, QwenVLJudge, answer_token_ids, build_tiny_qwen, tiny_tokenizer
-from models.domains.logo_object import make_triplet
+from models.domains.logo_object.world import make_triplet
 from storage.images import encode_png
 
 YES, SPACE_YES, NO, SPACE_NO = 257, 258, 259, 260  # 256 byte tokens, then the hand-made merges
@@ -171,7 +172,7 @@ def test_loads_from_a_local_folder_with_the_same_scores(tmp_path, tiny, crit, ju
 
     cfg = load_config("tiny").model_copy(update={"judge": load_config("tiny").judge.model_copy(
         update={"kind": "qwen", "model": str(tmp_path / "tiny-qwen"), "device": "cpu"})})
-    via_config = build_judge(cfg)
+    via_config = judge_of(cfg)
     assert isinstance(via_config, QwenVLJudge) and via_config.panel_size == 64
 
 

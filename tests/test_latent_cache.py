@@ -17,7 +17,7 @@ from models.iclora.encoded import LatentCache, LatentPool, encode_grids, make_ba
 from models.iclora.grid import Task
 from models.loop.runtime import load_base
 from models.loop.stages import latent_cache_dir
-from models.domains.logo_object import make_triplet
+from models.domains.logo_object.world import make_triplet
 from models.iclora.train import task_prompts, train_adapter
 from storage.schema import to_table
 from storage.store import Store

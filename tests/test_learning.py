@@ -52,7 +52,7 @@ def test_adapter_training_moves_held_out_decomposition(tmp_path):
     trivial baseline through the codec (the aim of issues 13/14: +2 dB): README, "Measured",
     says by how much it falls short and what limits it; this test prints both."""
     from models.loop.dataio import read_triplets
-    from models.loop.domain import domain_of
+    from models.domains.registry import domain_of
     from models.loop.evaluate import evaluate_decomposition
     from models.iclora.lora import load_adapter
     from models.loop.runtime import load_base

@@ -229,7 +229,7 @@ def test_make_image_statistics_are_varied():
 
 
 def test_drawings_follow_the_recipes_world_level():
-    from models.domains.logo_object import SIMPLE_LOGO_KINDS
+    from models.domains.logo_object.world import SIMPLE_LOGO_KINDS
     from models.pretrain.base import make_drawing
 
     descriptions = [make_drawing(s, 64, "logo_object", 0)[1] for s in range(8)]

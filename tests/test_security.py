@@ -107,7 +107,7 @@ def malicious_pickle(marker: Path) -> bytes:
 
 
 def test_a_pickle_disguised_as_safetensors_adapter_is_refused_unexecuted(tmp_path: Path):
-    from models.domains.logo_object import make_triplet
+    from models.domains.logo_object.world import make_triplet
 
     marker = tmp_path / "PWNED"
     adapter = tmp_path / "adapter"
@@ -282,7 +282,7 @@ def test_adapter_checked_on_load_one_line_error_for_weights_that_do_not_fit(save
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
-    from models.domains.logo_object import make_triplet
+    from models.domains.logo_object.world import make_triplet
 
     config, original = saved_adapter
     adapter = tmp_path / "adapter"

@@ -13,7 +13,7 @@ from models.iclora.lora import add_lora, save_adapter
 from models.iclora.grid import Task
 from models.loop.runtime import backbone_for, load_base
 from models.iclora.sample import Sampler
-from models.domains.logo_object import make_triplet
+from models.domains.logo_object.world import make_triplet
 
 S = 32
 SEEDS = [3, 4]

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from flows.cli import app
 from models.loop import stages
 from models.loop.bootstrap import plan_shards
-from models.domains.logo_object import make_triplet
+from models.domains.logo_object.world import make_triplet
 from storage.hashing import derive_seed
 from storage.store import Store
 from storage.unlabeled import read_unlabeled
@@ -107,9 +107,9 @@ def test_the_intrinsic_cycle_check_recomposes_by_the_formula(random_tiny_base: P
     import numpy as np
 
     from configs.schema import write_effective_config
-    from models.domains.intrinsic import recompose
+    from models.domains.intrinsic.world import recompose
     from models.iclora.codec import psnr
-    from models.loop.evaluate import to_unit_tensor
+    from models.iclora.grid import to_unit_tensor
 
     config = str(write_effective_config("configs/intrinsic_tiny.yaml", [
         f"model.base={random_tiny_base}", "data.panel_size=32", "data.n_seeds=8", "data.n_test=4", "train.steps=4",

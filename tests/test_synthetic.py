@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.domains.logo_object import (FLAT_KINDS, OBJECT_KINDS, SIMPLE_LOGO_KINDS, TOP_LEVEL, WORLD_LEVELS, Triplet,
+from models.domains.logo_object.world import (FLAT_KINDS, OBJECT_KINDS, SIMPLE_LOGO_KINDS, TOP_LEVEL, WORLD_LEVELS, Triplet,
                                         _render, make_single, make_triplet, make_triplets)
 
 SEEDS_64 = range(50)

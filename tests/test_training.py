@@ -11,12 +11,13 @@ from safetensors.torch import load_file
 from models.iclora.lora import LORA_WEIGHTS, EXTRA_MODULES, load_adapter
 from models.iclora.encoded import encode_grids, make_batch
 from models.iclora.codec import psnr
-from models.loop.evaluate import codec_roundtrip, eval_metrics, evaluate_decomposition, layer_metrics, nearest_seed
+from models.domains.logo_object.metrics import layer_metrics
+from models.loop.evaluate import codec_roundtrip, eval_metrics, evaluate_decomposition, nearest_seed
 from models.iclora.grid import Task
 from models.iclora.objective import FlowMatching
 from models.loop.runtime import load_base
 from models.iclora.sample import Sampler, blank
-from models.domains.logo_object import make_triplet
+from models.domains.logo_object.world import make_triplet
 from models.iclora import train as train_mod
 from models.iclora.train import cycle_weight, train_adapter
 
@@ -113,7 +114,7 @@ def test_evaluate_reports_model_baseline_and_codec(micro_config, triplets):
     test = [dict(panels=t.panels, footprint=t.footprint) for t in ts[:2]]
     sampler = Sampler(load_base(micro_config), micro_config)
     from models.iclora.lora import add_lora
-    from models.loop.domain import DOMAINS
+    from models.domains.registry import DOMAINS
 
     add_lora(sampler.backbone.transformer, 4, 4)
     result = evaluate_decomposition(sampler, test, [0, 1], DOMAINS["logo_object"])
@@ -133,7 +134,7 @@ def test_the_nearest_seed_baseline_answers_with_the_layers_of_the_nearest_seed_c
     picks = nearest_seed([t.composite for t in ts[:2]], seeds)
     assert picks == [seeds[1]["panels"][1:], seeds[2]["panels"][1:]]  # pinned: found on 32-px thumbnails
     test = [dict(panels=t.panels, footprint=t.footprint) for t in ts[:2]]
-    from models.loop.domain import DOMAINS
+    from models.domains.registry import DOMAINS
 
     assert eval_metrics({"model": {"logo_psnr": 9.0}, "baseline_nn": {"logo_psnr": 8.0}}) == {
         "logo_psnr": 9.0, "baseline_nn_logo_psnr": 8.0}

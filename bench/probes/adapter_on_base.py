@@ -22,7 +22,7 @@ from models.iclora.lora import load_adapter
 from models.iclora.sample import Sampler
 from models.iclora.train import train_adapter
 from models.loop.dataio import read_triplets
-from models.loop.domain import domain_of
+from models.domains.registry import domain_of
 from models.loop.evaluate import evaluate_decomposition
 from models.loop.runtime import load_base
 from models.loop.seeding import seed_rows

@@ -16,7 +16,7 @@ from collections import defaultdict
 import torch
 
 from configs import load_config
-from models.domains.logo_object import TOP_LEVEL, make_triplet
+from models.domains.logo_object.world import TOP_LEVEL, make_triplet
 from models.iclora.backbone import load_backbone
 from models.iclora.encoded import encode_grids, make_batch
 from models.iclora.fill import decode_latents, to_velocity, unpack

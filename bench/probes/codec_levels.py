@@ -1,4 +1,4 @@
-"""The shipped tiny codec at each world level (models/domains/logo_object.py, WORLD_LEVELS): PSNR per
+"""The shipped tiny codec at each world level (models/domains/logo_object/world.py, WORLD_LEVELS): PSNR per
 panel kind on 48 held-out triplets, and how many of 40 ground-truth triplets the unchanged judge
 accepts raw and round-tripped through the codec (tests/test_codec.py measures the top level the
 same way). A lower world is simpler to code, so a profile at a lower level may meet the codec's
@@ -15,10 +15,11 @@ from collections import Counter
 import torch
 
 from configs import load_config
-from models.domains.logo_object import WORLD_LEVELS, make_triplet
+from models.domains.logo_object.world import WORLD_LEVELS, make_triplet
 from models.iclora.backbone import load_backbone
 from models.iclora.codec import reconstruction_psnr
-from models.judge import build_judge, failing
+from models.domains.registry import judge_of
+from models.judge import failing
 from models.loop.evaluate import codec_roundtrip
 from models.loop.runtime import REPO_ROOT
 from models.pretrain.base import to_tensor
@@ -33,7 +34,7 @@ if __name__ == "__main__":
         cfg = load_config("tiny", overrides=[f"data.world_level={level}"])
         triplets = [make_triplet(derive_seed(cfg.run.seed, "synthetic", "test", i), 64, level) for i in range(48)]
         psnr = {p: reconstruction_psnr(base.vae, to_tensor([getattr(t, p) for t in triplets])) for p in PANELS}
-        judge = build_judge(cfg)
+        judge = judge_of(cfg)
         gt = [(t.composite, t.logo, t.object) for t in triplets[:40]]
         raw = sum(j.accepted for j in judge.judge(gt))
         verdicts = judge.judge(codec_roundtrip(base, gt))

@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from base_relations import one_step_psnr  # noqa: E402  (a sibling probe)
 from configs import load_config
-from models.domains.logo_object import make_triplet
+from models.domains.logo_object.world import make_triplet
 from models.iclora.backbone import load_backbone, save_backbone
 from models.iclora.encoded import TASKS, encode_grids, make_batch
 from models.iclora.objective import FlowMatching

@@ -5,7 +5,7 @@ held-out domain panels (composite, logo, object) at 64 px. A lower bound on a fi
     .venv/bin/python bench/probes/patch_pca.py
 """
 import numpy as np
-from models.domains.logo_object import make_single, make_triplet
+from models.domains.logo_object.world import make_single, make_triplet
 from models.pretrain.data import make_image
 S = 64
 train = []

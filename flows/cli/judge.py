@@ -70,7 +70,7 @@ def calibrate(
     loop judges are decodes); report AUROC, precision/recall and thresholds per criterion."""
     with user_errors():
         from models.loop.runtime import MODEL_LOCK, calibrate_judge
-        from models.domains import check_size
+        from models.domains.base import check_size
 
         config = with_overrides(config, sets)
         cfg, store = open_config(config, workdir)
@@ -118,13 +118,12 @@ def score(
         import pyarrow.parquet as pq
 
         from models.loop.bootstrap import pass_rates, rescore_rows
-        from models.judge import build_judge
-        from models.loop.domain import domain_of
+        from models.domains.registry import judge_of
 
         cfg, store = open_config(config, workdir)
         committed = store.read_round(round)
         thresholds = _read_thresholds(calibration_uri(cfg, store)) if calibrated else None
-        judge = build_judge(cfg, thresholds=thresholds, measure_judge=domain_of(cfg).judge)
+        judge = judge_of(cfg, thresholds)
         rescored = rescore_rows(judge, store, committed)
         buf = io.BytesIO()
         pq.write_table(rescored, buf, compression="zstd")

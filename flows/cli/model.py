@@ -88,7 +88,7 @@ def evaluate(
     Without --adapter, evaluates the untrained base."""
     with user_errors():
         config = with_overrides(config, sets)
-        from models.loop.domain import domain_of
+        from models.domains.registry import domain_of
         from models.loop.evaluate import BASELINES, decomposition_sheet, evaluate_decomposition, held_out, seed_triplets
 
         cfg, store = open_config(config, workdir, must_exist=True)
@@ -149,7 +149,7 @@ def decompose(
 ) -> None:
     """Split composites into their two layers (a flat logo and the plain object)."""
     with user_errors():
-        from models.loop.domain import domain_of
+        from models.domains.registry import domain_of
         from storage.hashing import derive_seed
 
         cfg, (composites,) = _config_and_images(config, sets, images)
@@ -209,7 +209,7 @@ def pretrain_tiny(
     with user_errors():
         import torch
 
-        from configs.schema import WORLD_LEVELS
+        from models.domains.registry import DOMAINS
         from models.iclora.backbone import PREDICTION_TYPES
         from models.iclora.tiny import TinySpec
         from models.pretrain.base import STAGES, WORLD_SINGLES, PretrainRecipe, pretrain_tiny as run_pretrain
@@ -219,8 +219,8 @@ def pretrain_tiny(
             raise typer.BadParameter(f"unknown stage(s) {sorted(bad)}; known: {', '.join(STAGES)}")
         if world not in WORLD_SINGLES:
             raise typer.BadParameter(f"unknown world {world!r}; known: {', '.join(WORLD_SINGLES)}")
-        if world_level is not None and world_level >= WORLD_LEVELS[world]:
-            raise typer.BadParameter(f"--world-level: the {world} world has levels 0..{WORLD_LEVELS[world] - 1}")
+        if world_level is not None and world_level >= DOMAINS[world].levels:
+            raise typer.BadParameter(f"--world-level: the {world} world has levels 0..{DOMAINS[world].levels - 1}")
         if prediction_type not in PREDICTION_TYPES:
             raise typer.BadParameter(f"unknown prediction type {prediction_type!r}; known: {', '.join(PREDICTION_TYPES)}")
         torch.set_num_threads(threads)

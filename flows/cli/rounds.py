@@ -212,9 +212,11 @@ DaskAddressOpt = Annotated[Optional[str], typer.Option(
 def _check_can_run(cfg, store) -> None:
     """Refusals that must come before anything is written or Prefect starts."""
     from configs import ConfigError, local_base_problem
+    from models.domains.registry import domain_of
 
     if (problem := local_base_problem(cfg.model.base)) is not None:
         raise ConfigError(problem)
+    domain_of(cfg)  # the layer task, its world level and its cycle check
     refuse_unmarked(store)
     check_prefect_room(store)
 

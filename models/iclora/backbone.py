@@ -124,6 +124,13 @@ def assemble(transformer, vae, text_encoder, text_encoder_2, tokenizer, tokenize
     )
 
 
+def resolve_device(name: str) -> str:
+    """A config's device (`auto`: CUDA when there is one, else the CPU) as torch names it."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
 def load_backbone(name_or_path: str, dtype: torch.dtype, device: str) -> Backbone:
     """Every component by hub id or local directory, in diffusers' FLUX folder layout; safetensors
     only (no pickle is ever unpickled). The frozen base is cast to `dtype` (bf16 for the real model)."""

@@ -10,7 +10,9 @@ are ordered row-major over 2x2 latent patches, i.e. 16x16-pixel cells for an 8x 
 from __future__ import annotations
 
 from enum import Enum
+from typing import Sequence
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -54,16 +56,6 @@ def build_grid(composite: Image.Image, layer1: Image.Image, layer2: Image.Image)
     return grid
 
 
-def split_grid(grid: Image.Image) -> tuple[Image.Image, Image.Image, Image.Image]:
-    """One 3s x s grid -> (composite, layer 1, layer 2), each s x s RGB."""
-    w, s = grid.size
-    if w != 3 * s:
-        raise ValueError(f"grid is {w}x{s}, expected width = 3 x height")
-    grid = grid.convert("RGB")
-    c, l, o = (grid.crop((i * s, 0, (i + 1) * s, s)) for i in range(3))
-    return c, l, o
-
-
 # -----------------------------------------------------------------------------
 # tensor grids, in [-1, 1] like the pipeline's image processor produces
 
@@ -73,6 +65,12 @@ def _pil_to_tensor(img: Image.Image) -> torch.Tensor:
     w, h = img.size
     x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(h, w, 3)
     return x.permute(2, 0, 1).float().div(255).mul(2).sub(1)
+
+
+def to_unit_tensor(images: Sequence[Image.Image]) -> torch.Tensor:
+    """PIL -> [B, C, H, W] in [0, 1] (what the metrics read; the grids above are in [-1, 1])."""
+    arr = np.stack([np.asarray(im, dtype=np.float32) / 255.0 for im in images])
+    return torch.from_numpy(arr if arr.ndim == 4 else arr[..., None]).permute(0, 3, 1, 2)
 
 
 def grid_tensor(images: list[tuple[Image.Image, Image.Image, Image.Image]]) -> torch.Tensor:

@@ -21,7 +21,7 @@ from typing import Sequence, Union
 
 from PIL import Image
 
-from models.domains import logo_object
+from models.iclora.grid import PANEL_NAMES
 from storage.images import ImageError, decode_image
 
 Panel = Union[Image.Image, bytes]
@@ -93,7 +93,7 @@ class Judge(ABC):
     fault isolation and the accept rule, identically for every backend."""
 
     kind: str = "judge"
-    panels: tuple[str, ...] = logo_object.PANELS  # the layer task's panel names, for messages
+    panels: tuple[str, ...] = PANEL_NAMES  # a layer task's judge names its own panels, for messages
 
     def __init__(self, criteria: Sequence[Criterion], panel_size: int | None = None, batch_size: int = 8):
         if not criteria:

@@ -93,7 +93,7 @@ def _parts(kinds: list[str]) -> dict[str, list[bool]]:
 
 
 def calibrate(judge, items, target_precision: float) -> dict:
-    """Score a labelled benchmark (`corruptions.build_benchmark`) with `judge`, and report per
+    """Score a labelled benchmark (a layer task's `Domain.benchmark`) with `judge`, and report per
     criterion: AUROC, the threshold reaching `target_precision` with its precision/recall, and the
     precision/recall at the judge's current threshold; plus selection rates per corruption kind."""
     import time

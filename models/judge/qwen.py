@@ -23,17 +23,12 @@ from typing import Sequence
 import torch
 from PIL import Image
 
+from models.iclora.backbone import resolve_device
 from models.iclora.grid import build_grid
 from models.judge.base import Criterion, Judge, Scored
 
 ANSWER_HINT = " Please answer yes or no."
 REASON_HINT = " Answer no or yes, then say why in a few words."
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def answer_token_ids(processor) -> tuple[int, int]:
@@ -92,7 +87,7 @@ class QwenVLJudge(Judge):
         never a pickle (.bin) fallback."""
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        dev = resolve_device(device)
+        dev = torch.device(resolve_device(device))
         torch_dtype = getattr(torch, dtype) if dev.type == "cuda" else torch.float32  # bf16 is for CUDA
         model = AutoModelForImageTextToText.from_pretrained(name_or_path, dtype=torch_dtype, use_safetensors=True,
                                                             attn_implementation=attn_implementation)

@@ -17,9 +17,9 @@ import pyarrow as pa
 
 from configs import Config, ConfigError
 from models.loop.dataio import read_triplets
-from models.loop.domain import domain_of
+from models.domains.registry import domain_of
 from models.iclora.codec import psnr
-from models.loop.evaluate import to_unit_tensor
+from models.iclora.grid import to_unit_tensor
 from models.iclora.sample import Sampler
 from storage import schema
 from storage.fs import read_regular_file

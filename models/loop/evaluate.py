@@ -1,6 +1,6 @@
 """Decomposition quality on the held-out test split, beside the trivial baseline and the codec.
 
-For each test composite the adapter predicts both layers; the layer task (models/loop/domain.py)
+For each test composite the adapter predicts both layers; the layer task (models/domains/<task>/metrics.py)
 measures them against ground truth (logo/object: per-layer PSNR and SSIM, and the object's PSNR
 inside the logo footprint, where the work is; intrinsic: si-MSE and LMSE). Side by side:
   - baseline: the task's trivial decomposition (logo = blank panel, object = the composite;
@@ -19,36 +19,14 @@ from typing import Sequence
 import numpy as np
 import torch
 from PIL import Image
-from torchmetrics.functional.image import structural_similarity_index_measure as ssim
 
 from models.iclora.backbone import Backbone
-from models.iclora.codec import psnr
 from models.iclora.fill import decode_latents, encode_images
-from models.iclora.grid import grid_tensor, split_grid_tensor, to_pil
+from models.iclora.grid import grid_tensor, split_grid_tensor, to_pil, to_unit_tensor
 from models.iclora.sample import Sampler
 from models.loop.dataio import read_triplets
 from storage.hashing import derive_seed
 from storage.store import Store
-
-
-def to_unit_tensor(images: Sequence[Image.Image]) -> torch.Tensor:
-    """PIL -> [B, C, H, W] in [0, 1]."""
-    arr = np.stack([np.asarray(im, dtype=np.float32) / 255.0 for im in images])
-    return torch.from_numpy(arr if arr.ndim == 4 else arr[..., None]).permute(0, 3, 1, 2)
-
-
-def layer_metrics(
-    logos: Sequence[Image.Image], objects: Sequence[Image.Image], truth_logos, truth_objects, footprints
-) -> dict[str, float]:
-    pl, po, tl, to = (to_unit_tensor(x) for x in (logos, objects, truth_logos, truth_objects))
-    fp = (to_unit_tensor(footprints) > 0.5).float()
-    return {
-        "logo_psnr": round(psnr(pl, tl), 3),
-        "logo_ssim": round(float(ssim(pl, tl, data_range=1.0)), 4),
-        "object_psnr": round(psnr(po, to), 3),
-        "object_ssim": round(float(ssim(po, to, data_range=1.0)), 4),
-        "object_psnr_footprint": round(psnr(po, to, fp), 3),
-    }
 
 
 @torch.no_grad()

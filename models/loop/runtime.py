@@ -7,17 +7,16 @@ from pathlib import Path
 
 import torch
 
-from configs import Config
-from models.iclora.backbone import Backbone, load_backbone
+from configs import Config, ConfigError, config_hash, local_base_problem
+from models.domains.registry import domain_of, judge_of
+from models.iclora.backbone import Backbone, load_backbone, resolve_device
+from models.iclora.lora import ADAPTER_NAME, load_adapter
+from models.judge import Judge
+from models.judge.calibrate import calibrate
+from models.loop.evaluate import codec_roundtrip
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def resolve_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
 
 
 def resolve_base(base: str) -> str:
@@ -32,8 +31,6 @@ def resolve_base(base: str) -> str:
 def load_base(config: Config) -> Backbone:
     """The frozen base of the config's profile: FLUX.1-Fill-dev or the shipped tiny base."""
     m = config.model
-    from configs import ConfigError, local_base_problem
-
     if (problem := local_base_problem(m.base)) is not None:  # never fall through to a hub download
         raise ConfigError(problem)
     device = resolve_device(m.device)
@@ -50,8 +47,6 @@ MODEL_LOCK = threading.RLock()
 
 
 def _cached_base(config: Config) -> tuple[Backbone, dict[str, dict[str, torch.Tensor]]]:
-    from configs import config_hash
-
     key = config_hash(config)
     if key not in _BASES:
         backbone = load_base(config)
@@ -63,14 +58,10 @@ def _cached_base(config: Config) -> tuple[Backbone, dict[str, dict[str, torch.Te
 
 def backbone_for(config: Config, adapter_dir: str | Path | None = None) -> Backbone:
     """The config's base with `adapter_dir` loaded (or with no adapter). Call under MODEL_LOCK."""
-    from models.iclora.lora import ADAPTER_NAME, load_adapter
-
     backbone, extra = _cached_base(config)
     if getattr(backbone.transformer, "_layerboot_fused", False):  # model.fuse_qkv merged an adapter into it
         if adapter_dir is not None and getattr(backbone, "adapter_dir", None) == str(adapter_dir):
             return backbone  # the same adapter: the fused base serves it as is
-        from configs import config_hash
-
         del _BASES[config_hash(config)]  # anything else needs the untouched base: load it again
         return backbone_for(config, adapter_dir)
     if getattr(backbone.transformer, "peft_config", None):
@@ -87,8 +78,6 @@ def backbone_for(config: Config, adapter_dir: str | Path | None = None) -> Backb
 def codec_for(config: Config):
     """Panel triplets -> the same through the base's VAE and back. Uses the
     shared base without touching its adapter (the VAE never carries one). Call under MODEL_LOCK."""
-    from models.loop.evaluate import codec_roundtrip
-
     backbone = _cached_base(config)[0]
     return lambda triplets: codec_roundtrip(backbone, triplets)
 
@@ -98,31 +87,23 @@ def calibrate_judge(config: Config, n: int | None = None, panel_size: int | None
     """The config's judge scored on its held-out corruption benchmark, raw and through the codec
     (models/judge/calibrate.py): AUROC per criterion and the thresholds reaching the precision
     target (`target_precision`, else the config's, else 0.99). Deterministic. Call under MODEL_LOCK."""
-    from models.judge import build_judge
-    from models.judge.calibrate import calibrate
-    from models.loop.domain import domain_of
-
     domain, size = domain_of(config), panel_size or config.data.panel_size
     items = domain.benchmark(config.run.seed, n or config.judge.calibration_size, size, codec=codec_for(config))
     target = target_precision or config.judge.target_precision or 0.99
-    report = calibrate(build_judge(config, panel_size=size, measure_judge=domain.judge), items, target)
+    report = calibrate(judge_of(config, panel_size=size), items, target)
     report["run_seed"] = config.run.seed
     return report
 
 
-_JUDGES: dict[str, object] = {}
+_JUDGES: dict[str, Judge] = {}
 
 
-def judge_for(config: Config):
+def judge_for(config: Config) -> Judge:
     """The config's judge, built once per process (a Qwen2.5-VL-7B judge loads in minutes). With
     `judge.target_precision` set, its thresholds are the calibrated ones (same numbers every time:
     the benchmark is a pure function of the config, so a resumed run judges alike)."""
-    from configs import config_hash
-    from models.judge import build_judge
-    from models.loop.domain import domain_of
-
     key = config_hash(config)
     if key not in _JUDGES:
         thresholds = calibrate_judge(config)["thresholds"] if config.judge.target_precision is not None else None
-        _JUDGES[key] = build_judge(config, thresholds=thresholds, measure_judge=domain_of(config).judge)
+        _JUDGES[key] = judge_of(config, thresholds)
     return _JUDGES[key]

@@ -7,7 +7,7 @@ from typing import Any, Iterator
 from tqdm.auto import tqdm
 
 from configs import Config
-from models.loop.domain import domain_of
+from models.domains.registry import domain_of
 from storage.faults import failpoint
 from storage.hashing import derive_seed
 from storage.imports import read_triplet_dir

@@ -23,7 +23,7 @@ from configs import Config, config_hash, load_config
 from models.loop import bootstrap, simulated
 from models.loop.bootstrap import round_to  # (a stage parameter is called `round`)
 from models.loop.dataio import PoolTriplets
-from models.loop.domain import domain_of
+from models.domains.registry import domain_of
 from models.loop.runtime import MODEL_LOCK, backbone_for, judge_for
 from models.iclora.sample import Sampler
 from models.iclora.lora import EXTRA_MODULES, LORA_WEIGHTS, AdapterError

@@ -41,7 +41,8 @@ from models.iclora.encoded import TASKS, encode_grids, make_batch
 from models.iclora.grid import Task
 from models.iclora.objective import FlowMatching
 from models.pretrain.data import make_example, make_image
-from models.domains import intrinsic, logo_object
+from models.domains.intrinsic import world as intrinsic
+from models.domains.logo_object import world as logo_object
 from models.iclora.train import LOG_FILE, STATE_FILE, STATE_TENSORS, optimizer_step, read_checkpoint, write_checkpoint
 from storage.fs import refuse_foreign_files
 from storage.hashing import derive_seed, stable_id
@@ -116,7 +117,7 @@ def codec_batch(recipe: PretrainRecipe, namespace: str, step: int, n: int) -> to
 
 def codec_probes(recipe: PretrainRecipe, n: int = 48) -> dict[str, torch.Tensor]:
     """Held-out single images, and (report only) each panel kind of the task domain."""
-    from models.domains.logo_object import make_triplet  # report only: never a training input
+    from models.domains.logo_object.world import make_triplet  # report only: never a training input
 
     s = recipe.panel_size
     probes = {"heldout_singles": codec_batch(recipe, "codec-heldout", 0, n)}

@@ -25,7 +25,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from models.domains import check_size
+from models.domains.base import check_size
 
 RELATIONS: tuple[str, ...] = (
     "alpha_over", "multiply", "screen", "add", "darken", "lighten",

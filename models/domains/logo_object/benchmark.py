@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageFilter
 
-from models.domains.logo_object import PANELS, TOP_LEVEL, Triplet, make_triplet
+from models.domains.logo_object.world import PANELS, TOP_LEVEL, Triplet, make_triplet
 from storage.hashing import derive_seed
 
 CRITERIA = ("logo_clean", "object_clean", "composite_match", "panels_agree", "quality")

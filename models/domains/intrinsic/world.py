@@ -9,13 +9,9 @@ ground truth is exact and the Retinex assumptions hold by construction:
   - composite: albedo x shading, computed from the two stored 8-bit panels, so re-composing the
     ground truth gives the composite exactly (to 8-bit rounding).
 
-A triplet is `composite | albedo | shading`. Determinism across machines as in logo_object.py:
-only IEEE-exact numpy operations (+ - * / sqrt, min/max) touch pixels.
-
-Metrics (`intrinsic_metrics`) are the standard ones: scale-invariant MSE and local MSE (LMSE,
-Grosse et al. 2009: windows of a quarter of the side, half-overlapping, each scale-invariant,
-summed and normalised by the truth's energy), per panel, beside the trivial baseline: albedo =
-composite, shading = constant.
+A triplet is `composite | albedo | shading`. Determinism across machines as in
+models/domains/logo_object/world.py: only IEEE-exact numpy operations (+ - * / sqrt, min/max)
+touch pixels.
 """
 
 from __future__ import annotations
@@ -26,8 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from models.domains import check_size
-from models.domains.logo_object import sd_box, sd_circle, sd_polygon
+from models.domains.base import check_size
+from models.domains.shapes import sd_box, sd_circle, sd_polygon
 
 PANELS = ("composite", "albedo", "shading")
 
@@ -163,48 +159,3 @@ def recompose(albedo: np.ndarray, shading: np.ndarray) -> np.ndarray:
 def describe(seed: int) -> str:
     """The prompt of `seed`'s triplet (a prompt bank of the world)."""
     return _describe(_sample(np.random.Generator(np.random.PCG64(int(seed)))))
-
-
-# ----------------------------------------------------------------------------- metrics
-
-
-def _as_float(image) -> np.ndarray:
-    return np.asarray(image, dtype=np.float64) / 255
-
-
-def si_mse(pred: np.ndarray, truth: np.ndarray) -> float:
-    """Scale-invariant MSE: min over a per-channel scale a of mean((a * pred - truth)^2)."""
-    p, t = pred.reshape(-1, pred.shape[-1]), truth.reshape(-1, truth.shape[-1])
-    a = (p * t).sum(0) / np.maximum((p * p).sum(0), 1e-12)
-    return float(((a * p - t) ** 2).mean())
-
-
-def lmse(pred: np.ndarray, truth: np.ndarray) -> float:
-    """Local MSE (Grosse et al. 2009): windows of a quarter of the side, half-overlapping; each
-    window scale-invariant; the sum of their errors over the sum of the truth's energy in them."""
-    size = truth.shape[0]
-    k = max(size // 4, 2)
-    err = energy = 0.0
-    for i in range(0, size - k + 1, k // 2):
-        for j in range(0, size - k + 1, k // 2):
-            p, t = pred[i:i + k, j:j + k], truth[i:i + k, j:j + k]
-            err += si_mse(p, t) * p.shape[0] * p.shape[1]
-            energy += float((t ** 2).mean(axis=-1).sum())
-    return err / max(energy, 1e-12)
-
-
-def intrinsic_metrics(albedos, shadings, truth_albedos, truth_shadings) -> dict[str, float]:
-    """Mean over images of si-MSE and LMSE for albedo and shading (lower is better)."""
-    pairs = {"albedo": (albedos, truth_albedos), "shading": (shadings, truth_shadings)}
-    out = {}
-    for name, (preds, truths) in pairs.items():
-        p, t = [_as_float(x) for x in preds], [_as_float(x) for x in truths]
-        out[f"{name}_si_mse"] = round(float(np.mean([si_mse(a, b) for a, b in zip(p, t)])), 6)
-        out[f"{name}_lmse"] = round(float(np.mean([lmse(a, b) for a, b in zip(p, t)])), 6)
-    return out
-
-
-def baseline(composites) -> tuple[list[Image.Image], list[Image.Image]]:
-    """The trivial decomposition: albedo = composite, shading = constant (grey)."""
-    grey = [Image.new("RGB", c.size, (128, 128, 128)) for c in composites]
-    return list(composites), grey

@@ -122,7 +122,7 @@ def campaign(candidates: int, args, dask_address: str | None, rss: RssSampler, r
 
     work = root / f"c{candidates}"
     config = campaign_config(root / f"c{candidates}.yaml", candidates, args.shard_size, args.rounds, args.time_scale)
-    bootstrap_flow(config=str(config), workdir=str(work), rounds=args.rounds, task_runner=args.runner,
+    bootstrap_flow(config_path=str(config), workdir=str(work), rounds=args.rounds, task_runner=args.runner,
                    dask_address=dask_address)
     store = Store(str(work))
     metrics = store.metrics().to_pylist()

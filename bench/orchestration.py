@@ -21,27 +21,13 @@ from pathlib import Path
 
 from configs import load_config, resolve_config_path
 from models.loop import stages
-from models.loop.bootstrap import plan_shards
 
 
 def plain_rounds(config: str, workdir: str, rounds: int) -> None:
     """The bootstrap loop with no orchestrator: what flows/bootstrap.py does, as plain calls."""
-    cfg = load_config(config)
-    shards = [s.index for s in plan_shards(cfg.bootstrap.candidates, cfg.bootstrap.shard_size)]
     stages.seed_stage(config, workdir)
     for r in range(1, rounds + 1):
-        seconds: dict[str, float] = {}
-        for name, run in [
-            ("train", lambda: stages.train_stage(config, workdir, r)),
-            ("generate", lambda: [stages.generate_stage(config, workdir, r, s) for s in shards]),
-            ("judge", lambda: [stages.judge_stage(config, workdir, r, s) for s in shards]),
-            ("cycle", lambda: [stages.cycle_stage(config, workdir, r, s) for s in shards]),
-            ("evaluate", lambda: stages.evaluate_stage(config, workdir, r)),
-        ]:
-            t0 = time.monotonic()
-            run()
-            seconds[name] = time.monotonic() - t0
-        stages.commit_stage(config, workdir, r, stages.round_metrics(config, workdir, r, seconds, "plain"))
+        stages.plain_round(config, workdir, r, "plain")
 
 
 def main() -> None:
@@ -76,7 +62,7 @@ def main() -> None:
             plain_rounds(config, str(root / f"plain{i}"), args.rounds)
             plain_s.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
-            bootstrap_flow(config=config, workdir=str(root / f"flow{i}"), rounds=args.rounds)
+            bootstrap_flow(config_path=config, workdir=str(root / f"flow{i}"), rounds=args.rounds)
             flow_s.append(time.perf_counter() - t0)
             print(f"repeat {i}: plain {plain_s[-1]:.1f} s   flow {flow_s[-1]:.1f} s", flush=True)
         plain_t, flow_t = min(plain_s), min(flow_s)

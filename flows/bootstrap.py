@@ -15,7 +15,7 @@ from prefect.utilities.annotations import unmapped
 
 from configs import load_config
 from flows.runners import task_runner_factory
-from models.loop.bootstrap import plan_shards
+from models.loop.bootstrap import shard_indices
 from storage.lock import WorkdirLock
 from storage.store import Store
 from storage.work import RoundWork, tidy_committed
@@ -36,13 +36,13 @@ def stage(work: RoundWork, name: str, seconds: dict[str, float]) -> Iterator[Non
 
 
 @flow(name="round", flow_run_name="round-{round:02d}", log_prints=True)
-def round_flow(config: str, workdir: str, round: int) -> dict[str, Any]:
-    cfg = load_config(config)
+def round_flow(config_path: str, workdir: str, round: int) -> dict[str, Any]:
+    cfg = load_config(config_path)
     work, seconds = RoundWork(Store(workdir), round), {}
-    shards = [s.index for s in plan_shards(cfg.bootstrap.candidates, cfg.bootstrap.shard_size)]
-    args = (unmapped(config), unmapped(workdir), unmapped(round))
+    shards = shard_indices(cfg)
+    args = (unmapped(config_path), unmapped(workdir), unmapped(round))
     with stage(work, "train", seconds):
-        t.train(config, workdir, round)                      # 1. adapter r on P(r-1)
+        t.train(config_path, workdir, round)                      # 1. adapter r on P(r-1)
     with stage(work, "generate", seconds):
         t.generate.map(*args, shards).result()               # 2. N candidates, shard by shard
     with stage(work, "judge", seconds):
@@ -50,26 +50,26 @@ def round_flow(config: str, workdir: str, round: int) -> dict[str, Any]:
     with stage(work, "cycle", seconds):
         t.cycle.map(*args, shards).result()                  # 4. decompose + re-compose the accepted
     with stage(work, "evaluate", seconds):
-        t.evaluate(config, workdir, round)                   # 5. held-out decomposition quality
+        t.evaluate(config_path, workdir, round)                   # 5. held-out decomposition quality
     with stage(work, "commit", seconds):
-        metrics = t.summarize(config, workdir, round, seconds, str(flow_run.get_id()))
-        t.commit(config, workdir, round, metrics)            # 6. one immutable manifest, marker last
+        metrics = t.summarize(config_path, workdir, round, seconds, str(flow_run.get_id()))
+        t.commit(config_path, workdir, round, metrics)            # 6. one immutable manifest, marker last
     t.report(round, metrics)
     return metrics
 
 
 @flow(name="layerboot-bootstrap", log_prints=True)
-def bootstrap_flow(config: str = "configs/tiny.yaml", workdir: str = "runs/tiny", rounds: int | None = None,
+def bootstrap_flow(config_path: str = "configs/tiny.yaml", workdir: str = "runs/tiny", rounds: int | None = None,
                    task_runner: str = "threads", dask_address: str | None = None) -> list[dict]:
     """Seed round 0 if needed, then every round up to `rounds` (default bootstrap.rounds) that is
     not committed yet; finished shards of an interrupted round are kept and not recomputed.
     `task_runner` is threads or dask (a LocalCluster, or the cluster at `dask_address`)."""
-    cfg, store = load_config(config), Store(workdir)
+    cfg, store = load_config(config_path), Store(workdir)
     logger = get_run_logger()
     # one writer per workdir, also for deployment runs on workers (`layerboot run` already holds it)
     with WorkdirLock(store.loc, "layerboot-bootstrap flow",
                      on_takeover=lambda h, why: logger.warning("taking over the lock of %s: %s", h.describe(), why)):
-        t.seed_round(config, workdir)
+        t.seed_round(config_path, workdir)
         tidy_committed(store)
         done = set(store.committed_rounds())
         results = []
@@ -78,7 +78,7 @@ def bootstrap_flow(config: str = "configs/tiny.yaml", workdir: str = "runs/tiny"
                 if r in done:
                     logger.info("round %d already committed: skipping", r)
                     continue
-                results.append(round_flow.with_options(task_runner=make_runner())(config, workdir, r))
+                results.append(round_flow.with_options(task_runner=make_runner())(config_path, workdir, r))
     return results
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -33,41 +32,18 @@ CHARTS = ("selection", "counts", "criteria", "scores", "loss", "eval", "stages")
 ROUND_STAGES = ("train", "generate", "judge", "cycle", "evaluate")
 
 
-def run_round(config: str, workdir: str, r: int) -> None:
-    """One round, stage by stage, as flows/bootstrap.round_flow runs it (timed the same way)."""
-    from models.loop import stages
-    from models.loop.bootstrap import plan_shards
-    from configs import load_config
-
-    cfg = load_config(config)
-    shards = [s.index for s in plan_shards(cfg.bootstrap.candidates, cfg.bootstrap.shard_size)]
-    calls = {
-        "train": lambda: stages.train_stage(config, workdir, r),
-        "generate": lambda: [stages.generate_stage(config, workdir, r, s) for s in shards],
-        "judge": lambda: [stages.judge_stage(config, workdir, r, s) for s in shards],
-        "cycle": lambda: [stages.cycle_stage(config, workdir, r, s) for s in shards],
-        "evaluate": lambda: stages.evaluate_stage(config, workdir, r),
-    }
-    seconds = {}
-    for name in ROUND_STAGES:
-        start = time.monotonic()
-        calls[name]()
-        seconds[name] = time.monotonic() - start
-    stages.commit_stage(config, workdir, r, stages.round_metrics(config, workdir, r, seconds))
-
-
 @pytest.fixture(scope="module")
 def two_rounds(tmp_path_factory, random_tiny_base):
     """A committed 2-round micro run; between the rounds the operator rejects one seed and accepts
     one rejected candidate of round 1, so round 2 trains on the overridden pool."""
-    from models.loop.stages import seed_stage
+    from models.loop.stages import plain_round, seed_stage
 
     root = tmp_path_factory.mktemp("report_run")
     config = root / "micro.yaml"
     config.write_text(MICRO_YAML.format(base=random_tiny_base))
     work = str(root / "w")
     seed_stage(str(config), work)
-    run_round(str(config), work, 1)
+    plain_round(str(config), work, 1)
     store = Store(work)
     seeds, r1 = store.read_round(0).to_pylist(), store.read_round(1).to_pylist()
     seed = next(t for t in seeds if t["split"] == "train")
@@ -75,7 +51,7 @@ def two_rounds(tmp_path_factory, random_tiny_base):
     pool_before = store.pool(1).num_rows
     record_override(store, seed["triplet_id"], "reject", "seed logo touches the border")
     record_override(store, rejected["triplet_id"], "accept", "judge too strict on this one")
-    run_round(str(config), work, 2)
+    plain_round(str(config), work, 2)
     return {"config": str(config), "work": work, "pool_before": pool_before, "seed": seed["triplet_id"],
             "rescued": rejected["triplet_id"]}
 

@@ -10,9 +10,10 @@ import pyarrow as pa
 from PIL import Image
 from typer.testing import CliRunner
 
+from configs import load_config
 from flows.cli import app
 from models.loop import stages
-from models.loop.bootstrap import plan_shards
+from models.loop.bootstrap import shard_indices
 from models.domains.logo_object.world import make_triplet
 from storage.hashing import derive_seed
 from storage.store import Store
@@ -32,7 +33,7 @@ def cycle_round_one(config: str, workdir: str) -> pa.Table:
     """Round 1 up to its cycle stage, stage by stage (no Prefect needed)."""
     stages.seed_stage(config, workdir)
     stages.train_stage(config, workdir, 1)
-    shards = [s.index for s in plan_shards(4, 2)]
+    shards = shard_indices(load_config(config))
     for stage in (stages.generate_stage, stages.judge_stage, stages.cycle_stage):
         for shard in shards:
             stage(config, workdir, 1, shard)

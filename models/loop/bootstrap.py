@@ -34,11 +34,15 @@ class Shard:
     candidates: tuple[int, ...]  # candidate indices within the round
 
 
-def plan_shards(n_candidates: int, shard_size: int) -> list[Shard]:
-    return [
-        Shard(i, tuple(range(start, min(start + shard_size, n_candidates))))
-        for i, start in enumerate(range(0, n_candidates, shard_size))
-    ]
+def plan_shards(config: Config) -> list[Shard]:
+    """The round's candidates (`bootstrap.candidates`) in shards of `bootstrap.shard_size`: what the
+    flow maps its sharded stages over and what each shard generates."""
+    n, size = config.bootstrap.candidates, config.bootstrap.shard_size
+    return [Shard(i, tuple(range(start, min(start + size, n)))) for i, start in enumerate(range(0, n, size))]
+
+
+def shard_indices(config: Config) -> list[int]:
+    return [s.index for s in plan_shards(config)]
 
 
 MAX_PROMPT_BANK_BYTES = 64 * 2**20  # read whole, once per shard

@@ -32,7 +32,7 @@ from models.iclora.train import (CHECKPOINT, DONE_FILE, LOG_FILE, STATE_FILE, ST
 from storage.faults import failpoint
 from storage.hashing import derive_seed, sha256_hex, stable_id
 from storage.store import Store
-from storage.work import RoundWork
+from storage.work import STAGES, RoundWork
 
 log = logging.getLogger("layerboot")
 
@@ -188,7 +188,7 @@ def _sampler(cfg: Config, store: Store, round: int) -> Sampler:
 # ---- 2. generate, 3. judge, 4. cycle: one shard each ----------------------------------------
 def generate_stage(config_path: str, workdir: str, round: int, shard: int) -> dict[str, Any]:
     cfg, store = open_run(config_path, workdir)
-    plan = bootstrap.plan_shards(cfg.bootstrap.candidates, cfg.bootstrap.shard_size)[shard]
+    plan = bootstrap.plan_shards(cfg)[shard]
 
     def compute() -> pa.Table:
         if cfg.simulate is not None:
@@ -221,7 +221,7 @@ def cycle_stage(config_path: str, workdir: str, round: int, shard: int) -> dict[
         if cfg.simulate is not None:
             return simulated.cycle_rows(cfg, store, round, judged if cfg.bootstrap.cycle_stage else judged.slice(0, 0),
                                         adapter_version(cfg, round))
-        plan = bootstrap.plan_shards(cfg.bootstrap.candidates, cfg.bootstrap.shard_size)
+        plan = bootstrap.plan_shards(cfg)
         parents = bootstrap.cycle_parents(store, judged.filter(judged["accepted"])) + bootstrap.shard_slice(
             bootstrap.unlabeled_for_round(cfg, store, round), plan[shard], len(plan)) if cfg.bootstrap.cycle_stage else []
         with MODEL_LOCK:
@@ -265,7 +265,7 @@ def commit_stage(config_path: str, workdir: str, round: int, extra: dict[str, An
         store.metrics()  # a crash right after the commit can leave metrics/rounds.parquet behind it
         work.clear()  # ... and this folder
         return {"round": round, "rows": marker["rows"], "skipped": True}
-    shards = [s.index for s in bootstrap.plan_shards(cfg.bootstrap.candidates, cfg.bootstrap.shard_size)]
+    shards = bootstrap.shard_indices(cfg)
     table = pa.concat_tables([work.read_stage("judge", shards), work.read_stage("cycle", shards)])
     adapter = _local_adapter(store, work.adapter_dir, Path(tempfile.mkdtemp(prefix="layerboot-commit-")))
     failpoint(f"commit-r{round:02d}-start")
@@ -299,7 +299,7 @@ def round_metrics(config_path: str, workdir: str, round: int, stage_seconds: dic
     from models.loop.evaluate import eval_metrics
 
     evaluation = work.read_result("evaluate") or {}
-    shards = [s.index for s in bootstrap.plan_shards(cfg.bootstrap.candidates, cfg.bootstrap.shard_size)]
+    shards = bootstrap.shard_indices(cfg)
     judged = work.read_stage("judge", shards).to_pylist()
     if cfg.simulate is not None:  # the stand-in judges with the config's thresholds
         thresholds = {c.name: c.threshold for c in cfg.judge.criteria}
@@ -318,3 +318,24 @@ def round_metrics(config_path: str, workdir: str, round: int, stage_seconds: dic
         "judge_thresholds": thresholds,
         "stage_seconds": {k: round_to(v, 2) for k, v in stage_seconds.items()},
     }
+
+
+def plain_round(config_path: str, workdir: str, round: int, flow_run_id: str | None = None) -> dict[str, Any]:
+    """One round stage by stage with no orchestrator: the stages flows/bootstrap.round_flow runs, in
+    its order and timed the same way (tests, and bench/orchestration.py's baseline). Its metrics."""
+    shards = bootstrap.shard_indices(open_run(config_path, workdir)[0])
+    calls = {
+        "train": lambda: train_stage(config_path, workdir, round),
+        "generate": lambda: [generate_stage(config_path, workdir, round, s) for s in shards],
+        "judge": lambda: [judge_stage(config_path, workdir, round, s) for s in shards],
+        "cycle": lambda: [cycle_stage(config_path, workdir, round, s) for s in shards],
+        "evaluate": lambda: evaluate_stage(config_path, workdir, round),
+    }
+    seconds: dict[str, float] = {}
+    for name in STAGES[:-1]:  # commit cannot time itself
+        start = time.monotonic()
+        calls[name]()
+        seconds[name] = time.monotonic() - start
+    metrics = round_metrics(config_path, workdir, round, seconds, flow_run_id)
+    commit_stage(config_path, workdir, round, metrics)
+    return metrics

@@ -50,12 +50,12 @@ def variant_config(base: str, changes: dict[str, Any], out: Path) -> str:
 
 
 @flow(name="layerboot-ablation", log_prints=True)
-def ablation_flow(config: str, workdir: str, rounds: int | None = None, variants: tuple[str, ...] = tuple(VARIANTS)) -> dict:
+def ablation_flow(config_path: str, workdir: str, rounds: int | None = None, variants: tuple[str, ...] = tuple(VARIANTS)) -> dict:
     """Run each variant's bootstrap flow (skipping committed rounds) and return its table rows."""
     table = {}
     for name in variants:
-        path = variant_config(config, VARIANTS[name], Path(workdir) / name / "config.yaml")
-        bootstrap_flow(config=path, workdir=str(Path(workdir) / name / "run"), rounds=rounds)
+        path = variant_config(config_path, VARIANTS[name], Path(workdir) / name / "config.yaml")
+        bootstrap_flow(config_path=path, workdir=str(Path(workdir) / name / "run"), rounds=rounds)
         table[name] = variant_row(str(Path(workdir) / name / "run"))
     return table
 

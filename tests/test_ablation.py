@@ -38,7 +38,7 @@ def test_ablation_reuses_the_flow_and_seeds_only_never_grows_the_training_pool(
 
     text = micro_config_path.read_text().replace("  cycle_min_psnr: 0.0\n", "  cycle_min_psnr: 0.0\n  unlabeled_per_round: 2\n")
     micro_config_path.write_text(text)
-    table = ablation_flow(config=str(micro_config_path), workdir=str(tmp_path / "abl"), rounds=2,
+    table = ablation_flow(config_path=str(micro_config_path), workdir=str(tmp_path / "abl"), rounds=2,
                           variants=("seeds_only", "full"))
     assert list(table) == ["seeds_only", "full"]
     for name in table:

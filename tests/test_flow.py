@@ -20,7 +20,7 @@ def test_two_rounds_commit_everything_and_rerun_is_a_noop(prefect_server, micro_
     from flows.bootstrap import bootstrap_flow
 
     work = str(tmp_path / "w")
-    results = bootstrap_flow(config=str(micro_config_path), workdir=work, rounds=2)
+    results = bootstrap_flow(config_path=str(micro_config_path), workdir=work, rounds=2)
     store = Store(work)
     assert store.committed_rounds() == [0, 1, 2] and len(results) == 2
     metrics = store.metrics().to_pylist()
@@ -40,7 +40,7 @@ def test_two_rounds_commit_everything_and_rerun_is_a_noop(prefect_server, micro_
     assert [r["state"] for r in round_status(store)] == ["committed"] * 3
     assert not (tmp_path / "w" / "work" / "round=01").exists()  # work folders go once committed
 
-    assert bootstrap_flow(config=str(micro_config_path), workdir=work, rounds=2) == []  # nothing recomputed
+    assert bootstrap_flow(config_path=str(micro_config_path), workdir=work, rounds=2) == []  # nothing recomputed
 
     from prefect.client.orchestration import get_client
 
@@ -77,7 +77,7 @@ def test_the_intrinsic_task_runs_the_same_flow(prefect_server, micro_yaml: str, 
     config = tmp_path / "intrinsic.yaml"
     config.write_text(micro_yaml + INTRINSIC)
     work = str(tmp_path / "w")
-    bootstrap_flow(config=str(config), workdir=work, rounds=1)
+    bootstrap_flow(config_path=str(config), workdir=work, rounds=1)
     store = Store(work)
     row = store.metrics().to_pylist()[1]
     assert row["panels"] == ["composite", "albedo", "shading"]

@@ -21,8 +21,8 @@ def test_dask_local_cluster_matches_threads(prefect_server, micro_config_path: P
     from flows.bootstrap import bootstrap_flow
 
     threads, dask = Store(str(tmp_path / "threads")), Store(str(tmp_path / "dask"))
-    bootstrap_flow(config=str(micro_config_path), workdir=threads.uri, rounds=2, task_runner="threads")
-    bootstrap_flow(config=str(micro_config_path), workdir=dask.uri, rounds=2, task_runner="dask")
+    bootstrap_flow(config_path=str(micro_config_path), workdir=threads.uri, rounds=2, task_runner="threads")
+    bootstrap_flow(config_path=str(micro_config_path), workdir=dask.uri, rounds=2, task_runner="dask")
 
     assert threads.committed_rounds() == dask.committed_rounds() == [0, 1, 2]
     for r in (0, 1, 2):

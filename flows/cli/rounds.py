@@ -168,7 +168,7 @@ def _run_flow(config: str, store, rounds: int | None, runner: str = "threads", d
 
     def body() -> None:
         try:
-            bootstrap_flow(config=config_path, workdir=store.uri, rounds=rounds, task_runner=runner,
+            bootstrap_flow(config_path=config_path, workdir=store.uri, rounds=rounds, task_runner=runner,
                            dask_address=dask_address)
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
             outcome["error"] = exc
@@ -324,7 +324,7 @@ def ablate(
         if unknown:
             raise typer.BadParameter(f"unknown variant(s) {sorted(unknown)}; known: {', '.join(VARIANTS)}")
         logging.getLogger("layerboot").setLevel(logging.INFO)
-        table = ablation_flow(config=str(resolve_config_path(config).resolve()), workdir=store.uri, rounds=rounds,
+        table = ablation_flow(config_path=str(resolve_config_path(config).resolve()), workdir=store.uri, rounds=rounds,
                               variants=chosen or tuple(VARIANTS))
         typer.echo(markdown_table(table))
 
@@ -363,7 +363,7 @@ def deploy(
         from flows.bootstrap import bootstrap_flow
         from models.loop.runtime import REPO_ROOT
 
-        params = {"config": str(resolve_config_path(config).resolve()), "workdir": store.uri, "rounds": rounds}
+        params = {"config_path": str(resolve_config_path(config).resolve()), "workdir": store.uri, "rounds": rounds}
         deployment_id = bootstrap_flow.from_source(
             source=str(REPO_ROOT), entrypoint="flows/bootstrap.py:bootstrap_flow"
         ).deploy(name=name or cfg.run.name, work_pool_name=pool, cron=cron, parameters=params, print_next_steps=False)

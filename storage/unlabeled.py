@@ -110,8 +110,3 @@ def add_unlabeled(store: Store, images) -> Added:
         store.loc.write_atomic(store.loc.join(*RECORD), json.dumps(record, indent=1).encode())
         store.loc.write_atomic(path, sink.getvalue())
     return Added(len(new), len(images) - len(new), len(listed) + len(new))
-
-
-def unlabeled_blob_keys(store: Store) -> set[str]:
-    """Blob keys the listing references (fsck must keep them: no manifest does)."""
-    return {r["composite_uri"] for r in read_unlabeled(store)}

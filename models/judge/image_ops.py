@@ -61,13 +61,14 @@ def border(x: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray]:
     return x[ring], ring
 
 
-def gradient(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Central differences (same shape), over the first two axes."""
+def gradient_magnitude(x: np.ndarray) -> np.ndarray:
+    """|gradient| by central differences over the first two axes, the largest over channels (the
+    outermost rows and columns, which have no central difference, read 0)."""
     gy = np.zeros_like(x)
     gx = np.zeros_like(x)
     gy[1:-1] = 0.5 * (x[2:] - x[:-2])
     gx[:, 1:-1] = 0.5 * (x[:, 2:] - x[:, :-2])
-    return gy, gx
+    return np.sqrt(gy ** 2 + gx ** 2).max(axis=-1)
 
 
 def noise_level(x: np.ndarray, block: int) -> float:
@@ -85,8 +86,7 @@ def reblur_ratio(x: np.ndarray, sigma: float) -> float:
     """Top gradient magnitudes after / before a Gaussian re-blur: a sharp image loses much of its
     edge strength (ratio ~0.5), an already blurred one little (ratio -> 1). Contrast-free."""
     def top(img):
-        gy, gx = gradient(img)
-        m = np.sqrt(gy ** 2 + gx ** 2).max(axis=-1).ravel()
+        m = gradient_magnitude(img).ravel()
         k = max(8, m.size // 100)
         return float(np.partition(m, -k)[-k:].mean())
 

@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from models.domains.intrinsic.world import PANELS
-from models.judge.image_ops import dilate, gaussian, gradient, noise_level, reblur_ratio, to_float
+from models.judge.image_ops import dilate, gaussian, gradient_magnitude, noise_level, reblur_ratio, to_float
 from models.judge.measure import Checks, MeasureJudge
 
 CRITERIA = ("recomposes", "shading_achromatic", "albedo_flat", "shading_smooth", "quality")
@@ -56,8 +56,7 @@ STEP = 0.03  # |shading - its 1-px blur| this large marks a step (measured: clea
 
 
 def _gradient(x: np.ndarray) -> np.ndarray:
-    gy, gx = gradient(x)
-    return np.sqrt(gy ** 2 + gx ** 2).max(axis=-1)[1:-1, 1:-1]  # borders have no central difference
+    return gradient_magnitude(x)[1:-1, 1:-1]  # borders have no central difference
 
 
 def measure(composite: Image.Image, albedo: Image.Image, shading: Image.Image) -> dict[str, float]:

@@ -9,11 +9,16 @@ import numpy as np
 from PIL import Image
 
 
-def to_float(img: Image.Image, size: int) -> np.ndarray:
+def to_float(img: Image.Image, size: int | None = None) -> np.ndarray:
     """RGB PIL -> float64 (size, size, 3) in [0, 1] (box-downsampled when smaller than the image)."""
-    if img.size != (size, size):
+    if size is not None and img.size != (size, size):
         img = img.resize((size, size), Image.BOX)
     return np.asarray(img, dtype=np.float64) / 255.0
+
+
+def to_image(x: np.ndarray) -> Image.Image:
+    """float (H, W, 3), clipped to [0, 1] -> RGB PIL, rounded to nearest: the inverse of `to_float`."""
+    return Image.fromarray(np.rint(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8), "RGB")
 
 
 def _conv1d(x: np.ndarray, k: np.ndarray, axis: int) -> np.ndarray:

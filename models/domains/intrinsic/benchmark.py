@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from models.domains.intrinsic.world import make_triplet
-from models.judge.image_ops import gaussian
+from models.judge.image_ops import gaussian, to_float, to_image
 from storage.hashing import derive_seed
 
 KINDS = ("shading_in_albedo", "albedo_edge_in_shading", "coloured_shading", "wrong_albedo", "blur", "noise", "blank",
@@ -32,16 +32,12 @@ class BenchItem:
         return criterion not in self.broken
 
 
-def _img(x: np.ndarray) -> Image.Image:
-    return Image.fromarray(np.round(np.clip(x, 0, 1) * 255).astype(np.uint8), "RGB")
-
-
 def corrupt(t, kind: str, rng: np.random.Generator, donor) -> tuple[tuple, frozenset, dict]:
     """(panels, criteria broken, detail) of `kind` applied to the clean triplet `t`."""
-    c, a, s = (np.asarray(im, np.float64) / 255 for im in (t.composite, t.albedo, t.shading))
+    c, a, s = (to_float(im) for im in (t.composite, t.albedo, t.shading))
     if kind == "shading_in_albedo":  # part of the shading moved into the albedo; the product unchanged
         k = 0.5 + 0.5 * float(rng.random())
-        return (t.composite, _img(a * s ** k), _img(s ** (1 - k))), frozenset({"albedo_flat"}), {"share": round(k, 3)}
+        return (t.composite, to_image(a * s ** k), to_image(s ** (1 - k))), frozenset({"albedo_flat"}), {"share": round(k, 3)}
     if kind == "albedo_edge_in_shading":  # the shading darkened inside one shape: a step where the albedo has one
         shapes = t.params["shapes"]
         sh = shapes[int(rng.random() * len(shapes))]
@@ -49,12 +45,12 @@ def corrupt(t, kind: str, rng: np.random.Generator, donor) -> tuple[tuple, froze
         yy, xx = (np.mgrid[0:n, 0:n] + 0.5) / n
         inside = (np.abs(xx - sh["x"]) < sh["r"]) & (np.abs(yy - sh["y"]) < sh["r"])
         k = 0.4 + 0.3 * float(rng.random())
-        return (t.composite, t.albedo, _img(s * np.where(inside, k, 1.0)[..., None])), \
+        return (t.composite, t.albedo, to_image(s * np.where(inside, k, 1.0)[..., None])), \
             frozenset({"shading_smooth", "recomposes"}), {"darken": round(k, 3)}
     if kind == "coloured_shading":
         tint = np.ones(3)
         tint[int(rng.random() * 3)] = 0.55 + 0.2 * float(rng.random())
-        return (t.composite, t.albedo, _img(s * tint)), frozenset({"shading_achromatic", "recomposes"}), {}
+        return (t.composite, t.albedo, to_image(s * tint)), frozenset({"shading_achromatic", "recomposes"}), {}
     if kind == "wrong_albedo":
         return (t.composite, donor().albedo, t.shading), frozenset({"recomposes"}), {}
     panel = ("composite", "albedo")[int(rng.random() * 2)]
@@ -74,7 +70,7 @@ def corrupt(t, kind: str, rng: np.random.Generator, donor) -> tuple[tuple, froze
     else:
         raise ValueError(f"unknown corruption {kind!r}; known: {KINDS}")
     panels = [t.composite, t.albedo, t.shading]
-    panels[i] = _img(y)
+    panels[i] = to_image(y)
     broken = {"quality", "recomposes"} | ({"albedo_flat"} if panel == "albedo" and kind in ("noise", "confetti") else set())
     return tuple(panels), frozenset(broken), {"panel": panel}  # a noisy albedo is not flat either
 

@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from models.domains.logo_object.world import PANELS, TOP_LEVEL, Triplet, make_triplet
+from models.judge.image_ops import to_float, to_image
 from storage.hashing import derive_seed
 
 CRITERIA = ("logo_clean", "object_clean", "composite_match", "panels_agree", "quality")
@@ -69,14 +70,6 @@ class BenchItem:
 # ----------------------------------------------------------------------------- pixel helpers
 
 
-def _f(img: Image.Image) -> np.ndarray:
-    return np.asarray(img, dtype=np.float64) / 255.0
-
-
-def _img(x: np.ndarray) -> Image.Image:
-    return Image.fromarray(np.rint(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8), "RGB")
-
-
 def _hue_rotate(x: np.ndarray, degrees: float) -> np.ndarray:
     """Rotate hue about the grey axis (luma-preserving YIQ rotation): greys stay grey."""
     a = np.deg2rad(degrees)
@@ -109,7 +102,7 @@ def _different(t: Triplet, make_donor, key) -> Triplet:
 def corrupt(t: Triplet, kind: str, rng: np.random.Generator, make_donor) -> tuple[tuple, frozenset, dict]:
     """Apply corruption `kind` to triplet t. `make_donor(attempt) -> Triplet` supplies other triplets
     (same size) for swaps. Returns ((composite, logo, object), broken criteria, detail)."""
-    comp, logo, obj = _f(t.composite), _f(t.logo), _f(t.object)
+    comp, logo, obj = to_float(t.composite), to_float(t.logo), to_float(t.object)
     size = comp.shape[0]
     scale = size / 64.0  # strengths are given for 64-px panels
     fp = np.asarray(t.footprint) > 0
@@ -120,12 +113,12 @@ def corrupt(t: Triplet, kind: str, rng: np.random.Generator, make_donor) -> tupl
         if where.sum() < 0.3 * fp.sum():  # a half that misses the logo is no residue
             where = fp
         obj = np.where(where[..., None], obj + a * (comp - obj), obj)
-        return (_img(comp), t.logo, _img(obj)), frozenset({"object_clean"}), {"alpha": round(a, 3),
+        return (to_image(comp), t.logo, to_image(obj)), frozenset({"object_clean"}), {"alpha": round(a, 3),
                                                                                 "partial": bool((where != fp).any())}
     if kind == "missing":
         a = 0.9 + 0.1 * rng.random()
         comp = comp + a * (obj - comp)
-        return (_img(comp), t.logo, t.object), frozenset({"composite_match", "panels_agree"}), {"alpha": round(a, 3)}
+        return (to_image(comp), t.logo, t.object), frozenset({"composite_match", "panels_agree"}), {"alpha": round(a, 3)}
     if kind == "mismatch":
         which = "object" if rng.random() < 0.5 else "composite"
         d = _different(t, make_donor, lambda p: (p["object_kind"], p["finish"]["colour"]))
@@ -151,7 +144,7 @@ def corrupt(t: Triplet, kind: str, rng: np.random.Generator, make_donor) -> tupl
             logo[o0:o0 + k, o0:o0 + k] = small
             ink[o0:o0 + k, o0:o0 + k] = np.abs(small - 1.0).max(axis=-1) > 0.02
         logo = np.where(ink[..., None], logo, scene)
-        return (t.composite, _img(logo), t.object), frozenset({"logo_clean"}), {"alpha": round(a, 3)}
+        return (t.composite, to_image(logo), t.object), frozenset({"logo_clean"}), {"alpha": round(a, 3)}
     if kind in ("blur", "noise"):
         every = rng.random() < 0.25
         targets = PANELS if every else (panel,)
@@ -161,8 +154,8 @@ def corrupt(t: Triplet, kind: str, rng: np.random.Generator, make_donor) -> tupl
             if kind == "blur":
                 out[p] = out[p].filter(ImageFilter.GaussianBlur(sigma))
             else:
-                x = _f(out[p])
-                out[p] = _img(x + sigma * rng.standard_normal(x.shape))
+                x = to_float(out[p])
+                out[p] = to_image(x + sigma * rng.standard_normal(x.shape))
         broken = {"quality"} | ({"logo_clean"} if kind == "noise" and "logo" in targets else set())
         detail = {"panel": "all" if every else panel, "sigma": round(sigma, 3)}
         return (out["composite"], out["logo"], out["object"]), frozenset(broken), detail
@@ -178,13 +171,13 @@ def corrupt(t: Triplet, kind: str, rng: np.random.Generator, make_donor) -> tupl
             broken |= {"panels_agree"} if change[fp].mean() >= 0.1 else set()
         else:
             broken = _SHIFT_BREAKS[panel]
-        out = {"composite": t.composite, "logo": t.logo, "object": t.object, panel: _img(y)}
+        out = {"composite": t.composite, "logo": t.logo, "object": t.object, panel: to_image(y)}
         return ((out["composite"], out["logo"], out["object"]), frozenset(broken),
                 {"panel": panel, "degrees": None if deg is None else round(deg, 1)})
     if kind == "blank":
         x = {"composite": comp, "logo": logo, "object": obj}[panel]
         flat = np.broadcast_to(np.median(x.reshape(-1, 3), axis=0), x.shape)
-        out = {"composite": t.composite, "logo": t.logo, "object": t.object, panel: _img(flat)}
+        out = {"composite": t.composite, "logo": t.logo, "object": t.object, panel: to_image(flat)}
         return (out["composite"], out["logo"], out["object"]), frozenset(_BLANK_BREAKS[panel]), {"panel": panel}
     raise ValueError(f"unknown corruption kind {kind!r}; known: {', '.join(KINDS)}")
 

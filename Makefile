@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 WORKDIR ?= runs/tiny
 CONFIG  ?= configs/tiny.yaml
 
-.PHONY: install run test clean
+.PHONY: install run test check clean
 
 install: $(STAMP)
 
@@ -27,6 +27,11 @@ run: $(STAMP)
 test: $(STAMP)
 	.ci/system-deps
 	$(BIN)/python -m pytest -q
+
+# The developers' fast lane: the tests that are neither `slow` nor `service` (aim: <= 3 min on 2
+# cores). `make test` stays the full suite CI runs.
+check: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow and not service"
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -1,4 +1,4 @@
-"""What a base does before any adapter (docs/learning-notes.md): one-step x0 from sigma 1 (nothing of
+"""What a base does before any adapter (docs/research-log.md): one-step x0 from sigma 1 (nothing of
 the answer in the input, so the prediction is what the base makes of the kept panel and the
 prompt), PSNR of the generated panels against the codec's decode of the truth, under the
 decomposition mask, for each of pretraining's relations on held-out examples (what the base

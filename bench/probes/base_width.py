@@ -1,4 +1,4 @@
-"""Spike (docs/learning-notes.md, "Width, not steps" and "x-prediction"): the shipped tiny base's
+"""Spike (docs/research-log.md, "Width, not steps" and "x-prediction"): the shipped tiny base's
 codec and text encoders with a fresh transformer of HEADS heads (32 wide each; default 12 = width
 384) predicting PRED (velocity, default, or sample = x-prediction), pretrained by the shipped
 recipe's transformer stage (logo world, never a triplet) for STEPS steps, into OUT. It checkpoints

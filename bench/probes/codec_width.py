@@ -1,4 +1,4 @@
-"""How many latent channels the tiny codec needs (docs/learning-notes.md, "A codec the judge
+"""How many latent channels the tiny codec needs (docs/research-log.md, "A codec the judge
 accepts"): the shipped pretraining's codec stages (PCA encoder of single images, then the decoder
 fitted to invert it; never a triplet) for an 8x codec of K latent channels, the VAE's block widths
 following K as models/iclora/codec.py needs them (FIRST, 64, max(64, K), 2K); K or KxFIRST (FIRST

@@ -1,5 +1,5 @@
 """Does an x-prediction base that learns routing first copy, and does its adapter then decompose?
-(docs/learning-notes.md, "A copy-first base" was velocity: its copy stalled at ~16 dB; x-prediction
+(docs/research-log.md, "A copy-first base" was velocity: its copy stalled at ~16 dB; x-prediction
 reaches 23 dB on the copy probe.) A fresh width-192 x-prediction transformer on the shipped codec
 and text encoders: A_STEPS steps on pretraining's routing relations only (copy, shift, alpha_over:
 the answer is in another panel, moved or laid over), then B_STEPS of the shipped mix (never a

@@ -28,7 +28,7 @@ from transformers import CLIPTextModel, CLIPTokenizer, T5EncoderModel, T5Tokeniz
 #   "sample":   the clean latents x0 (x-prediction; Li & He, "Back to Basics: Let Denoising Generative
 #               Models Denoise", 2025): when a token carries more numbers than the network is wide,
 #               predicting the clean data, which lies on a low-dimensional manifold, learns where
-#               predicting velocity does not (docs/learning-notes.md measures it on the tiny base).
+#               predicting velocity does not (docs/research-log.md measures it on the tiny base).
 # models/iclora/fill.py's `to_velocity` turns either into velocity, so losses and samplers have one path.
 PredictionType = Literal["velocity", "sample"]
 PREDICTION_TYPES: tuple[str, ...] = ("velocity", "sample")

@@ -61,7 +61,7 @@ OCCLUSION_RATE = 0.3
 # World levels (`data.world_level`): how much of the world's variation a triplet draws. Each level
 # adds back what the one below leaves out; the top level is the world as it always was (its seeds
 # give the same bytes). Why: the embedded base is small, and a loop that can learn nothing shows
-# nothing; a level it can learn lets the bootstrapping be measured (docs/learning-notes.md).
+# nothing; a level it can learn lets the bootstrapping be measured (docs/research-log.md).
 #   0  flat faces seen square-on (box, tote bag, t-shirt), plain finish, matte (no highlight), no
 #      occluder, a handful of plain emblems and object colours, the logo at one scale at the
 #      label's centre, unrotated

@@ -5,7 +5,7 @@ paths and small counts overridden, through the Prefect flow: bf16, gradient chec
 guidance 30, LoRA rank 32 on the real module names, the adapter loaded back by
 FluxFillPipeline.load_lora_weights at real width, the Qwen judge batched with reasons.
 
-Slow: building the model and the run take minutes on 2 CPU cores (README: Running the real profile)."""
+Slow: building the model and the run take minutes on 2 CPU cores (docs/data-engineers.md: Running the real profile)."""
 
 from __future__ import annotations
 

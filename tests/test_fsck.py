@@ -152,7 +152,7 @@ def delete_marker(store: Store, r: int) -> None:
 
 
 def test_a_round_without_its_marker_survives_repair_and_is_remarked(store: Store):
-    """The issue's first example: the marker of a committed round is deleted."""
+    """The first case fsck was built for: the marker of a committed round is deleted."""
     from storage.fsck import remark
     from storage.status import round_status
 

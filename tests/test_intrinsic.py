@@ -97,7 +97,7 @@ def test_the_judge_accepts_truth_and_rejects_every_corruption_kind_with_a_reason
             failed = {c for c, score in v.scores.items() if score < 0.5}
             assert failed & it.broken and v.reject_reason, (it.kind, v.reject_reason)
     # the judge's known miss: some shading moved into the albedo passes albedo_flat at 0.5 (measured:
-    # 7 of 60 on an 800-item benchmark; README); every other kind is always rejected
+    # 7 of 60 on an 800-item benchmark; docs/models.md); every other kind is always rejected
     assert missed == ["shading_in_albedo"]
     assert {it.kind for it in items} == {"clean", *KINDS}
 

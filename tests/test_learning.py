@@ -2,7 +2,7 @@
 trained on the 100 procedural seeds for the tiny config's 600 steps (~4 CPU minutes) decomposes
 held-out composites better than the untrained base. Measured on 24 held-out triplets: logo 8.48 ->
 9.87 dB, whole object 9.90 -> 12.31 dB, object in footprint 9.26 -> 10.00 dB; the trivial baseline
-through the codec is 9.71 / 21.59 / 10.33 dB, so the aim of +2 dB over it is not met (README)."""
+through the codec is 9.71 / 21.59 / 10.33 dB, so the aim of +2 dB over it is not met (docs/research-log.md)."""
 
 from __future__ import annotations
 
@@ -49,8 +49,8 @@ def test_shipped_base_matches_its_recipe():
 def test_adapter_training_moves_held_out_decomposition(tmp_path):
     """Trained on the 100 seeds for the tiny config's 600 steps (cycle loss on), the adapter
     decomposes held-out composites better than the untrained base does. It does not yet beat the
-    trivial baseline through the codec (the aim of issues 13/14: +2 dB): README, "Measured",
-    says by how much it falls short and what limits it; this test prints both."""
+    trivial baseline through the codec (the aim: +2 dB): docs/research-log.md says by how much it
+    falls short and what limits it; this test prints both."""
     from models.loop.dataio import read_triplets
     from models.domains.registry import domain_of
     from models.loop.evaluate import evaluate_decomposition

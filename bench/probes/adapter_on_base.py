@@ -1,4 +1,4 @@
-"""Issue 13's point 5 on another base (docs/research-log.md): the seeds adapter of
+"""A base's seeds adapter (docs/research-log.md): the adapter of
 tests/test_learning.py (tiny config, 600 steps, 24 held-out triplets), trained and evaluated on the
 base at BASE instead of the shipped one; prints untrained, trained and the codec-passed baseline.
 

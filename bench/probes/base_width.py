@@ -8,7 +8,7 @@ same HEADS and PRED: the checkpoint records the recipe only).
     OMP_NUM_THREADS=2 nohup .venv/bin/python bench/probes/base_width.py /tmp/base384 5000 2 > /tmp/base384.log 2>&1 &
     OMP_NUM_THREADS=1 nohup .venv/bin/python bench/probes/base_width.py /tmp/base192x 1500 1 6 sample > /tmp/base192x.log 2>&1 &
 
-Then, for issue 13's figure: `layerboot run --config tiny --set model.base=OUT --rounds 1`.
+Then the loop on it: `layerboot run --config tiny --set model.base=OUT --rounds 1`.
 """
 
 from __future__ import annotations

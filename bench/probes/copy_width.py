@@ -1,4 +1,4 @@
-"""Copy probe (docs/research-log.md, sixth session): a fresh tiny transformer at WIDTH learns only
+"""Copy probe (docs/research-log.md, "Width, not steps", 2026-12-01): a fresh tiny transformer at WIDTH learns only
 pretraining's `copy` relation (all three panels the same image) under the decompose/compose masks,
 on the shipped base's codec and grid ids. Every 250 steps: one-step x0 from sigma 1 (nothing of the
 answer in the input: the copy itself) and sigma 0.3, PSNR of the generated panels against the

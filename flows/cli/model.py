@@ -242,7 +242,7 @@ def make_flux_shaped_command(
     """Write a flux-shaped model (FLUX.1-Fill-dev, CLIP-L, T5-XXL and Qwen2.5-VL-7B at their published
     widths, one block or layer each, random bf16 weights, offline word-level tokenizers; ~2.2 GB),
     so the flux profile runs on a CPU: `layerboot run --config flux --set model.base=OUT/flux
-    --set judge.model=OUT/qwen ...` (README: Running the real profile)."""
+    --set judge.model=OUT/qwen ...` (docs/data-engineers.md: Running the real profile)."""
     with user_errors():
         import time
 

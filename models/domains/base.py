@@ -19,6 +19,17 @@ from models.judge.measure import MeasureJudge
 Layers = tuple[Image.Image, Image.Image]
 
 
+def pick(rng: np.random.Generator, seq):
+    """One of `seq`, drawn with rng.random only: its stream is the most stable part of numpy's Generator."""
+    seq = list(seq)
+    return seq[min(int(rng.random() * len(seq)), len(seq) - 1)]
+
+
+def uniform(rng: np.random.Generator, a: float, b: float) -> float:
+    """Uniform in [a, b), rounded to 4 places so a triplet's params read cleanly."""
+    return round(a + (b - a) * float(rng.random()), 4)
+
+
 def check_size(size) -> None:
     """A procedural panel side: an int multiple of 16 (FLUX packs 2x2 latents of an 8x VAE) in [32, 1024]."""
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)):

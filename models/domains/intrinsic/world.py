@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from models.domains.base import check_size
+from models.domains.base import check_size, pick, uniform
 from models.domains.shapes import sd_box, sd_circle, sd_polygon
 
 PANELS = ("composite", "albedo", "shading")
@@ -54,28 +54,19 @@ class IntrinsicTriplet:
         return self.composite, self.albedo, self.shading
 
 
-def _pick(rng, seq):
-    seq = list(seq)
-    return seq[min(int(rng.random() * len(seq)), len(seq) - 1)]
-
-
-def _u(rng, a: float, b: float) -> float:
-    return round(a + (b - a) * float(rng.random()), 4)
-
-
 def _sample(rng) -> dict:
-    ground = _pick(rng, GROUNDS)
+    ground = pick(rng, GROUNDS)
     names = [n for n in COLOURS]
     shapes = []
     for _ in range(2 + int(rng.random() * 3)):  # 2-4 shapes, each its own colour
-        colour = _pick(rng, names)
+        colour = pick(rng, names)
         names.remove(colour)
-        shapes.append({"kind": _pick(rng, SHAPES), "colour": colour, "x": _u(rng, 0.2, 0.8), "y": _u(rng, 0.2, 0.8),
-                       "r": _u(rng, 0.1, 0.22), "turn": _u(rng, 0.0, 1.0)})
-    bumps = [{"x": _u(rng, 0.0, 1.0), "y": _u(rng, 0.0, 1.0), "r": _u(rng, 0.3, 0.6), "h": _u(rng, -0.25, 0.25)}
+        shapes.append({"kind": pick(rng, SHAPES), "colour": colour, "x": uniform(rng, 0.2, 0.8), "y": uniform(rng, 0.2, 0.8),
+                       "r": uniform(rng, 0.1, 0.22), "turn": uniform(rng, 0.0, 1.0)})
+    bumps = [{"x": uniform(rng, 0.0, 1.0), "y": uniform(rng, 0.0, 1.0), "r": uniform(rng, 0.3, 0.6), "h": uniform(rng, -0.25, 0.25)}
              for _ in range(3 + int(rng.random() * 3))]
-    return {"ground": ground, "shapes": shapes, "bumps": bumps, "light": _pick(rng, DIRECTIONS),
-            "elevation": _u(rng, 0.35, 0.75), "ambient": _u(rng, 0.25, 0.45)}
+    return {"ground": ground, "shapes": shapes, "bumps": bumps, "light": pick(rng, DIRECTIONS),
+            "elevation": uniform(rng, 0.35, 0.75), "ambient": uniform(rng, 0.25, 0.45)}
 
 
 def _albedo(p: dict, x: np.ndarray, y: np.ndarray, px: float) -> np.ndarray:

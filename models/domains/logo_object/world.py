@@ -26,7 +26,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 from PIL import Image
 
-from models.domains.base import check_size
+from models.domains.base import check_size, pick, uniform
 from models.domains.shapes import sd_box, sd_circle, sd_ellipse, sd_polygon, sd_segments
 
 PANELS = ("composite", "logo", "object")  # this task's names of the grid's panels, left to right
@@ -169,15 +169,6 @@ def _sin(a: float) -> float:
     return round(math.sin(a) * _GRID) / _GRID
 
 
-def _u(rng, a: float, b: float) -> float:  # uniform in [a, b), rounded so params read cleanly
-    return round(a + (b - a) * float(rng.random()), 4)
-
-
-def _pick(rng, seq):  # rng.random only: its stream is the most stable part of numpy's Generator
-    seq = list(seq)
-    return seq[min(int(rng.random() * len(seq)), len(seq) - 1)]
-
-
 def _sign(rng) -> int:
     return 1 if rng.random() < 0.5 else -1
 
@@ -193,7 +184,7 @@ def _dist(a, b) -> float:
 def _pick_colour(rng, palette: dict, avoid=(), min_dist=110.0):
     """A (name, rgb) from palette at least min_dist (RGB distance) from every colour in avoid."""
     names = [n for n, c in palette.items() if all(_dist(c, a) >= min_dist for a in avoid)]
-    name = _pick(rng, names or list(palette))
+    name = pick(rng, names or list(palette))
     return name, _jitter(rng, palette[name], 0.04)
 
 
@@ -326,25 +317,25 @@ def _paint_logo(layers, u, v, px):
 
 def _sample_logo(rng, avoid, level: int = TOP_LEVEL):
     if level == 0:  # a plain emblem of a handful, in one of a handful of colours
-        kind = _pick(rng, SIMPLE_LOGO_KINDS)
+        kind = pick(rng, SIMPLE_LOGO_KINDS)
         logo = {"kind": kind, "style": "plain", "badge": None, "letters": None, "points": 5 if kind == "star" else None,
                 "inner": 0.46 if kind == "star" else None, "stroke": None, "colour2": None, "rgb2": None}
         logo["colour"], logo["rgb"] = _pick_colour(rng, {k: LOGO_COLOURS[k] for k in SIMPLE_LOGO_COLOURS}, avoid)
         logo["extent"] = [round(e, 4) for e in _logo_layers(logo)[1]]
         return logo
-    kind = _pick(rng, LOGO_KINDS[:-1]) if rng.random() < 0.7 else "text"
+    kind = pick(rng, LOGO_KINDS[:-1]) if rng.random() < 0.7 else "text"
     logo = {"kind": kind, "style": "plain", "badge": None, "letters": None, "points": None,
             "inner": None, "stroke": None, "colour2": None, "rgb2": None}
     if kind == "star":
-        logo.update(points=_pick(rng, (5, 5, 6)), inner=_u(rng, 0.42, 0.52))
+        logo.update(points=pick(rng, (5, 5, 6)), inner=uniform(rng, 0.42, 0.52))
     if kind == "text":
-        n = _pick(rng, (1, 2, 2, 3, 3))
-        logo.update(letters="".join(_pick(rng, sorted(LETTERS)) for _ in range(n)),
-                    stroke=_u(rng, 0.09, 0.12), style=_pick(rng, ("plain", "plain", "badge", "underline")))
+        n = pick(rng, (1, 2, 2, 3, 3))
+        logo.update(letters="".join(pick(rng, sorted(LETTERS)) for _ in range(n)),
+                    stroke=uniform(rng, 0.09, 0.12), style=pick(rng, ("plain", "plain", "badge", "underline")))
     else:
-        logo["style"] = _pick(rng, ("plain", "plain", "badge", "outline"))
+        logo["style"] = pick(rng, ("plain", "plain", "badge", "outline"))
         if logo["style"] == "badge":
-            logo["badge"] = _pick(rng, ("disc", "square", "shield"))
+            logo["badge"] = pick(rng, ("disc", "square", "shield"))
     if level == 1:  # one colour, no backer or outline: two-colour details are too thin for the 8x codec at 64 px
         logo["style"], logo["badge"] = "plain", None
     if logo["style"] == "badge":  # glyph on a coloured backer: the glyph may be white
@@ -388,30 +379,30 @@ def _logo_phrase(logo) -> str:
 
 
 def _sample_ball(rng):
-    r = _u(rng, 0.58, 0.72)
-    return {"kind": "ball", "cx": _u(rng, -0.08, 0.08), "cy": round(0.8 - r, 4), "r": r,
+    r = uniform(rng, 0.58, 0.72)
+    return {"kind": "ball", "cx": uniform(rng, -0.08, 0.08), "cy": round(0.8 - r, 4), "r": r,
             "warp": "spherical", "label": [-r, r, -0.7 * r, 0.7 * r]}
 
 
 def _sample_cylinder(rng, kind):
-    e = _u(rng, 0.1, 0.2)
+    e = uniform(rng, 0.1, 0.2)
     if kind == "can":
-        r, top = _u(rng, 0.38, 0.48), _u(rng, -0.7, -0.56)
-        o = {"r": r, "top": top, "cx": _u(rng, -0.1, 0.1)}
+        r, top = uniform(rng, 0.38, 0.48), uniform(rng, -0.7, -0.56)
+        o = {"r": r, "top": top, "cx": uniform(rng, -0.1, 0.1)}
         o["label"] = [-1.0 * r, 1.0 * r, top + 0.12, 0.72 - e * r - 0.1]
     elif kind == "bottle":
-        r, top = _u(rng, 0.36, 0.44), _u(rng, -0.24, -0.14)
-        o = {"r": r, "top": top, "cx": _u(rng, -0.08, 0.08), "shoulder": _u(rng, 0.16, 0.22),
-             "neck": _u(rng, 0.18, 0.26), "cap": _pick(rng, ("gold", "black", "silver", "red"))}
+        r, top = uniform(rng, 0.36, 0.44), uniform(rng, -0.24, -0.14)
+        o = {"r": r, "top": top, "cx": uniform(rng, -0.08, 0.08), "shoulder": uniform(rng, 0.16, 0.22),
+             "neck": uniform(rng, 0.18, 0.26), "cap": pick(rng, ("gold", "black", "silver", "red"))}
         o["glass"], o["glass_rgb"] = _pick_colour(rng, GLASS_COLOURS)
-        l0, l1 = top + _u(rng, 0.03, 0.07), 0.76 - e * r - _u(rng, 0.06, 0.12)
+        l0, l1 = top + uniform(rng, 0.03, 0.07), 0.76 - e * r - uniform(rng, 0.06, 0.12)
         o["band"] = [round(l0, 4), round(l1, 4)]
         o["label"] = [-1.1 * r, 1.1 * r, l0 + 0.04, l1 - 0.04]
     else:  # mug
-        r, top, side = _u(rng, 0.42, 0.5), _u(rng, -0.5, -0.36), _sign(rng)
+        r, top, side = uniform(rng, 0.42, 0.5), uniform(rng, -0.5, -0.36), _sign(rng)
         o = {"r": r, "top": top, "cx": round(-0.1 * side, 4), "handle_side": side,
-             "handle_r": _u(rng, 0.2, 0.26), "handle_w": _u(rng, 0.05, 0.07),
-             "inside": _pick(rng, ("white", "same"))}
+             "handle_r": uniform(rng, 0.2, 0.26), "handle_w": uniform(rng, 0.05, 0.07),
+             "inside": pick(rng, ("white", "same"))}
         o["label"] = [-1.0 * r, 1.0 * r, top + 0.12, 0.72 - e * r - 0.08]
     o.update(kind=kind, e=e, bot=round((0.76 if kind == "bottle" else 0.72) - e * o["r"], 4),
              warp="cylindrical")
@@ -419,30 +410,30 @@ def _sample_cylinder(rng, kind):
 
 
 def _sample_box(rng):
-    ps, dx = _u(rng, -0.22, 0.22), _u(rng, 0.1, 0.2)
-    hh = _u(rng, 0.38, 0.52)
+    ps, dx = uniform(rng, -0.22, 0.22), uniform(rng, 0.1, 0.2)
+    hh = uniform(rng, 0.38, 0.52)
     dx = dx if ps > 0 else -dx  # the receding side is the one we see
-    o = {"kind": "box", "hw": _u(rng, 0.46, 0.58), "hh": hh, "ps": ps, "pt": _u(rng, -0.1, 0.1),
-         "dx": dx, "dy": _u(rng, 0.12, 0.2), "cx": round(-dx / 2, 4), "cy": round(0.74 - hh, 4),
+    o = {"kind": "box", "hw": uniform(rng, 0.46, 0.58), "hh": hh, "ps": ps, "pt": uniform(rng, -0.1, 0.1),
+         "dx": dx, "dy": uniform(rng, 0.12, 0.2), "cx": round(-dx / 2, 4), "cy": round(0.74 - hh, 4),
          "warp": "perspective"}
     o["label"] = [-0.8 * o["hw"], 0.8 * o["hw"], -0.8 * hh, 0.8 * hh]
     return o
 
 
 def _sample_tote(rng):
-    hw, hh, taper = _u(rng, 0.5, 0.62), _u(rng, 0.42, 0.5), _u(rng, 0.0, 0.12)
-    o = {"kind": "tote bag", "hw": hw, "hh": hh, "taper": taper, "ps": _u(rng, -0.14, 0.14),
-         "pt": _u(rng, -0.06, 0.06), "cx": 0.0, "cy": round(0.8 - hh, 4),
-         "handle_r": _u(rng, 0.2, 0.26), "warp": "perspective"}
+    hw, hh, taper = uniform(rng, 0.5, 0.62), uniform(rng, 0.42, 0.5), uniform(rng, 0.0, 0.12)
+    o = {"kind": "tote bag", "hw": hw, "hh": hh, "taper": taper, "ps": uniform(rng, -0.14, 0.14),
+         "pt": uniform(rng, -0.06, 0.06), "cx": 0.0, "cy": round(0.8 - hh, 4),
+         "handle_r": uniform(rng, 0.2, 0.26), "warp": "perspective"}
     o["strap"], o["strap_rgb"] = _pick_colour(rng, STRAP_COLOURS, min_dist=0)
     o["label"] = [-0.78 * hw * (1 - taper), 0.78 * hw * (1 - taper), -0.74 * hh, 0.8 * hh]
     return o
 
 
 def _sample_tshirt(rng):
-    k = _u(rng, 0.84, 0.96)
-    return {"kind": "t-shirt", "k": k, "hw": k, "hh": k, "cx": 0.0, "cy": _u(rng, -0.02, 0.04),
-            "ps": _u(rng, -0.1, 0.1), "pt": _u(rng, -0.06, 0.06), "warp": "perspective",
+    k = uniform(rng, 0.84, 0.96)
+    return {"kind": "t-shirt", "k": k, "hw": k, "hh": k, "cx": 0.0, "cy": uniform(rng, -0.02, 0.04),
+            "ps": uniform(rng, -0.1, 0.1), "pt": uniform(rng, -0.06, 0.06), "warp": "perspective",
             "label": [-0.44 * k, 0.44 * k, -0.56 * k, 0.4 * k]}
 
 
@@ -683,7 +674,7 @@ _BUILDERS = {"ball": _build_ball, "box": _build_box, "tote bag": _build_tote, "t
 
 def _sample_occluder(rng, o, place, body_rgb):
     """A part of the object laid across the logo's edge (both panels show it)."""
-    kind = _pick(rng, OCCLUDERS[o["kind"]])
+    kind = pick(rng, OCCLUDERS[o["kind"]])
     qx, qy = _surface_to_panel(o, place["center"][0], place["center"][1])
     ex, ey = place["extent_panel"]
     size = min(ex, ey)
@@ -691,9 +682,9 @@ def _sample_occluder(rng, o, place, body_rgb):
     dx, dy, sgn = _cos(a), _sin(a), _sign(rng)
     occ = {"kind": kind}
     if kind in ("strap", "ribbon", "band", "handle"):
-        off = sgn * _u(rng, 0.2, 0.6) * size
+        off = sgn * uniform(rng, 0.2, 0.6) * size
         px_, py_ = qx - dy * off, qy + dx * off  # a point beside the logo centre
-        w = _u(rng, 0.25, 0.42) * size
+        w = uniform(rng, 0.25, 0.42) * size
         if kind == "handle":  # a tote handle that has fallen forward over the bag
             sx, sy = _surface_to_panel(o, sgn * 0.5 * o["hw"] * (1 - o["taper"]), -o["hh"])
             occ.update(segment=[sx, sy - 0.02, px_ + (px_ - sx) * 0.5, py_ + (py_ - sy) * 0.5],
@@ -703,16 +694,16 @@ def _sample_occluder(rng, o, place, body_rgb):
                        half_width=w, clip=True)
             occ["colour"], occ["rgb"] = _pick_colour(rng, STRAP_COLOURS, [body_rgb], 80.0)
     elif kind == "leaf":
-        half = _u(rng, 0.9, 1.4) * size
-        off = sgn * _u(rng, 0.4, 0.8) * size
+        half = uniform(rng, 0.9, 1.4) * size
+        off = sgn * uniform(rng, 0.4, 0.8) * size
         occ.update(center=[qx - dy * off, qy + dx * off], dir=[dx, dy], half_length=half,
-                   half_width=round(half * _u(rng, 0.3, 0.42), 4))
+                   half_width=round(half * uniform(rng, 0.3, 0.42), 4))
         occ["colour"], occ["rgb"] = _pick_colour(rng, LEAF_COLOURS, min_dist=0)
     else:  # tag: a small card on a string
-        b = _u(rng, -0.3, 0.3)
-        occ.update(center=[qx + sgn * _u(rng, 0.5, 0.9) * ex, qy + _u(rng, -0.3, 0.4) * ey],
-                   half_size=[_u(rng, 0.4, 0.55) * size, _u(rng, 0.55, 0.75) * size],
-                   angle=[_cos(b), _sin(b)], string_to=[qx + _u(rng, -0.3, 0.3), -0.9])
+        b = uniform(rng, -0.3, 0.3)
+        occ.update(center=[qx + sgn * uniform(rng, 0.5, 0.9) * ex, qy + uniform(rng, -0.3, 0.4) * ey],
+                   half_size=[uniform(rng, 0.4, 0.55) * size, uniform(rng, 0.55, 0.75) * size],
+                   angle=[_cos(b), _sin(b)], string_to=[qx + uniform(rng, -0.3, 0.3), -0.9])
         occ["colour"], occ["rgb"] = _pick_colour(rng, TAG_COLOURS, [body_rgb], 80.0)
     return occ
 
@@ -754,7 +745,7 @@ def _occluder_parts(occ, X, Y, body_sdf, light):
 def _sample_params(rng, level: int = TOP_LEVEL) -> dict:
     """A scene's parameters. Each `level` test sits where its draw was, so the top level draws
     exactly what it always drew (the same rng calls in the same order)."""
-    kind = _pick(rng, OBJECT_KINDS if level >= 3 else FLAT_KINDS)
+    kind = pick(rng, OBJECT_KINDS if level >= 3 else FLAT_KINDS)
     o = _SAMPLERS[kind](rng)
     if level < 3:  # seen square-on: no perspective
         o["ps"], o["pt"] = 0.0, 0.0
@@ -763,22 +754,22 @@ def _sample_params(rng, level: int = TOP_LEVEL) -> dict:
     if level == 0:
         palette = {k: OBJECT_COLOURS[k] for k in SIMPLE_OBJECT_COLOURS}
     name, rgb = _pick_colour(rng, palette, [o["glass_rgb"]] if kind == "bottle" else [], 70.0)
-    tex = _pick(rng, ("plain", "plain", "stripes", "checker", "noise", "speckle")) if level >= 2 else "plain"
+    tex = pick(rng, ("plain", "plain", "stripes", "checker", "noise", "speckle")) if level >= 2 else "plain"
     fin = {"colour": name, "rgb": rgb, "texture": tex, "rgb2": rgb, "colour2": None,
            "seed": int(rng.random() * 2**31),
-           "gradient": _pick(rng, ("none", "linear", "radial")) if level >= 2 else "none",
-           "gstrength": _u(rng, 0.08, 0.22)}
+           "gradient": pick(rng, ("none", "linear", "radial")) if level >= 2 else "none",
+           "gstrength": uniform(rng, 0.08, 0.22)}
     g = 2 * math.pi * rng.random()
     fin["gdir"] = [_cos(g), _sin(g)]
     if tex in ("stripes", "checker"):
         fin["colour2"], fin["rgb2"] = _pick_colour(rng, dict(OBJECT_COLOURS, **LABEL_COLOURS), [rgb], 90.0)
-        fin["period"] = _u(rng, 0.12, 0.26)
-        a = _pick(rng, (0.0, 0.5 * math.pi, 0.25 * math.pi, 0.75 * math.pi))
-        fin["dir"], fin["duty"] = [_cos(a), _sin(a)], _u(rng, 0.35, 0.65)
+        fin["period"] = uniform(rng, 0.12, 0.26)
+        a = pick(rng, (0.0, 0.5 * math.pi, 0.25 * math.pi, 0.75 * math.pi))
+        fin["dir"], fin["duty"] = [_cos(a), _sin(a)], uniform(rng, 0.35, 0.65)
     elif tex == "noise":
-        f = _u(rng, 0.6, 0.8) if sum(rgb) > 300 else _u(rng, 1.3, 1.6)
+        f = uniform(rng, 0.6, 0.8) if sum(rgb) > 300 else uniform(rng, 1.3, 1.6)
         fin["rgb2"] = [min(255, int(c * f)) for c in rgb]
-        fin["grid"], fin["amount"] = int(6 + 6 * rng.random()), _u(rng, 0.6, 1.0)
+        fin["grid"], fin["amount"] = int(6 + 6 * rng.random()), uniform(rng, 0.6, 1.0)
     elif tex == "speckle":
         fin["rgb2"] = [34, 34, 36] if sum(rgb) > 360 else [236, 236, 232]
         fin["grid"] = int(60 + 30 * rng.random())
@@ -788,30 +779,30 @@ def _sample_params(rng, level: int = TOP_LEVEL) -> dict:
     # (level 0: one scale, unrotated, at the label's centre, shrunk only where the label is smaller)
     u0, u1, v0, v1 = o["label"]
     if level >= 1:
-        rot = _u(rng, -0.18, 0.18) if o["warp"] == "perspective" else _u(rng, -0.08, 0.08)
+        rot = uniform(rng, -0.18, 0.18) if o["warp"] == "perspective" else uniform(rng, -0.08, 0.08)
     else:
         rot = 0.0
     ca, sa = abs(_cos(rot)), abs(_sin(rot))
     ex, ey = logo["extent"]
     rex, rey = ex * ca + ey * sa, ex * sa + ey * ca
     fit = min((u1 - u0) / 2 / rex, (v1 - v0) / 2 / rey)
-    scale = fit * _u(rng, 0.78, 0.97) if level >= 1 else min(SIMPLE_LOGO_SCALE / max(rex, rey), 0.9 * fit)
+    scale = fit * uniform(rng, 0.78, 0.97) if level >= 1 else min(SIMPLE_LOGO_SCALE / max(rex, rey), 0.9 * fit)
     room_u, room_v = (u1 - u0) / 2 - rex * scale, (v1 - v0) / 2 - rey * scale
     jitter = (lambda: (2 * rng.random() - 1) * 0.7) if level >= 1 else (lambda: 0.0)
     center = [round((u0 + u1) / 2 + room_u * jitter(), 4), round((v0 + v1) / 2 + room_v * jitter(), 4)]
     place = {"center": center, "scale": round(scale, 4), "rotation": rot,
              "extent_panel": [round(rex * scale, 4), round(rey * scale, 4)]}
     occ = _sample_occluder(rng, o, place, rgb) if level >= 4 and rng.random() < OCCLUSION_RATE else None
-    la = (_u(rng, -0.7, 0.7), _u(rng, -0.8, -0.3), _u(rng, 0.6, 1.0))
+    la = (uniform(rng, -0.7, 0.7), uniform(rng, -0.8, -0.3), uniform(rng, 0.6, 1.0))
     n = math.sqrt(sum(c * c for c in la))
     ld = [c / n for c in la]
     h = [ld[0], ld[1], ld[2] + 1.0]
     hn = math.sqrt(sum(c * c for c in h))
-    light = {"dir": ld, "half": [c / hn for c in h], "ambient": _u(rng, 0.35, 0.5),
-             "gloss": _u(rng, 0.2, 0.55) if level >= 3 else 0.0, "shininess_log2": int(4 + 4 * rng.random())}
-    bg_name = _pick(rng, BACKGROUNDS)
+    light = {"dir": ld, "half": [c / hn for c in h], "ambient": uniform(rng, 0.35, 0.5),
+             "gloss": uniform(rng, 0.2, 0.55) if level >= 3 else 0.0, "shininess_log2": int(4 + 4 * rng.random())}
+    bg_name = pick(rng, BACKGROUNDS)
     bg = {"colour": bg_name, "rgb": _jitter(rng, BACKGROUNDS[bg_name], 0.02),
-          "gradient": _u(rng, 0.0, 0.1) if rng.random() < 0.6 else 0.0}
+          "gradient": uniform(rng, 0.0, 0.1) if rng.random() < 0.6 else 0.0}
     return {"object_kind": kind, "logo_kind": logo["kind"], "occluded": occ is not None,
             "warp": o["warp"], "object": o, "finish": fin, "logo": logo, "placement": place,
             "occluder": occ, "light": light, "background": bg}

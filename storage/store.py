@@ -509,9 +509,12 @@ class Store:
                     self.loc.remove_tree(path)
 
     def _check_blobs(self, table: pa.Table) -> None:
-        for panel in schema.IMAGE_COLUMNS:  # schema.validate made sure each key is its sha's
-            for key in pc.unique(table[f"{panel}_uri"].drop_null()).to_pylist():  # rows may share a blob
-                if not self.blobs.exists(key):
+        # schema.validate made sure each key is its sha's; rows may share a blob, columns too
+        keys = {panel: pc.unique(table[f"{panel}_uri"].drop_null()).to_pylist() for panel in schema.IMAGE_COLUMNS}
+        gone = set(self.blobs.missing(k for column in keys.values() for k in column))  # listings, not a HEAD each
+        for panel, column in keys.items():
+            for key in column:
+                if key in gone:
                     raise StoreError(f"{panel}_uri {key} points at a missing blob")
 
     def _copy_adapter(self, r: int, adapter_dir: str) -> tuple[str, dict[str, str]]:

@@ -57,6 +57,30 @@ def test_missing_blob_and_bad_keys(store: Store):
             parse_blob_key(bad)
 
 
+@pytest.mark.parametrize("list_from", [1000, 1])  # an existence check each; a listing of each folder
+def test_missing_blobs_by_listing_or_one_check_each(store: Store, monkeypatch, list_from):
+    from storage import blobs
+
+    monkeypatch.setattr(blobs, "LIST_FROM", list_from)
+    present = [store.blobs.put(bytes([i]))[0] for i in range(40)]
+    gone = [blob_key(sha256_hex(f"gone {i}".encode())) for i in range(5)]
+    lost = present.pop(7)
+    store.loc.fs.rm_file(store.blobs.path(lost))
+    folder = posixpath.dirname(store.blobs.path(gone[0]))  # a killed write's temp file is not the blob
+    store.loc.fs.makedirs(folder, exist_ok=True)
+    store.loc.fs.pipe_file(posixpath.join(folder, ".tmp-" + posixpath.basename(gone[0])), b"x")
+    checks = []
+    monkeypatch.setattr(type(store.blobs), "exists", lambda self, key: checks.append(key) or store.loc.exists(
+        store.blobs.path(key)))
+    assert store.blobs.missing(present + gone + [lost] + present[:3]) == sorted(gone + [lost])
+    folders = {k[6:8] for k in present + gone + [lost]}
+    per_folder = {f: sum(k[6:8] == f for k in set(present + gone + [lost])) for f in folders}
+    assert len(checks) == sum(n for n in per_folder.values() if n < list_from)
+    assert store.blobs.missing([]) == []
+    with pytest.raises(BlobError, match="not a blob key"):
+        store.blobs.missing(["../etc/passwd"])
+
+
 def test_image_roundtrip_exact(store: Store):
     img = solid((1, 2, 3))
     key, sha = store.put_image(img)

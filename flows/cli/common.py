@@ -40,12 +40,12 @@ _USER_ERRNOS = {errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.ER
                 errno.EEXIST, errno.EDQUOT, errno.ENAMETOOLONG, errno.ELOOP}
 
 
-def with_overrides(config: str, sets: list[str] | None) -> str:
-    """The config path to use: `config` itself, or with --set overrides a validated YAML file of
-    the result (stages reload the config from a path; same overrides, same file and hash)."""
+def with_overrides(config_path: str, sets: list[str] | None) -> str:
+    """The config path to use: `config_path` itself, or with --set overrides a validated YAML file
+    of the result (stages reload the config from a path; same overrides, same file and hash)."""
     from configs import write_effective_config
 
-    return str(write_effective_config(config, sets or ()))
+    return str(write_effective_config(config_path, sets or ()))
 
 
 def _user_error_types() -> tuple[type[Exception], ...]:
@@ -133,13 +133,13 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(EXIT_USAGE) from None
 
 
-def open_config(config: str, workdir: str | None, must_exist: bool = False):
+def open_config(config_path: str, workdir: str | None, must_exist: bool = False):
     """The config and the workdir's store. A workdir that is there must be a folder; with
     `must_exist` (commands that only read one) it must be there."""
     from configs import load_config
     from storage.store import Store, StoreError
 
-    cfg = load_config(config)
+    cfg = load_config(config_path)
     store = Store(workdir or str(Path("runs") / cfg.run.name))
     shown = store.loc.root if store.loc.is_local else store.uri
     if store.loc.exists(store.loc.root):

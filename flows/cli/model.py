@@ -27,7 +27,7 @@ def _sampler(cfg, adapter: Path | None):
         return Sampler(backbone_for(cfg, adapter), cfg)
 
 
-def _config_and_images(config: str, sets, *paths: list[Path]):
+def _config_and_images(config_path: str, sets, *paths: list[Path]):
     """The config (with --set overrides) and each list of image files, read and validated at its
     panel size (a bad file is named, before any model loads)."""
     from configs import load_config
@@ -35,7 +35,7 @@ def _config_and_images(config: str, sets, *paths: list[Path]):
     from storage.images import ImageError, decode_image
     from storage.imports import MAX_FILE_BYTES
 
-    cfg = load_config(with_overrides(config, sets))
+    cfg = load_config(with_overrides(config_path, sets))
     size = cfg.data.panel_size
     return cfg, tuple([decode_image(read_regular_file(p, MAX_FILE_BYTES, ImageError), str(p), size=size)
                        for p in group] for group in paths)

@@ -146,7 +146,7 @@ def _stop_on_signals(store, held: dict) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _run_flow(config: str, store, rounds: int | None, runner: str = "threads", dask_address: str | None = None,
+def _run_flow(config_path: str, store, rounds: int | None, runner: str = "threads", dask_address: str | None = None,
               held: dict | None = None) -> None:
     """Run the bootstrap flow (the caller holds the workdir lock) in a worker thread: the main
     thread only waits, so it handles SIGINT/SIGTERM at once (_stop_on_signals) and Prefect never
@@ -163,7 +163,7 @@ def _run_flow(config: str, store, rounds: int | None, runner: str = "threads", d
 
     logging.getLogger("layerboot").setLevel(logging.INFO)
 
-    config_path = str(resolve_config_path(config).resolve())
+    config_path = str(resolve_config_path(config_path).resolve())
     outcome: dict = {}
 
     def body() -> None:

@@ -1,4 +1,5 @@
-"""Turning a config into a ready backbone: device, dtype, where the base lives."""
+"""Turning a config into what a process shares: the ready backbone (device, dtype, where the base
+lives, the adapter swapped in) and the judge (built and calibrated once)."""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pyarrow.dataset as ds
+import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -108,6 +109,7 @@ def test_bad_config_is_one_line_exit_2(tmp_path: Path):
     assert res.output.strip() == f"error: {bad}: data.panel_size: must be a multiple of 16 (got 50)"
 
 
+@pytest.mark.slow
 def test_cli_as_subprocess(micro_config_path: Path, tmp_path: Path):
     """The installed console script, as a user runs it; blobs readable and hash-checked without layerboot."""
     exe = shutil.which("layerboot", path=str(Path(sys.executable).parent))

@@ -67,6 +67,7 @@ def workdir(tmp_path: Path) -> tuple[str, Store, dict]:
     return wd, store, {"rows": rows}
 
 
+@pytest.mark.slow
 def test_calibrate_writes_and_prints_the_report(cfg, tmp_path):
     wd = str(tmp_path / "wd")
     res = cli("calibrate", "--config", cfg, "--workdir", wd, "--json")
@@ -97,6 +98,7 @@ def test_calibrate_writes_and_prints_the_report(cfg, tmp_path):
     assert saved["benchmark"]["items"] == 40 and saved["target_precision"] == 0.9
 
 
+@pytest.mark.slow
 def test_loop_judge_uses_calibrated_thresholds_only_when_target_precision_is_set(tmp_path):
     from configs import load_config
     from models.loop.runtime import MODEL_LOCK, calibrate_judge, judge_for
@@ -152,6 +154,7 @@ def test_score_round_zero_keeps_seed_decisions(cfg, workdir):
     assert all(r["accepted"] and r["judge_scores"] for r in rows)
 
 
+@pytest.mark.slow
 def test_calibrated_thresholds_are_used_when_asked(cfg, workdir):
     wd, _, _ = workdir
     missing = cli("score", "--round", "1", "--config", cfg, "--workdir", wd, "--calibrated")

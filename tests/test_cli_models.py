@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -19,6 +20,7 @@ def cli(*args):
     return runner.invoke(app, [str(a) for a in args])
 
 
+@pytest.mark.slow
 def test_train_evaluate_decompose_compose(micro_config_path: Path, tmp_path: Path):
     cfg, work, adapter = micro_config_path, tmp_path / "w", tmp_path / "adapter"
     assert cli("seed", "-c", cfg, "-w", work).exit_code == 0

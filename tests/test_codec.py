@@ -34,6 +34,7 @@ def shipped():
     return load_base(load_config("tiny"))
 
 
+@pytest.mark.slow
 def test_pca_encoder_computes_the_patch_pca_exactly():
     torch.manual_seed(0)
     vae = build_tiny(TinySpec(), seed=0).vae

@@ -56,6 +56,7 @@ def pipeline_latents(sampler: Sampler, task: Task, grid, description: str, seed:
     return out.images[0]  # packed [N, 4C]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task, guidance", [(Task.DECOMPOSE, 1.0), (Task.DECOMPOSE, 30.0), (Task.GENERATE, 30.0)])
 def test_our_sampler_equals_flux_fill_pipeline_on_the_final_latents(tiny, posterior_mode, task, guidance):
     cfg, bb = tiny

@@ -137,6 +137,7 @@ def test_no_process_outlives_its_run_a_sigkilled_run_and_its_prefect_server_end_
     assert alive == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
 def test_no_process_outlives_its_run_a_signal_during_seed_rolls_back_like_a_refusal(sig: signal.Signals, micro_config_path: Path, tmp_path: Path):
     work = tmp_path / "w"

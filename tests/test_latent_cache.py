@@ -34,6 +34,7 @@ def entries(cache_dir) -> list:
     return sorted(p.relative_to(cache_dir) for p in cache_dir.rglob("*.safetensors"))
 
 
+@pytest.mark.slow
 def test_a_round_encodes_only_the_triplets_it_has_not_seen(micro_config, tmp_path):
     bb = load_base(micro_config)
     store = Store(str(tmp_path / "work"))
@@ -63,6 +64,7 @@ def test_a_round_encodes_only_the_triplets_it_has_not_seen(micro_config, tmp_pat
         assert torch.equal(a[2], b[2]) and torch.equal(a[1].prompt_embeds, b[1].prompt_embeds)
 
 
+@pytest.mark.slow
 def test_the_key_is_content_vae_and_panel_size(micro_config, tmp_path):
     bb, other = load_base(micro_config), build_tiny(TinySpec(), seed=1)
     assert vae_identity(bb) != vae_identity(other)
@@ -113,6 +115,7 @@ class CountingPool(list):
         return super().__getitem__(i)
 
 
+@pytest.mark.slow
 def test_training_holds_a_batch_of_pixels_never_the_pool(micro_config, tmp_path, monkeypatch):
     sizes = []
     real = encoded.grid_tensor

@@ -152,6 +152,7 @@ HOLD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_cli_run_and_resume_are_refused_while_another_process_holds_the_lock(tmp_path: Path):
     """A real holder process; `run` and `resume` refuse before Prefect starts (no .prefect folder is
     made); once the holder is SIGKILLed, `fsck --repair` takes its lock over and gives it back."""

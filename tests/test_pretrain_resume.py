@@ -60,6 +60,7 @@ def test_a_killed_transformer_stage_resumes_exactly(random_tiny_base, tmp_path, 
         pretrain_transformer(fresh(), other, log=lambda m: None, checkpoint=ckpt, checkpoint_every=2)
 
 
+@pytest.mark.slow
 def test_destroys_nothing_it_does_not_own_pretrain_tiny_refuses_an_out_folder_with_foreign_files(
         random_tiny_base, tmp_path, one_thread):
     """`pretrain-tiny --out DIR` replaces and deletes DIR/checkpoint-transformer/ whole and overwrites the

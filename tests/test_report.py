@@ -56,6 +56,7 @@ def two_rounds(tmp_path_factory, random_tiny_base):
             "rescued": rejected["triplet_id"]}
 
 
+@pytest.mark.slow
 def test_overrides_between_rounds_reach_the_next_pool(two_rounds):
     store = Store(two_rounds["work"])
     assert store.committed_rounds() == [0, 1, 2]
@@ -86,6 +87,7 @@ def _coloured_pixels(png: bytes) -> int:
     return int(((rgb.max(axis=2) - rgb.min(axis=2)) > 60).sum())
 
 
+@pytest.mark.slow
 def test_report_in_headless_chromium(two_rounds, tmp_path: Path):
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"{CHROMIUM} not installed (Debian: apt-get install chromium; .ci/run installs it)")

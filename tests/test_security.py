@@ -186,6 +186,7 @@ def micro_yaml(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_credentials_never_reach_output_or_workdir(micro_yaml: Path, tmp_path: Path):
     work, env = tmp_path / "w", os.environ | FAKE | {"PYTHONPATH": str(REPO)}
     bad_import = tmp_path / "import"

@@ -56,6 +56,7 @@ def test_speed_options_are_off_in_tiny():
     assert (tiny.model.compile, tiny.model.fuse_qkv, tiny.sample.cache) == (False, False, None)
 
 
+@pytest.mark.slow
 def test_fused_qkv_gives_the_same_latents_and_the_base_is_reloaded_after(micro_config, tmp_path, monkeypatch):
     monkeypatch.setattr(runtime, "_BASES", {})
     adapter = trained_adapter(micro_config, tmp_path / "adapter")
@@ -74,6 +75,7 @@ def test_fused_qkv_gives_the_same_latents_and_the_base_is_reloaded_after(micro_c
     assert not getattr(fresh.transformer, "peft_config", None)
 
 
+@pytest.mark.slow
 def test_first_block_cache_skips_steps_with_a_bounded_change(micro_config):
     cfg = with_(micro_config, sample={"steps": 8})
     bb = load_base(cfg)

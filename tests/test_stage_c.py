@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -40,6 +41,7 @@ def cycle_round_one(config: str, workdir: str) -> pa.Table:
     return RoundWork(Store(workdir), 1).read_stage("cycle", shards)
 
 
+@pytest.mark.slow
 def test_procedural_composites_without_layers_are_cycled(micro_config_path: Path, tmp_path: Path):
     config = with_unlabeled(micro_config_path, 3)
     table = cycle_round_one(config, str(tmp_path / "w"))
@@ -55,6 +57,7 @@ def test_procedural_composites_without_layers_are_cycled(micro_config_path: Path
         assert row["accepted"] or row["reject_reason"]
 
 
+@pytest.mark.slow
 def test_imported_composites_are_validated_then_cycled(micro_config_path: Path, tmp_path: Path):
     config = with_unlabeled(micro_config_path, 2)
     work = str(tmp_path / "w")

@@ -30,6 +30,7 @@ def triplets():
     return [(t.composite, t.logo, t.object) for t in ts], [t.prompt for t in ts], ts
 
 
+@pytest.mark.slow
 def test_cycle_loss_is_exactly_zero_for_identical_inputs(micro_config, triplets):
     bb = load_base(micro_config)
     enc = encode_grids(bb, triplets[0], triplets[1])
@@ -47,6 +48,7 @@ def test_cycle_weight_schedule(micro_config):
     assert [cycle_weight(micro_config, s, warm=True) for s in range(3)] == [0.5, 0.5, 0.5]  # later rounds
 
 
+@pytest.mark.slow
 def test_train_writes_adapter_only_and_loss_is_finite(micro_config, triplets, tmp_path):
     result = train_adapter(load_base(micro_config), micro_config, triplets[0], triplets[1], tmp_path / "a", seed=3)
     files = sorted(p.name for p in (tmp_path / "a").iterdir())
@@ -58,6 +60,7 @@ def test_train_writes_adapter_only_and_loss_is_finite(micro_config, triplets, tm
     assert keys and all(k.startswith("transformer.") and "lora_" in k for k in keys)  # nothing of the base
 
 
+@pytest.mark.slow
 def test_resume_after_crash_matches_uninterrupted_run(micro_config, triplets, tmp_path):
     train_adapter(load_base(micro_config), micro_config, triplets[0], triplets[1], tmp_path / "full", seed=5)
 
@@ -76,6 +79,7 @@ def test_resume_after_crash_matches_uninterrupted_run(micro_config, triplets, tm
     assert not (tmp_path / "resumed" / "checkpoint").exists()
 
 
+@pytest.mark.slow
 def test_sampling_is_deterministic_per_seed_and_keeps_given_panels(micro_config, triplets, tmp_path):
     bb = load_base(micro_config)
     train_adapter(bb, micro_config, triplets[0], triplets[1], tmp_path / "a", seed=1)

@@ -1,3 +1,5 @@
+"""The overprint task as the round sees it: composite = disc x box, an exact formula."""
+
 import numpy as np
 from PIL import Image
 

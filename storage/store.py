@@ -1,6 +1,6 @@
 """A run's workdir: committed rounds, the training pool, blobs, adapters and the metrics index.
 
-Layout (readable without layerboot; see README "Dashboards"):
+Layout (readable without layerboot; see docs/dashboards.md):
 
     <workdir>/blobs/<ab>/<sha256>.png               content-addressed images, write-once
     <workdir>/manifests/round=NN/part-<digest>.parquet   one immutable manifest per round

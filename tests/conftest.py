@@ -11,6 +11,7 @@ from typing import Iterator
 import pytest
 from PIL import Image
 
+from bench import servers
 from configs import Config, load_config
 from storage.store import Store
 from storage.triplets import put_triplet
@@ -120,18 +121,10 @@ def prefect_server():
         yield
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def free_port():
     """A function returning a free TCP port on 127.0.0.1 (for services a test starts)."""
-    return _free_port
+    return servers.free_port
 
 
 @contextmanager
@@ -139,14 +132,12 @@ def moto_server(port: int, log_path: Path, env: dict[str, str] | None = None) ->
     """`moto_server` (the S3 emulator) on 127.0.0.1:port in its own process group; yields its URL
     once it answers (any HTTP status: with IAM auth on, an unsigned request gets 403)."""
     import os
-    import signal
     import subprocess
-    import sys
     import time
     import urllib.error
     import urllib.request
 
-    exe = str(Path(sys.executable).parent / "moto_server")
+    exe = str(servers.BIN / "moto_server")
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log,
                                 env=os.environ | (env or {}), start_new_session=True)
@@ -165,8 +156,7 @@ def moto_server(port: int, log_path: Path, env: dict[str, str] | None = None) ->
                     time.sleep(0.2)
             yield url
         finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
+            servers.stop(proc)
 
 
 @pytest.fixture(scope="module")
@@ -181,94 +171,20 @@ def s3_endpoint():
     server.stop()
 
 
-def _standing_prefect_server(home: Path, extra_env: dict[str, str]):
-    """Start `prefect server start` on 127.0.0.1 in its own process group; returns (process, api url)."""
-    import os
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-
-    port = _free_port()
-    env = os.environ | {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"} | extra_env
-    env.pop("PREFECT_API_URL", None)
-    exe = str(Path(sys.executable).parent / "prefect")
-    proc = subprocess.Popen([exe, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}/api"
-    deadline = time.time() + 180
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=2)
-            return proc, url
-        except OSError:
-            if time.time() > deadline or proc.poll() is not None:
-                _stop(proc)
-                raise RuntimeError("prefect server did not start")
-            time.sleep(0.5)
-
-
-def _stop(proc) -> None:
-    import os
-    import signal
-
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=30)
-
-
 @pytest.fixture(scope="session")
 def prefect_api(tmp_path_factory):
     """A standing `prefect server` (SQLite) on 127.0.0.1 for tests that run layerboot in
     subprocesses (and kill them): a killed process in ephemeral mode would orphan its own server."""
-    proc, url = _standing_prefect_server(tmp_path_factory.mktemp("prefect_home"), {})
-    try:
+    with servers.prefect_server(tmp_path_factory.mktemp("prefect_home")) as (url, _):
         yield url
-    finally:
-        _stop(proc)
 
 
 @pytest.fixture(scope="session")
 def prefect_api_postgres(tmp_path_factory):
     """A `prefect server` on PostgreSQL, as deployments run in production. Needs PostgreSQL's server
     binaries (Debian: apt-get install postgresql); skipped without them."""
-    import os
-    import shutil
-    import subprocess
-
-    import glob
-
-    # Debian keeps the server binaries off PATH, in /usr/lib/postgresql/<version>/bin
-    path = os.pathsep.join([os.environ.get("PATH", ""), *sorted(glob.glob("/usr/lib/postgresql/*/bin"))])
-    initdb, pg_ctl = shutil.which("initdb", path=path), shutil.which("pg_ctl", path=path)
-    if not (initdb and pg_ctl):
+    if servers.postgresql_binaries() is None:
         pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not installed")
-    import tempfile
-
-    # root may not run PostgreSQL: as root, run it as the `postgres` user, in a folder it can reach
-    # (pytest's own tmp folders are private to root)
-    data = Path(tempfile.mkdtemp(prefix="layerboot-pg-"))
-    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    if as_postgres:
-        shutil.chown(data, "postgres")
-    port = _free_port()
-
-    def run(*cmd: str) -> None:  # output to /dev/null: a started postgres would hold captured pipes open
-        subprocess.run([*as_postgres, *cmd], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                       timeout=120)
-
-    run(initdb, "-D", str(data / "db"), "-U", "prefect", "--auth=trust")
-    run(pg_ctl, "-D", str(data / "db"), "-l", str(data / "postgres.log"),
-        "-o", f"-p {port} -k {data} -c listen_addresses=127.0.0.1", "-w", "start")
-    try:
-        run(shutil.which("createdb", path=path) or "createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "prefect", "prefect")
-        db = f"postgresql+asyncpg://prefect@127.0.0.1:{port}/prefect"
-        proc, url = _standing_prefect_server(tmp_path_factory.mktemp("prefect_home_pg"),
-                                             {"PREFECT_API_DATABASE_CONNECTION_URL": db})
-        try:
-            yield url
-        finally:
-            _stop(proc)
-    finally:
-        run(pg_ctl, "-D", str(data / "db"), "-m", "fast", "-w", "stop")
-        shutil.rmtree(data, ignore_errors=True)
+    with servers.postgresql_database() as db, \
+            servers.prefect_server(tmp_path_factory.mktemp("prefect_home_pg"), db) as (url, _):
+        yield url

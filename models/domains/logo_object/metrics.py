@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Sequence
 
 from PIL import Image
-from torchmetrics.functional.image import structural_similarity_index_measure as ssim
 
 from models.domains.base import Layers
 from models.iclora.codec import psnr
@@ -18,6 +17,10 @@ WHITE = (255, 255, 255)  # the logo panel's background
 
 def layer_metrics(logos: Sequence[Image.Image], objects: Sequence[Image.Image], truth_logos, truth_objects,
                   footprints) -> dict[str, float]:
+    # imported here: torchmetrics takes ~4 s to import, and every process that reads the task registry
+    # (the flow, each worker) would pay it, though only evaluation measures SSIM
+    from torchmetrics.functional.image import structural_similarity_index_measure as ssim
+
     pl, po, tl, to = (to_unit_tensor(x) for x in (logos, objects, truth_logos, truth_objects))
     fp = (to_unit_tensor(footprints) > 0.5).float()
     return {

@@ -7,6 +7,8 @@ triplet), into OUT; after each stage the one-step x0 PSNR at sigma 1 per relatio
 task at LEVEL (bench/probes/base_relations.py). Then bench/probes/adapter_on_base.py OUT ...
 
     OMP_NUM_THREADS=2 nohup .venv/bin/python bench/probes/copy_first_base.py /tmp/copyfirst 1500 1500 1 2 > /tmp/copyfirst.log &
+
+An optional last argument names stage A's relations instead (comma-separated), e.g. `copy` alone.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ def report(bb, stage: str, held, triplets, cfg) -> None:
 
 if __name__ == "__main__":
     out, a_steps, b_steps, level, threads = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+    routing_relations = tuple(sys.argv[6].split(",")) if len(sys.argv) > 6 else ROUTING
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     bb = load_backbone("models/tiny_base", torch.float32, "cpu")
@@ -63,7 +66,7 @@ if __name__ == "__main__":
     while len(routing) < 2000:
         e = make_example(derive_seed(0, "transformer", i), S)
         i += 1
-        if e.relation in ROUTING:
+        if e.relation in routing_relations:
             routing.append(e)
     enc = encode_grids(bb, [e.panels for e in routing], [e.prompt for e in routing])
     tr = bb.transformer
@@ -85,7 +88,7 @@ if __name__ == "__main__":
             print(time.strftime("%H:%M:%S"), f"A step {step + 1}: loss {sum(losses[-200:]) / 200:.4f}",
                   f"{(time.time() - t0) / (step + 1):.2f} s/step", flush=True)
     tr.eval().requires_grad_(False)
-    report(bb, f"after A ({a_steps} routing steps):", held, triplets, cfg)
+    report(bb, f"after A ({a_steps} steps of {','.join(routing_relations)}):", held, triplets, cfg)
 
     # stage B: the shipped mix, from stage A's weights
     if b_steps:

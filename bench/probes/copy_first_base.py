@@ -8,12 +8,14 @@ task at LEVEL (bench/probes/base_relations.py). Then bench/probes/adapter_on_bas
 
     OMP_NUM_THREADS=2 nohup .venv/bin/python bench/probes/copy_first_base.py /tmp/copyfirst 1500 1500 1 2 > /tmp/copyfirst.log &
 
-An optional last argument names stage A's relations instead (comma-separated), e.g. `copy` alone.
+An optional last argument names stage A's relations instead (comma-separated), e.g. `copy` alone;
+LR=... in the environment sets stage A's learning rate (default 5e-4, pretraining's).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import time
 from collections import defaultdict
@@ -72,12 +74,13 @@ if __name__ == "__main__":
     tr = bb.transformer
     tr.train().requires_grad_(True)
     fm = FlowMatching(bb, guidance_scale=1.0, resolution_shift=False)
-    opt = torch.optim.AdamW(tr.parameters(), lr=5e-4, weight_decay=0.01)
+    lr = float(os.environ.get("LR", "5e-4"))
+    opt = torch.optim.AdamW(tr.parameters(), lr=lr, weight_decay=0.01)
     gen = torch.Generator().manual_seed(1)
     t0, losses = time.time(), []
     for step in range(a_steps):
         for g in opt.param_groups:
-            g["lr"] = 5e-4 * min(1.0, (step + 1) / 100)
+            g["lr"] = lr * min(1.0, (step + 1) / 100)
         idx = torch.randint(len(routing), (8,), generator=gen).tolist()
         tasks = [TASKS[k] for k in torch.randint(3, (8,), generator=gen).tolist()]
         x0, c, tok = make_batch(bb, enc, idx, tasks, PRETRAIN_PROMPTS)

@@ -104,3 +104,29 @@ def test_destroys_nothing_it_does_not_own_pretrain_tiny_refuses_an_out_folder_wi
     assert record["results"]["transformer"]["steps"] == 6 and not (out / "checkpoint-transformer").exists()
     for base in (out, "models/tiny_base", "models/tiny_base_intrinsic"):
         refuse_foreign_files(base, owns, "layerboot pretrain-tiny")  # every base it wrote is its own
+
+
+def test_split_masks_train_relations_with_a_kept_panel_and_drawings_from_text_alone(random_tiny_base, monkeypatch,
+                                                                                   one_thread):
+    """PretrainRecipe.masks="split": every relation batch keeps a panel (the answer is in the context),
+    every drawing batch is text-to-image; "every" (the shipped bases) draws from all three masks for both."""
+    import models.pretrain.base as base
+    from models.iclora.grid import Task
+
+    seen: dict[str, set] = {}
+
+    def spy(backbone, enc, idx, tasks, prompts):
+        seen.setdefault("drawings" if prompts is base.DRAWING_PROMPTS else "relations", set()).update(tasks)
+        return make_batch(backbone, enc, idx, tasks, prompts)
+
+    make_batch = base.make_batch
+    monkeypatch.setattr(base, "make_batch", spy)
+    recipe = dataclasses.replace(RECIPE, transformer_steps=24, drawing_share=0.5)
+    pretrain_transformer(load_backbone(str(random_tiny_base), torch.float32, "cpu"),
+                         dataclasses.replace(recipe, masks="split"), log=lambda m: None)
+    assert seen == {"relations": {Task.DECOMPOSE, Task.COMPOSE}, "drawings": {Task.GENERATE}}
+    seen.clear()
+    pretrain_transformer(load_backbone(str(random_tiny_base), torch.float32, "cpu"), recipe, log=lambda m: None)
+    assert seen == {"relations": set(base.TASKS), "drawings": set(base.TASKS)}
+    with pytest.raises(ValueError, match="masks"):
+        PretrainRecipe(masks="some")

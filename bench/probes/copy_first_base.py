@@ -9,7 +9,8 @@ task at LEVEL (bench/probes/base_relations.py). Then bench/probes/adapter_on_bas
     OMP_NUM_THREADS=2 nohup .venv/bin/python bench/probes/copy_first_base.py /tmp/copyfirst 1500 1500 1 2 > /tmp/copyfirst.log &
 
 An optional last argument names stage A's relations instead (comma-separated), e.g. `copy` alone;
-LR=... in the environment sets stage A's learning rate (default 5e-4, pretraining's).
+LR=... in the environment sets stage A's learning rate (default 5e-4, pretraining's); MASKS=kept
+trains stage A under the decompose and compose masks only (default: those and text-to-image's).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from base_relations import one_step_psnr  # noqa: E402  (a sibling probe)
 from configs import load_config
 from models.domains.logo_object.world import make_triplet
 from models.iclora.backbone import load_backbone, save_backbone
-from models.iclora.encoded import TASKS, encode_grids, make_batch
+from models.iclora.encoded import KEPT_TASKS, TASKS, encode_grids, make_batch
 from models.iclora.objective import FlowMatching
 from models.iclora.tiny import TinySpec, build_tiny
 from models.iclora.train import optimizer_step, task_prompts
@@ -75,6 +76,7 @@ if __name__ == "__main__":
     tr.train().requires_grad_(True)
     fm = FlowMatching(bb, guidance_scale=1.0, resolution_shift=False)
     lr = float(os.environ.get("LR", "5e-4"))
+    masks = KEPT_TASKS if os.environ.get("MASKS") == "kept" else TASKS
     opt = torch.optim.AdamW(tr.parameters(), lr=lr, weight_decay=0.01)
     gen = torch.Generator().manual_seed(1)
     t0, losses = time.time(), []
@@ -82,7 +84,7 @@ if __name__ == "__main__":
         for g in opt.param_groups:
             g["lr"] = lr * min(1.0, (step + 1) / 100)
         idx = torch.randint(len(routing), (8,), generator=gen).tolist()
-        tasks = [TASKS[k] for k in torch.randint(3, (8,), generator=gen).tolist()]
+        tasks = [masks[k] for k in torch.randint(len(masks), (8,), generator=gen).tolist()]
         x0, c, tok = make_batch(bb, enc, idx, tasks, PRETRAIN_PROMPTS)
         loss = fm.loss(x0, c, tok, generator=gen)
         optimizer_step(opt, loss, tr.parameters(), 1.0)

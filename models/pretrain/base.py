@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from models.iclora.backbone import Backbone, save_backbone
 from models.iclora.tiny import TinySpec, build_tiny
 from models.iclora.codec import build_pca_encoder, fit_decoder, reconstruction_psnr
-from models.iclora.encoded import TASKS, encode_grids, make_batch
+from models.iclora.encoded import KEPT_TASKS, TASKS, encode_grids, make_batch
 from models.iclora.grid import Task
 from models.iclora.objective import FlowMatching
 from models.pretrain.data import make_example, make_image
@@ -51,6 +51,10 @@ RECIPE_FILE = "RECIPE.json"
 TRANSFORMER_CHECKPOINT = "checkpoint-transformer"  # inside the base's folder while the stage runs
 TRANSFORMER_WEIGHTS = "transformer.safetensors"
 STAGES = ("encoder", "decoder", "transformer")
+MASKS = {  # PretrainRecipe.masks: the masks each kind of batch trains under
+    "every": {"relations": TASKS, "drawings": TASKS},
+    "split": {"relations": KEPT_TASKS, "drawings": (Task.GENERATE,)},
+}
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,16 @@ class PretrainRecipe:
     # world: logo_object draws objects and emblems, intrinsic flat-colour scenes and grey light)
     world: str = "logo_object"
     world_level: int | None = None  # the world's level the drawings show (data.world_level; None: the full world)
+    # which masks each kind of batch trains under: "every" (the first bases: relations and drawings
+    # under all three) or "split" (relations only under the masks that keep a panel, where the
+    # answer is in the context; drawings only under text-to-image, where the text is all there is).
+    # Under "every", a relation under the text-only mask and a drawing beside an unrelated kept
+    # panel both teach the transformer to ignore what the context holds (docs/research-log.md).
+    masks: str = "every"
+
+    def __post_init__(self) -> None:
+        if self.masks not in MASKS:
+            raise ValueError(f"PretrainRecipe.masks must be one of {sorted(MASKS)}, got {self.masks!r}")
 
 
 WORLD_SINGLES = {  # the world's single-image maker, and the kinds a drawing shows left to right
@@ -83,9 +97,9 @@ WORLD_SINGLES = {  # the world's single-image maker, and the kinds a drawing sho
 
 def recipe_hash(spec: TinySpec, recipe: PretrainRecipe) -> str:
     """What the shipped weights were made from; a test checks the shipped RECIPE.json against it.
-    Fields added after the first base (`world`, `prediction_type`) count only when they differ
+    Fields added after the first base (`world`, `prediction_type`, ...) count only when they differ
     from that base's values, so its hash stays what it was."""
-    older = {"world": "logo_object", "prediction_type": "velocity", "world_level": None}
+    older = {"world": "logo_object", "prediction_type": "velocity", "world_level": None, "masks": "every"}
     def counted(obj) -> dict:
         return {k: v for k, v in asdict(obj).items() if k not in older or older[k] != v}
 
@@ -202,7 +216,8 @@ def pretrain_transformer(backbone: Backbone, recipe: PretrainRecipe, log: Callab
         drawing = torch.rand((), generator=gen).item() < recipe.drawing_share  # a whole batch of one kind
         enc, prompts = (drawn, DRAWING_PROMPTS) if drawing else (relations, PRETRAIN_PROMPTS)
         idx = torch.randint(len(enc), (recipe.transformer_batch,), generator=gen).tolist()
-        tasks = [TASKS[k] for k in torch.randint(3, (recipe.transformer_batch,), generator=gen).tolist()]
+        masks = MASKS[recipe.masks]["drawings" if drawing else "relations"]
+        tasks = [masks[k] for k in torch.randint(len(masks), (recipe.transformer_batch,), generator=gen).tolist()]
         x0, c, tokens = make_batch(backbone, enc, idx, tasks, prompts)
         loss = objective.loss(x0, c, tokens, generator=gen)
         optimizer_step(opt, loss, tr.parameters(), recipe.grad_clip)

@@ -11,6 +11,7 @@ task at LEVEL (bench/probes/base_relations.py). Then bench/probes/adapter_on_bas
 An optional last argument names stage A's relations instead (comma-separated), e.g. `copy` alone;
 LR=... in the environment sets stage A's learning rate (default 5e-4, pretraining's); MASKS=kept
 trains stage A under the decompose and compose masks only (default: those and text-to-image's).
+INIT=BASE starts stage A from BASE's transformer (an x-prediction base) instead of fresh weights.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ if __name__ == "__main__":
     bb = load_backbone("models/tiny_base", torch.float32, "cpu")
     spec = TinySpec(prediction_type="sample")
     bb = dataclasses.replace(bb, transformer=build_tiny(spec, seed=0).transformer, prediction_type="sample")
+    if os.environ.get("INIT"):
+        bb = dataclasses.replace(bb, transformer=load_backbone(os.environ["INIT"], torch.float32, "cpu").transformer)
     cfg = load_config("tiny", [f"data.world_level={level}"])
     held = [make_example(9_000_000 + i, S) for i in range(240)]
     triplets = [make_triplet(derive_seed(cfg.run.seed, "synthetic", "test", i), S, level) for i in range(48)]

@@ -47,7 +47,7 @@ from storage.hashing import is_sha256_hex, sha256_hex
 from storage.latents import LATENT_CACHE, EntryError, check_entry, entry_key
 from storage.lock import Holder, WorkdirLock
 from storage.overrides import operator
-from storage.store import MARKER, PART_NAME, STAGING, Store, StoreError, derived_figures, now_utc
+from storage.store import MARKER, PART_NAME, STAGING, Store, StoreError, derived_figures, manifest_name, now_utc
 from storage.unlabeled import LISTING, read_unlabeled
 from storage.work import STATUS_FILE, RoundWork
 
@@ -215,7 +215,7 @@ def remark(store: Store, r: int, on_takeover: Callable[[Holder, str], None] | No
         except DigestError as e:
             raise FsckError(f"round {r}: rounds.parquet's {e}") from None
         digest = content_digest(stored, version)
-        if digest != row["content_digest"] or name != f"part-{digest[:16]}.parquet":
+        if digest != row["content_digest"] or name != manifest_name(digest):
             raise FsckError(f"round {r}: the content of manifest {name} does not match rounds.parquet")
         figures = derived_figures(table)
         figures.pop("train_accepted")

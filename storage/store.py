@@ -37,7 +37,7 @@ from PIL import Image
 
 from storage import schema
 from storage.blobs import BlobStore
-from storage.digest import DIGEST_VERSION, DIGEST_VERSION_KEY, DigestError, content_digest, version_of
+from storage.digest import DIGEST_VERSION, DIGEST_VERSION_KEY, IGNORED, DigestError, content_digest, version_of
 from storage.faults import failpoint
 from storage.fs import Location, is_temp_name
 from storage.hashing import sha256_hex
@@ -133,11 +133,16 @@ def _zstd_parquet(table: pa.Table) -> bytes:
     return buf.getvalue()
 
 
+def manifest_name(digest: str) -> str:
+    """A round's manifest file: named by its content digest, so a folder's one file says what it holds."""
+    return f"part-{digest[:16]}.parquet"
+
+
 def _same_rows(a: pa.Table, b: pa.Table) -> bool:
     """The same rows, in any order and whenever they were written (`created_at` aside)."""
     if a.num_rows != b.num_rows:
         return False
-    a, b = (t.drop_columns(["created_at"]).sort_by("triplet_id") for t in (a, b))
+    a, b = (t.drop_columns(list(IGNORED)).sort_by("triplet_id") for t in (a, b))
     return a.equals(b)
 
 
@@ -310,7 +315,7 @@ class Store:
                                                                marker.get(DIGEST_VERSION_KEY)))
                 except DigestError as e:
                     raise damaged(f"its marker's {e}") from None
-                if digest != marker.get("content_digest") or name != f"part-{digest[:16]}.parquet":
+                if digest != marker.get("content_digest") or name != manifest_name(digest):
                     raise damaged(f"the content of manifest {name} does not match its commit marker")
             figures = derived_figures(table)
             train_accepted = figures.pop("train_accepted")
@@ -472,7 +477,7 @@ class Store:
 
         adapter_uri, adapter_files = self._copy_adapter(r, adapter_dir) if adapter_dir else (None, None)
         failpoint(f"commit-r{r:02d}-adapter")
-        name = f"part-{digest[:16]}.parquet"
+        name = manifest_name(digest)
         manifest_sha = sha256_hex(data)
         marker = self._marker_body(r, table, digest, name, manifest_sha, adapter_uri) | (metrics or {})
         marker["manifest_bytes"] = len(data)  # lets `status` glance at a round without hashing it

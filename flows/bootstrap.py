@@ -42,7 +42,7 @@ def round_flow(config_path: str, workdir: str, round: int) -> dict[str, Any]:
     shards = shard_indices(cfg)
     args = (unmapped(config_path), unmapped(workdir), unmapped(round))
     with stage(work, "train", seconds):
-        t.train(config_path, workdir, round)                      # 1. adapter r on P(r-1)
+        t.train(config_path, workdir, round)                 # 1. adapter r on P(r-1)
     with stage(work, "generate", seconds):
         t.generate.map(*args, shards).result()               # 2. N candidates, shard by shard
     with stage(work, "judge", seconds):
@@ -50,10 +50,10 @@ def round_flow(config_path: str, workdir: str, round: int) -> dict[str, Any]:
     with stage(work, "cycle", seconds):
         t.cycle.map(*args, shards).result()                  # 4. decompose + re-compose the accepted
     with stage(work, "evaluate", seconds):
-        t.evaluate(config_path, workdir, round)                   # 5. held-out decomposition quality
+        t.evaluate(config_path, workdir, round)              # 5. held-out decomposition quality
     with stage(work, "commit", seconds):
         metrics = t.summarize(config_path, workdir, round, seconds, str(flow_run.get_id()))
-        t.commit(config_path, workdir, round, metrics)            # 6. one immutable manifest, marker last
+        t.commit(config_path, workdir, round, metrics)       # 6. one immutable manifest, marker last
     t.report(round, metrics)
     return metrics
 

@@ -14,6 +14,7 @@ from models.pretrain.data import (
     apply_colour_matrix,
     make_example,
     make_example_detailed,
+    make_example_of,
     make_image,
 )
 
@@ -154,6 +155,23 @@ def test_warp_blend(detailed):
         assert (p1[a_flat == 0] == 255).all()
         assert not np.array_equal(a, a_flat)  # the layer really moved
         assert 0.2 < a.sum() / max(a_flat.sum(), 1) < 5  # ...but stayed mostly in frame
+
+
+def test_cut_out_is_the_layer_made_small_over_the_picture(detailed):
+    # Drawn by name only (NAMED_RELATIONS): make_example's mix, and so the shipped bases' data, is unchanged.
+    assert "cut_out" not in RELATIONS and all(ex.relation != "cut_out" for ex, _ in detailed)
+    scales = []
+    for seed in range(12):
+        ex, truth = make_example_detailed(seed, SIZE, "cut_out")
+        p0, p1, p2 = (np.asarray(p).astype(np.int32) for p in ex.panels)
+        a, a_big = truth["alpha"], truth["layer_alpha"]
+        assert np.array_equal(p0[a == 0], p2[a == 0]) and (p1[a_big == 0] == 255).all()
+        assert 0 < a.sum() < a_big.sum()  # in frame, and smaller than the cut-out
+        scales.append(truth["scale"])
+        assert make_example_of(seed, SIZE, "cut_out").panels[0].tobytes() == ex.panels[0].tobytes()
+    assert 0.3 <= min(scales) and max(scales) <= 0.65 and max(scales) - min(scales) > 0.15
+    with pytest.raises(ValueError, match="unknown relation 'paste'"):
+        make_example_of(0, SIZE, "paste")
 
 
 def overlap(a, b, dy, dx):

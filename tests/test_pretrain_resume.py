@@ -130,3 +130,44 @@ def test_split_masks_train_relations_with_a_kept_panel_and_drawings_from_text_al
     assert seen == {"relations": set(base.TASKS), "drawings": set(base.TASKS)}
     with pytest.raises(ValueError, match="masks"):
         PretrainRecipe(masks="some")
+
+
+def test_a_curriculum_trains_its_stages_in_order_and_resumes_inside_one(random_tiny_base, tmp_path, monkeypatch,
+                                                                       one_thread):
+    """PretrainRecipe.curriculum: each step's batch holds only its stage's relations (drawn by name,
+    cut_out included), a stage's drawing share is its own, and a run killed inside the second stage
+    resumes exactly."""
+    import models.pretrain.base as base
+    from models.pretrain.base import Stage
+
+    curriculum = (Stage(("copy",), 4), Stage(("copy", "cut_out"), 4, drawing_share=0.5))
+    recipe = dataclasses.replace(RECIPE, transformer_steps=8, curriculum=curriculum)
+    batches: list[set] = []
+
+    def spy(backbone, enc, idx, tasks, prompts):
+        named = {"all three panels are the same image": "copy",
+                 "left is the middle layer made small and laid over the right background": "cut_out"}
+        batches.append({"drawing"} if prompts is base.DRAWING_PROMPTS else {named[enc.prompts[i]] for i in idx})
+        return make_batch(backbone, enc, idx, tasks, prompts)
+
+    make_batch = base.make_batch
+    monkeypatch.setattr(base, "make_batch", spy)
+    whole = load_backbone(str(random_tiny_base), torch.float32, "cpu")
+    expected = pretrain_transformer(whole, recipe, log=lambda m: None)
+    first, second = batches[:4], batches[4:]
+    assert all(b == {"copy"} for b in first)
+    assert set().union(*second) == {"copy", "cut_out", "drawing"}
+    assert expected["steps"] == 8 and expected["drawing_steps"] == sum(b == {"drawing"} for b in second)
+
+    ckpt = tmp_path / "checkpoint-transformer"
+    with pytest.raises(Killed):
+        pretrain_transformer(load_backbone(str(random_tiny_base), torch.float32, "cpu"), recipe, log=lambda m: None,
+                             checkpoint=ckpt, checkpoint_every=3, on_checkpoint=kill_at(6))
+    resumed = load_backbone(str(random_tiny_base), torch.float32, "cpu")
+    assert pretrain_transformer(resumed, recipe, log=lambda m: None, checkpoint=ckpt, checkpoint_every=3) == expected
+    for (name, a), b in zip(whole.transformer.state_dict().items(), resumed.transformer.state_dict().values()):
+        assert torch.equal(a, b), name
+    with pytest.raises(ValueError, match="sum of the curriculum"):
+        dataclasses.replace(recipe, transformer_steps=9)
+    with pytest.raises(ValueError, match="unknown: \\['paste'\\]"):
+        Stage(("paste",), 4)

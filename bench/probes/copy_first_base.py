@@ -8,7 +8,8 @@ task at LEVEL (bench/probes/base_relations.py). Then bench/probes/adapter_on_bas
 
     OMP_NUM_THREADS=2 nohup .venv/bin/python bench/probes/copy_first_base.py /tmp/copyfirst 1500 1500 1 2 > /tmp/copyfirst.log &
 
-An optional last argument names stage A's relations instead (comma-separated), e.g. `copy` alone;
+An optional last argument names stage A's relations instead (comma-separated), e.g. `copy` alone
+(relations outside pretraining's mix, e.g. `cut_out`, are drawn by name: an equal share each);
 LR=... in the environment sets stage A's learning rate (default 5e-4, pretraining's); MASKS=kept
 trains stage A under the decompose and compose masks only (default: those and text-to-image's).
 INIT=BASE starts stage A from BASE's transformer (an x-prediction base) instead of fresh weights.
@@ -35,7 +36,7 @@ from models.iclora.objective import FlowMatching
 from models.iclora.tiny import TinySpec, build_tiny
 from models.iclora.train import optimizer_step, task_prompts
 from models.pretrain.base import PRETRAIN_PROMPTS, PretrainRecipe, pretrain_transformer
-from models.pretrain.data import make_example
+from models.pretrain.data import RELATIONS, make_example, make_example_of
 from storage.hashing import derive_seed
 
 ROUTING = ("copy", "shift", "alpha_over")
@@ -64,16 +65,19 @@ if __name__ == "__main__":
     if os.environ.get("INIT"):
         bb = dataclasses.replace(bb, transformer=load_backbone(os.environ["INIT"], torch.float32, "cpu").transformer)
     cfg = load_config("tiny", [f"data.world_level={level}"])
-    held = [make_example(9_000_000 + i, S) for i in range(240)]
+    held = [make_example(9_000_000 + i, S) for i in range(240)] + [make_example_of(9_500_000 + i, S, "cut_out") for i in range(24)]
     triplets = [make_triplet(derive_seed(cfg.run.seed, "synthetic", "test", i), S, level) for i in range(48)]
 
     # stage A: routing relations only (rejection-sampled from pretraining's own example stream)
+    named = [r for r in routing_relations if r not in RELATIONS]  # drawn by name, an equal share each
     routing, i = [], 0
-    while len(routing) < 2000:
+    while len(routing) < 2000 * (len(routing_relations) - len(named)) // len(routing_relations):
         e = make_example(derive_seed(0, "transformer", i), S)
         i += 1
         if e.relation in routing_relations:
             routing.append(e)
+    routing += [make_example_of(derive_seed(0, "transformer", r, j), S, r) for r in named
+                for j in range(2000 // len(routing_relations))]
     enc = encode_grids(bb, [e.panels for e in routing], [e.prompt for e in routing])
     tr = bb.transformer
     tr.train().requires_grad_(True)

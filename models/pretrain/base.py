@@ -25,7 +25,7 @@ import os
 import re
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -40,7 +40,7 @@ from models.iclora.codec import build_pca_encoder, fit_decoder, reconstruction_p
 from models.iclora.encoded import KEPT_TASKS, TASKS, encode_grids, make_batch
 from models.iclora.grid import Task
 from models.iclora.objective import FlowMatching
-from models.pretrain.data import make_example, make_image
+from models.pretrain.data import RELATIONS, NAMED_RELATIONS, make_example, make_example_of, make_image
 from models.domains.intrinsic import world as intrinsic
 from models.domains.logo_object import world as logo_object
 from models.iclora.train import LOG_FILE, STATE_FILE, STATE_TENSORS, optimizer_step, read_checkpoint, write_checkpoint
@@ -55,6 +55,22 @@ MASKS = {  # PretrainRecipe.masks: the masks each kind of batch trains under
     "every": {"relations": TASKS, "drawings": TASKS},
     "split": {"relations": KEPT_TASKS, "drawings": (Task.GENERATE,)},
 }
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a curriculum: `steps` steps on `relations` (examples drawn by name, an equal
+    share each), `drawing_share` of its batches text-to-image drawings. Each stage warms its
+    learning rate up again and holds it (as bench/probes/copy_first_base.py measured it)."""
+    relations: tuple[str, ...]
+    steps: int
+    drawing_share: float = 0.0
+
+    def __post_init__(self) -> None:
+        unknown = set(self.relations) - set(RELATIONS + NAMED_RELATIONS)
+        if unknown or not self.relations or self.steps < 1 or not 0 <= self.drawing_share < 1:
+            raise ValueError(f"a curriculum stage needs known relations (unknown: {sorted(unknown)}), "
+                             f"steps >= 1 and 0 <= drawing_share < 1: {self}")
 
 
 @dataclass(frozen=True)
@@ -83,10 +99,33 @@ class PretrainRecipe:
     # Under "every", a relation under the text-only mask and a drawing beside an unrelated kept
     # panel both teach the transformer to ignore what the context holds (docs/research-log.md).
     masks: str = "every"
+    # Empty: every step draws from the whole mix (RELATIONS and the drawings, `drawing_share`), on
+    # a cosine schedule. A curriculum instead trains its stages in order, each on its own relations
+    # (the shipped mix spreads a width-192 transformer over twelve relations and none is learnt;
+    # learnt one after another, each is kept: docs/research-log.md); `transformer_steps` and
+    # `drawing_share` are then the stages'.
+    curriculum: tuple[Stage, ...] = field(default=())
 
     def __post_init__(self) -> None:
         if self.masks not in MASKS:
             raise ValueError(f"PretrainRecipe.masks must be one of {sorted(MASKS)}, got {self.masks!r}")
+        if self.curriculum and self.transformer_steps != sum(st.steps for st in self.curriculum):
+            raise ValueError(f"PretrainRecipe.transformer_steps ({self.transformer_steps}) must be the sum of "
+                             f"the curriculum's stages ({sum(st.steps for st in self.curriculum)})")
+
+    @property
+    def curriculum_relations(self) -> tuple[str, ...]:
+        """Every relation some stage draws, in first-seen order."""
+        return tuple(dict.fromkeys(r for st in self.curriculum for r in st.relations))
+
+    def stage_at(self, step: int) -> tuple[int, int]:
+        """Which curriculum stage `step` falls in, and the step that stage started at."""
+        start = 0
+        for k, st in enumerate(self.curriculum):
+            if step < start + st.steps:
+                return k, start
+            start += st.steps
+        raise IndexError(f"step {step} is past the curriculum's {start} steps")
 
 
 WORLD_SINGLES = {  # the world's single-image maker, and the kinds a drawing shows left to right
@@ -99,7 +138,8 @@ def recipe_hash(spec: TinySpec, recipe: PretrainRecipe) -> str:
     """What the shipped weights were made from; a test checks the shipped RECIPE.json against it.
     Fields added after the first base (`world`, `prediction_type`, ...) count only when they differ
     from that base's values, so its hash stays what it was."""
-    older = {"world": "logo_object", "prediction_type": "velocity", "world_level": None, "masks": "every"}
+    older = {"world": "logo_object", "prediction_type": "velocity", "world_level": None, "masks": "every",
+             "curriculum": ()}
     def counted(obj) -> dict:
         return {k: v for k, v in asdict(obj).items() if k not in older or older[k] != v}
 
@@ -189,10 +229,17 @@ def pretrain_transformer(backbone: Backbone, recipe: PretrainRecipe, log: Callab
     are saved there every `checkpoint_every` steps and a rerun continues from the last one exactly
     (the examples are drawn and encoded again: deterministic, minutes); the caller removes it."""
     s = recipe.panel_size
-    examples = [make_example(derive_seed(recipe.seed, "transformer", i), s) for i in range(recipe.transformer_examples)]
+    if recipe.curriculum:  # an equal share of the examples for each relation some stage draws
+        per = recipe.transformer_examples // len(recipe.curriculum_relations)
+        examples = [make_example_of(derive_seed(recipe.seed, "transformer", r, j), s, r)
+                    for r in recipe.curriculum_relations for j in range(per)]
+        pools = [[i for i, e in enumerate(examples) if e.relation in st.relations] for st in recipe.curriculum]
+    else:
+        examples = [make_example(derive_seed(recipe.seed, "transformer", i), s) for i in range(recipe.transformer_examples)]
     relations = encode_grids(backbone, [e.panels for e in examples], [e.prompt for e in examples], desc="encode examples")
+    draws = any(st.drawing_share for st in recipe.curriculum) if recipe.curriculum else recipe.drawing_share > 0
     drawings = [make_drawing(derive_seed(recipe.seed, "drawing", i), s, recipe.world, recipe.world_level)
-                for i in range(recipe.drawing_examples)]
+                for i in range(recipe.drawing_examples if draws else 0)]
     drawn = encode_grids(backbone, [d[0] for d in drawings], [d[1] for d in drawings], desc="encode drawings")
     tr = backbone.transformer
     tr.train().requires_grad_(True)
@@ -203,7 +250,7 @@ def pretrain_transformer(backbone: Backbone, recipe: PretrainRecipe, log: Callab
     start, history = 0, {"relations": [], "drawings": []}
     if checkpoint is not None and (checkpoint / STATE_FILE).exists():
         start, history, meta = read_checkpoint(checkpoint, opt, gen)
-        if meta["recipe"] != asdict(recipe):
+        if meta["recipe"] != json.loads(json.dumps(asdict(recipe))):  # (as JSON: a stage's tuple is a list there)
             raise ValueError(f"{checkpoint} is a checkpoint of another recipe ({meta['recipe']}); "
                              "remove it to start again")
         tr.load_state_dict(load_file(str(checkpoint / TRANSFORMER_WEIGHTS)))
@@ -211,11 +258,20 @@ def pretrain_transformer(backbone: Backbone, recipe: PretrainRecipe, log: Callab
     bar = tqdm(range(start, recipe.transformer_steps), initial=start, total=recipe.transformer_steps,
                desc="pretrain transformer", unit="step", disable=None)
     for step in bar:
+        if recipe.curriculum:
+            k, start_of_stage = recipe.stage_at(step)
+            lr, share = recipe.transformer_lr * min(1.0, (step - start_of_stage + 1) / 100), recipe.curriculum[k].drawing_share
+        else:
+            lr, share = cosine_lr(step, recipe.transformer_steps, recipe.transformer_lr), recipe.drawing_share
         for g in opt.param_groups:
-            g["lr"] = cosine_lr(step, recipe.transformer_steps, recipe.transformer_lr)
-        drawing = torch.rand((), generator=gen).item() < recipe.drawing_share  # a whole batch of one kind
+            g["lr"] = lr
+        drawing = torch.rand((), generator=gen).item() < share  # a whole batch of one kind
         enc, prompts = (drawn, DRAWING_PROMPTS) if drawing else (relations, PRETRAIN_PROMPTS)
-        idx = torch.randint(len(enc), (recipe.transformer_batch,), generator=gen).tolist()
+        if recipe.curriculum and not drawing:
+            pool = pools[k]
+            idx = [pool[k] for k in torch.randint(len(pool), (recipe.transformer_batch,), generator=gen).tolist()]
+        else:
+            idx = torch.randint(len(enc), (recipe.transformer_batch,), generator=gen).tolist()
         masks = MASKS[recipe.masks]["drawings" if drawing else "relations"]
         tasks = [masks[k] for k in torch.randint(len(masks), (recipe.transformer_batch,), generator=gen).tolist()]
         x0, c, tokens = make_batch(backbone, enc, idx, tasks, prompts)

@@ -27,10 +27,13 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from models.domains.base import check_size
 
-RELATIONS: tuple[str, ...] = (
+RELATIONS: tuple[str, ...] = (  # the mix `make_example` draws from (the shipped bases' pretraining)
     "alpha_over", "multiply", "screen", "add", "darken", "lighten",
     "warp_blend", "copy", "shift", "recolour", "flip", "rotate90",
 )
+# Relations drawn only by name (`make_example_of`), for a curriculum's stages: adding them to
+# RELATIONS would change every example `make_example` draws, and so the shipped bases' data.
+NAMED_RELATIONS: tuple[str, ...] = ("cut_out",)
 SS = 2  # supersampling factor: draw at SS x size, then LANCZOS down
 
 # Separate streams so make_image(s) is not just make_example(s)'s first picture.
@@ -53,21 +56,31 @@ def make_example(seed: int, size: int) -> Example:
     return make_example_detailed(seed, size)[0]
 
 
-def make_example_detailed(seed: int, size: int) -> tuple[Example, dict[str, Any]]:
-    """`make_example` plus the ground truth that the panels alone do not show (for tests/debugging):
+def make_example_detailed(seed: int, size: int, relation: str | None = None) -> tuple[Example, dict[str, Any]]:
+    """`make_example` plus the ground truth that the panels alone do not show (for tests/debugging);
+    with `relation` (any of RELATIONS + NAMED_RELATIONS), an example of that relation instead of a
+    drawn one (`make_example_of`):
 
-    alpha_over / warp_blend: "alpha" (uint8 size x size, the coverage of the layer as laid onto
-    panel2; panel1 shows the unwarped layer, whose coverage is "layer_alpha"); warp_blend: "warp";
-    shift: "move" = (dy, dx) content displacement from panel1 to panel0 (and panel0 to panel2);
-    recolour: "op" and "perm" or "matrix"; flip: "axis" (panel0's mirror axis); rotate90: "k" for np.rot90;
-    multiply / screen / add / darken / lighten / copy: nothing.
+    alpha_over / warp_blend / cut_out: "alpha" (uint8 size x size, the coverage of the layer as laid
+    onto panel2; panel1 shows the unwarped layer, whose coverage is "layer_alpha"); warp_blend:
+    "warp"; cut_out: "scale"; shift: "move" = (dy, dx) content displacement from panel1 to panel0
+    (and panel0 to panel2); recolour: "op" and "perm" or "matrix"; flip: "axis" (panel0's mirror
+    axis); rotate90: "k" for np.rot90; multiply / screen / add / darken / lighten / copy: nothing.
     """
     check_size(size)
     rng = _rng(seed, _EXAMPLE_STREAM)
-    relation = RELATIONS[int(rng.integers(len(RELATIONS)))]
+    if relation is None:
+        relation = RELATIONS[int(rng.integers(len(RELATIONS)))]
+    elif relation not in _BUILDERS:
+        raise ValueError(f"unknown relation {relation!r}; one of {', '.join(_BUILDERS)}")
     p0, p1, p2, prompt, truth = _BUILDERS[relation](rng, size)
     panels = tuple(Image.fromarray(np.ascontiguousarray(p), "RGB") for p in (p0, p1, p2))
     return Example(panels, relation, prompt), truth
+
+
+def make_example_of(seed: int, size: int, relation: str) -> Example:
+    """One example of the named relation (a curriculum's stage draws its relations by name)."""
+    return make_example_detailed(seed, size, relation)[0]
 
 
 def make_image(seed: int, size: int) -> Image.Image:
@@ -212,12 +225,38 @@ def _rotate90(rng: np.random.Generator, size: int) -> Panels:
     return p0, img, np.rot90(p0, k), f"left is the middle image turned a quarter turn {way}; right turns it again", {"k": k}
 
 
+def _cut_out(rng: np.random.Generator, size: int) -> Panels:
+    # A layer laid small over a picture (panel0); the same layer cut out, large and centred on
+    # white (panel1); the picture (panel2). Splitting panel0 means finding the layer, lifting it
+    # out at another scale and filling the picture in under it: what a layer task's decomposition
+    # asks, on generic shapes and pictures (never a product or an emblem of a task's world).
+    cv = _square(size)
+    prem, alpha = _patch_layer(rng, cv)
+    scale = rng.uniform(0.3, 0.65)
+    t = math.radians(rng.uniform(-20, 20))
+    inv = np.array([[math.cos(t), math.sin(t)], [-math.sin(t), math.cos(t)]]) / scale
+    reach = 0.42 * scale  # the patch reaches ~0.4 panel widths from its centre
+    dx, dy = (rng.uniform(reach - 0.45, 0.45 - reach) * cv.unit for _ in range(2))
+    x, y = _pixel_grid(cv)
+    cx, cy = (cv.w - 1) / 2, (cv.h - 1) / 2
+    ox, oy = x - cx - dx, y - cy - dy
+    small = _remap(np.dstack([prem, alpha]), cx + inv[0, 0] * ox + inv[0, 1] * oy, cy + inv[1, 0] * ox + inv[1, 1] * oy)
+    p_big, a_big = _down_layer(prem, alpha)
+    p_small, a_small = _down_layer(small[..., :3], small[..., 3])
+    bg = _down(_picture(rng, cv))
+    p1 = _over(p_big, a_big, _white(size))
+    p0 = _over(p_small, a_small, bg)
+    prompt = "left is the middle layer made small and laid over the right background"
+    return p0, p1, bg, prompt, {"alpha": a_small, "layer_alpha": a_big, "scale": scale}
+
+
 _BUILDERS: dict[str, Callable[[np.random.Generator, int], Panels]] = {
     "alpha_over": _alpha_over, "multiply": _multiply, "screen": _screen, "add": _add,
     "darken": _darken, "lighten": _lighten, "warp_blend": _warp_blend, "copy": _copy,
     "shift": _shift, "recolour": _recolour, "flip": _flip, "rotate90": _rotate90,
+    "cut_out": _cut_out,
 }
-assert tuple(_BUILDERS) == RELATIONS
+assert tuple(_BUILDERS) == RELATIONS + NAMED_RELATIONS
 
 
 def hue_matrix(degrees: float) -> np.ndarray:

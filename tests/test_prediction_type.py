@@ -86,3 +86,26 @@ def test_a_stage_on_a_base_of_another_prediction_type_is_refused(tmp_path: Path)
     save_backbone(build_tiny(TinySpec(), seed=0), tmp_path / "base")
     with pytest.raises(ValueError, match="is a velocity base, not sample"):
         pretrain_tiny(tmp_path / "base", TinySpec(prediction_type="sample"), PretrainRecipe(), ("transformer",))
+
+
+def test_a_fresh_transformer_on_a_bases_codec_takes_the_new_prediction_type(tmp_path: Path):
+    """`pretrain-tiny --stage transformer --fresh-transformer`: new weights of the given prediction
+    type on the codec and text encoders already there (the codec's decoder is the longest stage);
+    RECIPE.json says whose codec it is."""
+    from models.pretrain.base import RECIPE_FILE, PretrainRecipe, pretrain_tiny
+
+    recipe = PretrainRecipe(panel_size=32, transformer_examples=4, drawing_examples=2, transformer_steps=2,
+                            transformer_batch=2)
+    base = tmp_path / "base"
+    save_backbone(build_tiny(TinySpec(), seed=0), base)
+    (base / RECIPE_FILE).write_text(json.dumps({"recipe_hash": "c0dec", "command": "layerboot pretrain-tiny --out x",
+                                                "results": {"decoder": {"seconds": 1.0}}}))
+    vae = (base / "vae/diffusion_pytorch_model.safetensors").read_bytes()
+    record = pretrain_tiny(base, TinySpec(prediction_type="sample"), recipe, ("transformer",), log=lambda m: None,
+                           fresh_transformer=True)
+    assert load_backbone(str(base), torch.float32, "cpu").prediction_type == "sample"
+    assert (base / "vae/diffusion_pytorch_model.safetensors").read_bytes() == vae
+    assert record["codec_from"] == {"recipe_hash": "c0dec", "command": "layerboot pretrain-tiny --out x"}
+    assert "transformer_started_from" not in record and set(record["results"]) == {"decoder", "transformer"}
+    with pytest.raises(ValueError, match="the transformer stage's alone"):
+        pretrain_tiny(base, TinySpec(prediction_type="sample"), recipe, ("decoder", "transformer"), fresh_transformer=True)

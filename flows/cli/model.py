@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import os
 import sys
@@ -201,6 +203,12 @@ def pretrain_tiny(
         "--prediction-type", help="What a new base's transformer outputs: velocity (FLUX's) or sample (the clean "
         "latents, x-prediction); recorded in the base's scheduler config. Read by --stage encoder, which "
         "builds the base.")] = "velocity",
+    recipe_name: Annotated[str, typer.Option(
+        "--recipe", help="The transformer's recipe: mix (every relation and the drawings at every step) or "
+        "routing-first (a curriculum: copy, then moves and overlays, then cut-outs, then drawings).")] = "mix",
+    fresh_transformer: Annotated[bool, typer.Option(
+        "--fresh-transformer", help="With --stage transformer: start from new weights (of --prediction-type) on "
+        "the codec and text encoders already in --out, rather than continue the transformer there.")] = False,
 ) -> None:
     """Pretrain the tiny profile's base: the codec (a PCA encoder, then its decoder) and the Fill
     transformer, on single images and generic in-context families of the procedural world, never
@@ -212,7 +220,7 @@ def pretrain_tiny(
         from models.domains.registry import DOMAINS
         from models.iclora.backbone import PREDICTION_TYPES
         from models.iclora.tiny import TinySpec
-        from models.pretrain.base import STAGES, WORLD_SINGLES, PretrainRecipe, pretrain_tiny as run_pretrain
+        from models.pretrain.base import RECIPES, STAGES, WORLD_SINGLES, pretrain_tiny as run_pretrain
 
         bad = set(stage) - set(STAGES)
         if bad:
@@ -223,12 +231,17 @@ def pretrain_tiny(
             raise typer.BadParameter(f"--world-level: the {world} world has levels 0..{DOMAINS[world].levels - 1}")
         if prediction_type not in PREDICTION_TYPES:
             raise typer.BadParameter(f"unknown prediction type {prediction_type!r}; known: {', '.join(PREDICTION_TYPES)}")
+        if recipe_name not in RECIPES:
+            raise typer.BadParameter(f"unknown recipe {recipe_name!r}; known: {', '.join(RECIPES)}")
+        if transformer_steps and RECIPES[recipe_name].curriculum:
+            raise typer.BadParameter(f"--transformer-steps: the {recipe_name} recipe's steps are its curriculum's")
         torch.set_num_threads(threads)
         command = "layerboot pretrain-tiny " + " ".join(sys.argv[2:])
-        recipe = PretrainRecipe(world=world, world_level=world_level,
-                                **({"transformer_steps": transformer_steps} if transformer_steps else {}))
+        recipe = dataclasses.replace(RECIPES[recipe_name], world=world, world_level=world_level,
+                                     **({"transformer_steps": transformer_steps} if transformer_steps else {}))
         spec = TinySpec(prediction_type=prediction_type)
-        record = run_pretrain(out, spec, recipe, tuple(stage), log=typer.echo, command=command.strip())
+        record = run_pretrain(out, spec, recipe, tuple(stage), log=typer.echo, command=command.strip(),
+                              fresh_transformer=fresh_transformer)
         typer.echo(json.dumps(record["results"], indent=1))
 
 

@@ -18,6 +18,7 @@ The domain probe (panels of "vae-domain-probe" triplets) is used to *report* rec
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -126,6 +127,20 @@ class PretrainRecipe:
                 return k, start
             start += st.steps
         raise IndexError(f"step {step} is past the curriculum's {start} steps")
+
+
+# The routing-first curriculum (docs/research-log.md, "What stops the copy in the pretraining
+# mix"): copying first, under the masks that keep a panel, then the relations that move and lay
+# layers over (a layer task's decomposition is one of them run backwards), then the cut-out at
+# another scale, then the drawings beside them. x-prediction at lr 1e-3, as it was measured.
+ROUTING = ("copy", "shift", "alpha_over")
+ROUTING_FIRST = (Stage(("copy",), 1500), Stage(ROUTING, 1500), Stage(ROUTING + ("cut_out",), 2000),
+                 Stage(ROUTING + ("cut_out",), 3000, drawing_share=0.35))
+RECIPES = {  # `layerboot pretrain-tiny --recipe NAME`
+    "mix": PretrainRecipe(),  # the first bases': every relation and the drawings, every step
+    "routing-first": PretrainRecipe(transformer_lr=1e-3, masks="split", curriculum=ROUTING_FIRST,
+                                    transformer_steps=sum(st.steps for st in ROUTING_FIRST)),
+}
 
 
 WORLD_SINGLES = {  # the world's single-image maker, and the kinds a drawing shows left to right
@@ -323,15 +338,18 @@ def owns(rel: str, is_dir: bool) -> bool:
 
 
 def pretrain_tiny(out_dir: str | Path, spec: TinySpec, recipe: PretrainRecipe, stages=STAGES,
-                  log: Callable[[str], None] = print, command: str = "") -> dict:
+                  log: Callable[[str], None] = print, command: str = "", fresh_transformer: bool = False) -> dict:
     """Run the stages in order and write the base (diffusers layout, safetensors) + RECIPE.json.
 
     "encoder" starts a new base in `out_dir` (the whole folder is written); "decoder" and
     "transformer" start from the base there and write only their own component folder, so the
     two can run at the same time in two processes (both need only the encoder). The transformer
     stage checkpoints into `out_dir/checkpoint-transformer`: the same command, run again after a
-    crash, continues from there. A folder holding anything else (a user's files, a symlink) is
-    refused before anything runs (ForeignFiles): the stages replace and delete what is theirs."""
+    crash, continues from there. `fresh_transformer`: the transformer stage starts from new weights
+    of `spec` (its prediction type too) on the codec and text encoders already in `out_dir`, instead
+    of continuing the transformer there (the decoder stage is the longest; a new transformer recipe
+    need not repeat it). A folder holding anything else (a user's files, a symlink) is refused before
+    anything runs (ForeignFiles): the stages replace and delete what is theirs."""
     out_dir = Path(out_dir)
     refuse_foreign_files(out_dir, owns, "layerboot pretrain-tiny")
     stages = tuple(st for st in STAGES if st in stages)
@@ -342,6 +360,11 @@ def pretrain_tiny(out_dir: str | Path, spec: TinySpec, recipe: PretrainRecipe, s
         from models.iclora.backbone import load_backbone
 
         backbone = load_backbone(str(out_dir), torch.float32, "cpu")
+        if fresh_transformer:
+            if "transformer" not in stages or "decoder" in stages:
+                raise ValueError("a fresh transformer is the transformer stage's alone (--stage transformer)")
+            backbone = dataclasses.replace(backbone, transformer=build_tiny(spec, seed=recipe.seed).transformer,
+                                           prediction_type=spec.prediction_type)
         if backbone.prediction_type != spec.prediction_type:  # the base's files say what it predicts
             raise ValueError(f"{out_dir} is a {backbone.prediction_type} base, not {spec.prediction_type}: "
                              f"give the prediction type its encoder stage was run with")
@@ -357,6 +380,9 @@ def pretrain_tiny(out_dir: str | Path, spec: TinySpec, recipe: PretrainRecipe, s
         for stage in stages:
             part = "transformer" if stage == "transformer" else "vae"
             getattr(backbone, part).save_pretrained(str(out_dir / part), safe_serialization=True)
+        if fresh_transformer:  # its prediction type is recorded in the scheduler's config
+            backbone.scheduler.register_to_config(prediction_type=backbone.prediction_type)
+            backbone.scheduler.save_pretrained(str(out_dir / "scheduler"))
     shutil.rmtree(out_dir / TRANSFORMER_CHECKPOINT, ignore_errors=True)  # the stage's weights are saved
     # merge into RECIPE.json (a parallel stage may have written it meanwhile): read late, replace atomically
     path = out_dir / RECIPE_FILE
@@ -369,7 +395,9 @@ def pretrain_tiny(out_dir: str | Path, spec: TinySpec, recipe: PretrainRecipe, s
         "command": command or "layerboot pretrain-tiny",
         "torch": torch.__version__,
     }
-    if "transformer" in stages and "encoder" not in stages and "transformer" in previous.get("results", {}):
+    if fresh_transformer:  # new weights on the codec of the base that was there: say which
+        record["codec_from"] = previous.get("codec_from") or {k: previous[k] for k in ("recipe_hash", "command") if k in previous}
+    elif "transformer" in stages and "encoder" not in stages and "transformer" in previous.get("results", {}):
         # the transformer continued from a trained one (a base copied to `out_dir`): say which
         record["transformer_started_from"] = {k: previous[k] for k in ("recipe_hash", "command") if k in previous}
     elif "transformer_started_from" in previous:

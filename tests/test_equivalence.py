@@ -1,9 +1,14 @@
 """Our sampler against FluxFillPipeline called with the same components, prompt, grid, mask,
 starting noise and step count, compared on the final latents: this exercises our schedule, our
 Euler stepping, our noise packing and our masked-image latents (fill_condition), not the
-pipeline's own inputs fed back."""
+pipeline's own inputs fed back. The pipeline reads the transformer's output as velocity: the
+shipped weights are compared read as a velocity base (the loop FLUX runs), and read as what they
+are, an x-prediction base, with the pipeline's transformer turned into velocity by to_velocity."""
 
 from __future__ import annotations
+
+import dataclasses
+import functools
 
 import pytest
 import torch
@@ -11,6 +16,7 @@ from diffusers.pipelines.flux import pipeline_flux_fill
 
 from configs import load_config
 from models.iclora.grid import Task, build_grid, task_mask, to_pil
+from models.iclora.fill import to_velocity
 from models.loop.runtime import load_base
 from models.iclora.sample import Sampler, item_noise
 from models.domains.logo_object.world import make_triplet
@@ -23,6 +29,17 @@ def tiny():
     """The shipped tiny base (models/tiny_base), as the tiny profile loads it."""
     cfg = load_config("tiny")
     return cfg, load_base(cfg)
+
+
+def as_velocity(transformer, packed_channels: int):
+    """The transformer's forward with an x-prediction output turned into velocity, as the pipeline reads it."""
+    forward = transformer.forward
+
+    @functools.wraps(forward)
+    def velocity(hidden_states, timestep, **kwargs):
+        out = forward(hidden_states=hidden_states, timestep=timestep, **kwargs)
+        return (to_velocity(out[0], hidden_states[..., :packed_channels], timestep, "sample"),)
+    return velocity
 
 
 @pytest.fixture
@@ -58,8 +75,11 @@ def pipeline_latents(sampler: Sampler, task: Task, grid, description: str, seed:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("task, guidance", [(Task.DECOMPOSE, 1.0), (Task.DECOMPOSE, 30.0), (Task.GENERATE, 30.0)])
-def test_our_sampler_equals_flux_fill_pipeline_on_the_final_latents(tiny, posterior_mode, task, guidance):
+@pytest.mark.parametrize("prediction_type", ["velocity", "sample"])
+def test_our_sampler_equals_flux_fill_pipeline_on_the_final_latents(tiny, posterior_mode, monkeypatch, task, guidance,
+                                                                    prediction_type):
     cfg, bb = tiny
+    bb = dataclasses.replace(bb, prediction_type=prediction_type)
     cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"guidance_scale": guidance})})
     sampler = Sampler(bb, cfg)
     s = cfg.data.panel_size
@@ -67,6 +87,8 @@ def test_our_sampler_equals_flux_fill_pipeline_on_the_final_latents(tiny, poster
     grids = [(t.composite, t.logo, t.object) for t in triplets]
     ours = sampler.latents(task, grids, [t.prompt for t in triplets], SEEDS)  # one batch of 2
     assert ours.shape == (2, (s // 16) * (3 * s // 16), sampler.backbone.packed_channels)
+    if prediction_type == "sample":
+        monkeypatch.setattr(bb.transformer, "forward", as_velocity(bb.transformer, bb.packed_channels))
     for j, t in enumerate(triplets):
         theirs = pipeline_latents(sampler, task, grids[j], t.prompt, SEEDS[j], cfg.sample.steps)
         # float reduction order only: ~1e-5 of the latents' scale (FLUX's 16-channel latents are ~1;

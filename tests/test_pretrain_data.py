@@ -157,19 +157,20 @@ def test_warp_blend(detailed):
         assert 0.2 < a.sum() / max(a_flat.sum(), 1) < 5  # ...but stayed mostly in frame
 
 
-def test_cut_out_is_the_layer_made_small_over_the_picture(detailed):
+@pytest.mark.parametrize("relation, low, high", [("cut_out", 0.3, 0.65), ("cut_out_flat", 0.2, 0.45)])
+def test_cut_out_is_the_layer_made_small_over_the_picture(detailed, relation, low, high):
     # Drawn by name only (NAMED_RELATIONS): make_example's mix, and so the shipped bases' data, is unchanged.
-    assert "cut_out" not in RELATIONS and all(ex.relation != "cut_out" for ex, _ in detailed)
+    assert relation not in RELATIONS and all(ex.relation != relation for ex, _ in detailed)
     scales = []
     for seed in range(12):
-        ex, truth = make_example_detailed(seed, SIZE, "cut_out")
+        ex, truth = make_example_detailed(seed, SIZE, relation)
         p0, p1, p2 = (np.asarray(p).astype(np.int32) for p in ex.panels)
         a, a_big = truth["alpha"], truth["layer_alpha"]
         assert np.array_equal(p0[a == 0], p2[a == 0]) and (p1[a_big == 0] == 255).all()
         assert 0 < a.sum() < a_big.sum()  # in frame, and smaller than the cut-out
         scales.append(truth["scale"])
-        assert make_example_of(seed, SIZE, "cut_out").panels[0].tobytes() == ex.panels[0].tobytes()
-    assert 0.3 <= min(scales) and max(scales) <= 0.65 and max(scales) - min(scales) > 0.15
+        assert make_example_of(seed, SIZE, relation).panels[0].tobytes() == ex.panels[0].tobytes()
+    assert low <= min(scales) and max(scales) <= high and max(scales) - min(scales) > 0.1
     with pytest.raises(ValueError, match="unknown relation 'paste'"):
         make_example_of(0, SIZE, "paste")
 

@@ -33,7 +33,7 @@ RELATIONS: tuple[str, ...] = (  # the mix `make_example` draws from (the shipped
 )
 # Relations drawn only by name (`make_example_of`), for a curriculum's stages: adding them to
 # RELATIONS would change every example `make_example` draws, and so the shipped bases' data.
-NAMED_RELATIONS: tuple[str, ...] = ("cut_out",)
+NAMED_RELATIONS: tuple[str, ...] = ("cut_out", "cut_out_flat")
 SS = 2  # supersampling factor: draw at SS x size, then LANCZOS down
 
 # Separate streams so make_image(s) is not just make_example(s)'s first picture.
@@ -233,28 +233,55 @@ def _cut_out(rng: np.random.Generator, size: int) -> Panels:
     cv = _square(size)
     prem, alpha = _patch_layer(rng, cv)
     scale = rng.uniform(0.3, 0.65)
+    reach = 0.42 * scale  # the patch reaches ~0.4 panel widths from its centre
+    small = _made_small(rng, cv, prem, alpha, scale, lambda: rng.uniform(reach - 0.45, 0.45 - reach))
+    bg = _down(_picture(rng, cv))
+    return _cut_out_panels(prem, alpha, small, bg, scale, "left is the middle layer made small and laid over the right background")
+
+
+def _cut_out_flat(rng: np.random.Generator, size: int) -> Panels:
+    # cut_out's plainest case: one flat-coloured shape, made small on a plain face of another
+    # colour that stands on a plain field; the same shape large on white; the face and field.
+    cv = _square(size)
+    kinds = ("polygon", "ellipse", "ring", "rect", "blob")
+    alpha = _mask(_shape_mask(rng, cv, centre=(0.5, 0.5), radius=rng.uniform(0.3, 0.4), kinds=kinds))
+    prem = _colour(rng) * alpha[..., None]
+    face_at = rng.uniform(0.4, 0.6, 2)
+    face = _mask(_shape_mask(rng, cv, centre=tuple(face_at), radius=rng.uniform(0.3, 0.4), kinds=("rect", "ellipse", "polygon")))
+    bg = _down(_paint(_flat(rng, cv), face, _colour(rng)))
+    scale = rng.uniform(0.2, 0.45)
+    at = iter(face_at - 0.5 + rng.uniform(-0.06, 0.06, 2))
+    small = _made_small(rng, cv, prem, alpha, scale, lambda: next(at))
+    return _cut_out_panels(prem, alpha, small, bg, scale, "left is the middle shape made small and laid on the right picture")
+
+
+def _made_small(rng: np.random.Generator, cv: _Canvas, prem: np.ndarray, alpha: np.ndarray, scale: float,
+                offset: Callable[[], float]) -> np.ndarray:
+    """The centred layer (premultiplied, with alpha) at `scale`, turned up to 20 degrees, its
+    centre moved by offset() panel widths across, then down: [h, w, 4] at SS x."""
     t = math.radians(rng.uniform(-20, 20))
     inv = np.array([[math.cos(t), math.sin(t)], [-math.sin(t), math.cos(t)]]) / scale
-    reach = 0.42 * scale  # the patch reaches ~0.4 panel widths from its centre
-    dx, dy = (rng.uniform(reach - 0.45, 0.45 - reach) * cv.unit for _ in range(2))
+    dx, dy = (offset() * cv.unit for _ in range(2))
     x, y = _pixel_grid(cv)
     cx, cy = (cv.w - 1) / 2, (cv.h - 1) / 2
     ox, oy = x - cx - dx, y - cy - dy
-    small = _remap(np.dstack([prem, alpha]), cx + inv[0, 0] * ox + inv[0, 1] * oy, cy + inv[1, 0] * ox + inv[1, 1] * oy)
+    return _remap(np.dstack([prem, alpha]), cx + inv[0, 0] * ox + inv[0, 1] * oy, cy + inv[1, 0] * ox + inv[1, 1] * oy)
+
+
+def _cut_out_panels(prem: np.ndarray, alpha: np.ndarray, small: np.ndarray, bg: np.ndarray, scale: float,
+                    prompt: str) -> Panels:
     p_big, a_big = _down_layer(prem, alpha)
     p_small, a_small = _down_layer(small[..., :3], small[..., 3])
-    bg = _down(_picture(rng, cv))
-    p1 = _over(p_big, a_big, _white(size))
-    p0 = _over(p_small, a_small, bg)
-    prompt = "left is the middle layer made small and laid over the right background"
-    return p0, p1, bg, prompt, {"alpha": a_small, "layer_alpha": a_big, "scale": scale}
+    size = bg.shape[0]
+    return (_over(p_small, a_small, bg), _over(p_big, a_big, _white(size)), bg, prompt,
+            {"alpha": a_small, "layer_alpha": a_big, "scale": scale})
 
 
 _BUILDERS: dict[str, Callable[[np.random.Generator, int], Panels]] = {
     "alpha_over": _alpha_over, "multiply": _multiply, "screen": _screen, "add": _add,
     "darken": _darken, "lighten": _lighten, "warp_blend": _warp_blend, "copy": _copy,
     "shift": _shift, "recolour": _recolour, "flip": _flip, "rotate90": _rotate90,
-    "cut_out": _cut_out,
+    "cut_out": _cut_out, "cut_out_flat": _cut_out_flat,
 }
 assert tuple(_BUILDERS) == RELATIONS + NAMED_RELATIONS
 

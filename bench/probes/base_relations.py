@@ -30,8 +30,9 @@ from storage.hashing import derive_seed
 S, N = 64, 96
 
 
-def one_step_psnr(bb, enc, prompts: dict) -> list[float]:
-    """Per grid: PSNR of the decomposition's generated panels, x0 predicted in one step from sigma 1."""
+def one_step_psnr(bb, enc, prompts: dict, cols: slice = slice(S, None)) -> list[float]:
+    """Per grid: PSNR of the decomposition's generated panels (or the columns `cols` of the grid),
+    x0 predicted in one step from sigma 1."""
     fm, out = FlowMatching(bb, guidance_scale=1.0), []
     with torch.no_grad():
         for i in range(0, len(enc.prompts), 16):
@@ -40,7 +41,7 @@ def one_step_psnr(bb, enc, prompts: dict) -> list[float]:
             noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(7 + i))
             x0h = noise - fm.velocity(noise, torch.ones(len(idx)), c)  # x_1 = noise: x0 = x_1 - v
             x0h = torch.where(tok[..., None].bool(), x0h, x0)
-            a, b = (decode_latents(bb, unpack(x, S, 3 * S)).clamp(-1, 1)[..., S:] for x in (x0h, x0))
+            a, b = (decode_latents(bb, unpack(x, S, 3 * S)).clamp(-1, 1)[..., cols] for x in (x0h, x0))
             out += (10 * torch.log10(1 / ((a - b) / 2).pow(2).flatten(1).mean(1))).tolist()
     return out
 
@@ -49,8 +50,8 @@ if __name__ == "__main__":
     torch.set_num_threads(1)
     bases = [a for a in sys.argv[1:] if not a.isdigit()]
     level = int(next((a for a in sys.argv[1:] if a.isdigit()), TOP_LEVEL))
-    examples = [make_example(9_000_000 + i, S) for i in range(N * 4)] + [make_example_of(9_500_000 + i, S, "cut_out")
-                                                                       for i in range(24)]
+    examples = [make_example(9_000_000 + i, S) for i in range(N * 4)] + [
+        make_example_of(9_500_000 + i, S, r) for r in ("cut_out", "cut_out_flat") for i in range(24)]
     cfg = load_config("tiny", [f"data.world_level={level}"])
     triplets = [make_triplet(derive_seed(cfg.run.seed, "synthetic", "test", i), S, level) for i in range(N)]
     for path in bases:
@@ -63,4 +64,10 @@ if __name__ == "__main__":
         print(f"{path} [{bb.prediction_type}] relations: {line}", flush=True)
         enc = encode_grids(bb, [(t.composite, t.logo, t.object) for t in triplets], [t.prompt for t in triplets])
         task = one_step_psnr(bb, enc, task_prompts(cfg))
-        print(f"{path} [{bb.prediction_type}] logo task at level {level}: {sum(task) / len(task):.2f}", flush=True)
+        logo = one_step_psnr(bb, enc, task_prompts(cfg), slice(S, 2 * S))
+        # the same grids asked in pretraining's words for a cut-out: does the base's skill reach logos?
+        worded = encode_grids(bb, [(t.composite, t.logo, t.object) for t in triplets],
+                              [make_example_of(0, S, "cut_out").prompt] * len(triplets))
+        cut = one_step_psnr(bb, worded, PRETRAIN_PROMPTS, slice(S, 2 * S))
+        print(f"{path} [{bb.prediction_type}] logo task at level {level}: {sum(task) / len(task):.2f}; its logo panel "
+              f"{sum(logo) / len(logo):.2f}, asked as a cut-out {sum(cut) / len(cut):.2f}", flush=True)

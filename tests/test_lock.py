@@ -4,6 +4,7 @@ the lock of a killed process is taken over, once, safely."""
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
 import signal
@@ -11,7 +12,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 
@@ -119,25 +119,32 @@ def test_release_leaves_a_lock_that_is_no_longer_ours(store: Store):
 
 
 def test_racing_takeovers_of_one_stale_lock_have_one_winner(tmp_path: Path):
+    # Eight processes, not threads: threads share a pid, and a lock of this very process is the
+    # nested case (`acquire` returns at once), so a thread that came late would count as a winner.
+    # Each contender stays alive until all have tried: a winner that exited would leave a stale lock.
     store = Store(str(tmp_path / "w"))
     write_lock(store, pid=dead_pid())
-    start, won, refused = threading.Barrier(8), [], []
+    ctx = multiprocessing.get_context("fork")
+    start, tried, outcomes = ctx.Barrier(8), ctx.Barrier(8), ctx.Queue()
 
     def contend(i: int) -> None:
         lock = WorkdirLock(Location.parse(str(tmp_path / "w")), f"contender {i}")
         start.wait()
         try:
             lock.acquire()
-            won.append(i)
+            outcomes.put(("won", i))
         except LockHeld:
-            refused.append(i)
+            outcomes.put(("refused", i))
+        tried.wait()
 
-    threads = [threading.Thread(target=contend, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(won) == 1 and len(refused) == 7
+    procs = [ctx.Process(target=contend, args=(i,)) for i in range(8)]
+    for p in procs:
+        p.start()
+    results = [outcomes.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    won = [i for what, i in results if what == "won"]
+    assert len(won) == 1 and len(results) == 8
     assert WorkdirLock(store.loc, "x").holder().command == f"contender {won[0]}"
     assert not list((tmp_path / "w" / "locks").glob("*.takeover")) and not list((tmp_path / "w" / "locks").glob(".tmp-*"))
 

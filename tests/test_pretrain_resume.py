@@ -167,6 +167,9 @@ def test_a_curriculum_trains_its_stages_in_order_and_resumes_inside_one(random_t
     assert pretrain_transformer(resumed, recipe, log=lambda m: None, checkpoint=ckpt, checkpoint_every=3) == expected
     for (name, a), b in zip(whole.transformer.state_dict().items(), resumed.transformer.state_dict().values()):
         assert torch.equal(a, b), name
+    copies_only = dataclasses.replace(RECIPE, transformer_steps=2, curriculum=(Stage(("copy",), 2),))
+    assert pretrain_transformer(load_backbone(str(random_tiny_base), torch.float32, "cpu"), copies_only,
+                                log=lambda m: None)["drawing_steps"] == 0  # no stage draws: no drawing is made
     with pytest.raises(ValueError, match="sum of the curriculum"):
         dataclasses.replace(recipe, transformer_steps=9)
     with pytest.raises(ValueError, match="unknown: \\['paste'\\]"):

@@ -252,10 +252,10 @@ def pretrain_transformer(backbone: Backbone, recipe: PretrainRecipe, log: Callab
     else:
         examples = [make_example(derive_seed(recipe.seed, "transformer", i), s) for i in range(recipe.transformer_examples)]
     relations = encode_grids(backbone, [e.panels for e in examples], [e.prompt for e in examples], desc="encode examples")
-    draws = any(st.drawing_share for st in recipe.curriculum) if recipe.curriculum else recipe.drawing_share > 0
+    draws = any(st.drawing_share for st in recipe.curriculum) if recipe.curriculum else True
     drawings = [make_drawing(derive_seed(recipe.seed, "drawing", i), s, recipe.world, recipe.world_level)
                 for i in range(recipe.drawing_examples if draws else 0)]
-    drawn = encode_grids(backbone, [d[0] for d in drawings], [d[1] for d in drawings], desc="encode drawings")
+    drawn = encode_grids(backbone, [d[0] for d in drawings], [d[1] for d in drawings], desc="encode drawings") if draws else None
     tr = backbone.transformer
     tr.train().requires_grad_(True)
     # no resolution shift: a base serves every grid size (the adapter's training applies the shift)
@@ -305,8 +305,11 @@ def pretrain_transformer(backbone: Backbone, recipe: PretrainRecipe, log: Callab
             if on_checkpoint is not None:
                 on_checkpoint(step + 1)
     tr.eval().requires_grad_(False)
-    return {"final_loss_relations": round(float(np.mean(history["relations"][-200:])), 4),
-            "final_loss_drawings": round(float(np.mean(history["drawings"][-100:])), 4),
+    def final(losses: list[float], n: int) -> float | None:  # (None, not NaN, when a kind never ran: JSON has no NaN)
+        return round(float(np.mean(losses[-n:])), 4) if losses else None
+
+    return {"final_loss_relations": final(history["relations"], 200),
+            "final_loss_drawings": final(history["drawings"], 100),
             "steps": recipe.transformer_steps, "drawing_steps": len(history["drawings"])}
 
 

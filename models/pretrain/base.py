@@ -18,7 +18,6 @@ The domain probe (panels of "vae-domain-probe" triplets) is used to *report* rec
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import math
@@ -26,7 +25,7 @@ import os
 import re
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -105,7 +104,7 @@ class PretrainRecipe:
     # (the shipped mix spreads a width-192 transformer over twelve relations and none is learnt;
     # learnt one after another, each is kept: docs/research-log.md); `transformer_steps` and
     # `drawing_share` are then the stages'.
-    curriculum: tuple[Stage, ...] = field(default=())
+    curriculum: tuple[Stage, ...] = ()
 
     def __post_init__(self) -> None:
         if self.masks not in MASKS:
@@ -366,7 +365,7 @@ def pretrain_tiny(out_dir: str | Path, spec: TinySpec, recipe: PretrainRecipe, s
         if fresh_transformer:
             if "transformer" not in stages or "decoder" in stages:
                 raise ValueError("a fresh transformer is the transformer stage's alone (--stage transformer)")
-            backbone = dataclasses.replace(backbone, transformer=build_tiny(spec, seed=recipe.seed).transformer,
+            backbone = replace(backbone, transformer=build_tiny(spec, seed=recipe.seed).transformer,
                                            prediction_type=spec.prediction_type)
         if backbone.prediction_type != spec.prediction_type:  # the base's files say what it predicts
             raise ValueError(f"{out_dir} is a {backbone.prediction_type} base, not {spec.prediction_type}: "

@@ -24,7 +24,7 @@ from models.iclora.grid import Task
 from models.iclora.objective import FlowMatching
 from models.iclora.train import task_prompts
 from models.pretrain.base import PRETRAIN_PROMPTS
-from models.pretrain.data import make_example, make_example_of
+from models.pretrain.data import NAMED_RELATIONS, make_example, make_example_of
 from storage.hashing import derive_seed
 
 S, N = 64, 96
@@ -51,7 +51,7 @@ if __name__ == "__main__":
     bases = [a for a in sys.argv[1:] if not a.isdigit()]
     level = int(next((a for a in sys.argv[1:] if a.isdigit()), TOP_LEVEL))
     examples = [make_example(9_000_000 + i, S) for i in range(N * 4)] + [
-        make_example_of(9_500_000 + i, S, r) for r in ("cut_out", "cut_out_flat") for i in range(24)]
+        make_example_of(9_500_000 + i, S, r) for r in NAMED_RELATIONS for i in range(24)]
     cfg = load_config("tiny", [f"data.world_level={level}"])
     triplets = [make_triplet(derive_seed(cfg.run.seed, "synthetic", "test", i), S, level) for i in range(N)]
     for path in bases:

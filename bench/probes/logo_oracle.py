@@ -1,6 +1,8 @@
 """What the logo PSNR rewards (docs/research-log.md): on held-out triplets at a world level, the
 white panel (the trivial baseline) against oracle answers that know only the logo's colour: a
-disc of that colour at the centre, and the seeds' average ink mask painted in it. If colour alone
+disc of that colour at the centre, and the seeds' average ink mask painted in it; beside them the
+answer that knows nothing of the composite, the seeds' mean logo panel (what an MSE-fitted model
+that learnt only the prior gives). If colour alone
 clears the baseline by 2 dB, an adapter that misses it is not reading the composite's logo.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/probes/logo_oracle.py [LEVEL]
@@ -34,4 +36,5 @@ if __name__ == "__main__":
     mask = (seed_logos < 0.9).any(-1).mean(0)[..., None]  # the seeds' ink, averaged: where a logo tends to be
     print(f"level {level}: ink {ink.mean():.1%} of the logo panel; PSNR dB: white panel {psnr(np.ones_like(logos)):.2f}, "
           f"disc of the logo's colour {psnr([np.where(disc[..., None], c, 1.0) for c in colour]):.2f}, "
-          f"seeds' mean ink in the logo's colour {psnr([(1 - mask) + c * mask for c in colour]):.2f}")
+          f"seeds' mean ink in the logo's colour {psnr([(1 - mask) + c * mask for c in colour]):.2f}, "
+          f"the seeds' mean logo panel {psnr([seed_logos.mean(0)] * len(logos)):.2f}")

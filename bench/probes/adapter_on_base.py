@@ -5,17 +5,22 @@ base at BASE instead of the shipped one; prints untrained, trained and the codec
     OMP_NUM_THREADS=2 .venv/bin/python bench/probes/adapter_on_base.py /tmp/base384 /tmp/adapter384 [STEPS] [KEY=VALUE ...]
 
 KEY=VALUE are config overrides as `--set` takes them, e.g. data.world_level=0; THREADS=N sets torch's
-CPU threads (default 2).
+CPU threads (default 2). PERMUTE=1 trains on each seed under all six orders of its RGB channels (the
+same order on all three panels: the relation holds exactly and white stays white), a colour
+augmentation for decomposition-only probes (the triplets' own prompts, which name colours, are not
+permuted with them).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 import time
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from configs import load_config
 from models.iclora.lora import load_adapter
@@ -32,7 +37,7 @@ from storage.store import Store
 if __name__ == "__main__":
     base, out = sys.argv[1], Path(sys.argv[2])
     steps = int(sys.argv[3]) if len(sys.argv) > 3 and "=" not in sys.argv[3] else None  # the config's 600 unless given
-    sets = [a for a in sys.argv[3:] if "=" in a and not a.startswith("THREADS=")]
+    sets = [a for a in sys.argv[3:] if "=" in a and not a.startswith(("THREADS=", "PERMUTE="))]
     threads = [int(a.split("=")[1]) for a in sys.argv[3:] if a.startswith("THREADS=")]
     torch.set_num_threads(threads[0] if threads else 2)
     cfg = load_config("tiny", [f"model.base={base}"] + ([f"train.steps={steps}"] if steps else []) + sets)
@@ -45,7 +50,12 @@ if __name__ == "__main__":
     untrained = evaluate_decomposition(Sampler(load_base(cfg), cfg), test, seeds, domain_of(cfg))
     print("untrained", json.dumps(untrained["model"]), round(time.time() - t0), "s", flush=True)
     t0 = time.time()
-    train_adapter(load_base(cfg), cfg, [t["panels"] for t in pool], [t["prompt"] for t in pool], out / "adapter", seed=0)
+    panels, prompts = [t["panels"] for t in pool], [t["prompt"] for t in pool]
+    if "PERMUTE=1" in sys.argv:
+        orders = list(itertools.permutations(range(3)))
+        panels = [tuple(Image.merge("RGB", [p.split()[k] for k in order]) for p in ps) for ps in panels for order in orders]
+        prompts = [p for p in prompts for _ in orders]
+    train_adapter(load_base(cfg), cfg, panels, prompts, out / "adapter", seed=0)
     print("trained in", round(time.time() - t0), "s", flush=True)
     backbone = load_base(cfg)
     load_adapter(backbone, out / "adapter")

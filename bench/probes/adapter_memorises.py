@@ -45,8 +45,8 @@ if __name__ == "__main__":
     backbone = load_base(cfg)
     load_adapter(backbone, adapter)
     domain = domain_of(cfg)
+    sampler = Sampler(backbone, cfg)  # once: a Sampler may fuse the backbone's projections (model.fuse_qkv)
     for steps in (1, cfg.sample.steps):
-        sampler = Sampler(backbone, cfg)
         sampler.steps = steps
         for name, items in sets.items():
             made = sampler.decompose([t["panels"][0] for t in items], list(range(len(items))))

@@ -236,6 +236,11 @@ def make_drawing(seed: int, size: int, world: str = "logo_object", level: int | 
     return (a, b, c), f"left {pa}; middle {pb}; right {pc}"
 
 
+def _final_loss(losses: list[float], n: int) -> float | None:
+    """Mean of the last n losses; None, not NaN, when that kind never ran (RECIPE.json is JSON)."""
+    return round(float(np.mean(losses[-n:])), 4) if losses else None
+
+
 def pretrain_transformer(backbone: Backbone, recipe: PretrainRecipe, log: Callable[[str], None] = print,
                          checkpoint: Path | None = None, checkpoint_every: int = 500,
                          on_checkpoint: Callable[[int], None] | None = None) -> dict:
@@ -251,7 +256,7 @@ def pretrain_transformer(backbone: Backbone, recipe: PretrainRecipe, log: Callab
     else:
         examples = [make_example(derive_seed(recipe.seed, "transformer", i), s) for i in range(recipe.transformer_examples)]
     relations = encode_grids(backbone, [e.panels for e in examples], [e.prompt for e in examples], desc="encode examples")
-    draws = any(st.drawing_share for st in recipe.curriculum) if recipe.curriculum else True
+    draws = not recipe.curriculum or any(st.drawing_share for st in recipe.curriculum)  # the mix always draws
     drawings = [make_drawing(derive_seed(recipe.seed, "drawing", i), s, recipe.world, recipe.world_level)
                 for i in range(recipe.drawing_examples if draws else 0)]
     drawn = encode_grids(backbone, [d[0] for d in drawings], [d[1] for d in drawings], desc="encode drawings") if draws else None
@@ -304,11 +309,8 @@ def pretrain_transformer(backbone: Backbone, recipe: PretrainRecipe, log: Callab
             if on_checkpoint is not None:
                 on_checkpoint(step + 1)
     tr.eval().requires_grad_(False)
-    def final(losses: list[float], n: int) -> float | None:  # (None, not NaN, when a kind never ran: JSON has no NaN)
-        return round(float(np.mean(losses[-n:])), 4) if losses else None
-
-    return {"final_loss_relations": final(history["relations"], 200),
-            "final_loss_drawings": final(history["drawings"], 100),
+    return {"final_loss_relations": _final_loss(history["relations"], 200),
+            "final_loss_drawings": _final_loss(history["drawings"], 100),
             "steps": recipe.transformer_steps, "drawing_steps": len(history["drawings"])}
 
 
@@ -366,7 +368,7 @@ def pretrain_tiny(out_dir: str | Path, spec: TinySpec, recipe: PretrainRecipe, s
             if "transformer" not in stages or "decoder" in stages:
                 raise ValueError("a fresh transformer is the transformer stage's alone (--stage transformer)")
             backbone = replace(backbone, transformer=build_tiny(spec, seed=recipe.seed).transformer,
-                                           prediction_type=spec.prediction_type)
+                               prediction_type=spec.prediction_type)
         if backbone.prediction_type != spec.prediction_type:  # the base's files say what it predicts
             raise ValueError(f"{out_dir} is a {backbone.prediction_type} base, not {spec.prediction_type}: "
                              f"give the prediction type its encoder stage was run with")

@@ -121,6 +121,10 @@ class TrainSection(_Strict):
     weight_decay: float = Field(0.0, ge=0, allow_inf_nan=False)
     grad_clip: float = Field(1.0, gt=0, allow_inf_nan=False)
     timestep_sampling: Literal["logit_normal", "uniform"] = "logit_normal"
+    # logit-normal's centre: > 0 trains noisier sigmas more (JiT, arXiv 2511.13720, samples 0.8 towards noise)
+    sigma_logit_mean: float = Field(0.0, ge=-3, le=3, allow_inf_nan=False)
+    # "cosine": lr decays from `lr` to 0 over the run's steps (each round's, warm starts included)
+    lr_schedule: Literal["constant", "cosine"] = "constant"
     tasks: TaskWeights = TaskWeights()
     cycle: CycleSection = CycleSection()
     checkpoint_every: int = Field(200, ge=1)
@@ -463,7 +467,8 @@ def write_effective_config(path_or_profile: str | Path, overrides: Sequence[str]
 
 # keys added after runs were started, left out of the hash while they hold the value that means what
 # the code did before them: a run started before an upgrade still resumes (and keeps its caches)
-_HASHED_ONLY_WHEN_SET = {("bootstrap", "cycle_check"): "model", ("data", "world_level"): None}
+_HASHED_ONLY_WHEN_SET = {("bootstrap", "cycle_check"): "model", ("data", "world_level"): None,
+                         ("train", "lr_schedule"): "constant", ("train", "sigma_logit_mean"): 0.0}
 
 
 def config_hash(config: Config) -> str:

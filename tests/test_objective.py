@@ -41,3 +41,15 @@ def test_the_shift_moves_training_where_flux_sampling_spends_its_steps(backbone)
     assert float((fm_steps > 0.7).float().mean()) == pytest.approx(0.5357, abs=1e-3)
     assert unshifted == pytest.approx(0.1983, abs=0.005)  # before: training rarely saw that range
     assert high["flux"] == pytest.approx(0.5496, abs=0.005) and high["tiny"] == pytest.approx(0.3488, abs=0.005)
+
+
+def test_a_positive_logit_mean_trains_noisier_sigmas(backbone):
+    """`train.sigma_logit_mean`: the logit-normal draw is centred there before the shift, so its
+    median is sigmoid(mean); the same generator draws the same normals, only moved."""
+    gen = lambda: torch.Generator().manual_seed(2)
+    centred = FlowMatching(backbone, resolution_shift=False).sample_sigma(20000, 48, gen())
+    noisy = FlowMatching(backbone, resolution_shift=False, logit_mean=0.8).sample_sigma(20000, 48, gen())
+    assert torch.allclose(torch.logit(noisy), torch.logit(centred) + 0.8, atol=1e-4)
+    assert float(noisy.median()) == pytest.approx(0.6900, abs=0.01)  # sigmoid(0.8) = 0.6900
+    assert float((noisy > 0.7).float().mean()) == pytest.approx(0.4811, abs=0.01)  # 1 - Phi(logit 0.7 - 0.8)
+    assert float((centred > 0.7).float().mean()) == pytest.approx(0.1984, abs=0.01)  # 1 - Phi(logit 0.7)

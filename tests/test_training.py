@@ -19,7 +19,7 @@ from models.loop.runtime import load_base
 from models.iclora.sample import Sampler, blank
 from models.domains.logo_object.world import make_triplet
 from models.iclora import train as train_mod
-from models.iclora.train import cycle_weight, train_adapter
+from models.iclora.train import cycle_weight, learning_rate, train_adapter
 
 S = 32
 
@@ -46,6 +46,14 @@ def test_cycle_weight_schedule(micro_config):
     # warmup 2, ramp 2, weight 0.5 (tests/conftest.py)
     assert [cycle_weight(micro_config, s) for s in range(5)] == [0.0, 0.0, 0.25, 0.5, 0.5]
     assert [cycle_weight(micro_config, s, warm=True) for s in range(3)] == [0.5, 0.5, 0.5]  # later rounds
+
+
+def test_learning_rate_schedule(micro_config):
+    assert [learning_rate(micro_config, s, 4) for s in range(4)] == [micro_config.train.lr] * 4  # the default
+    cosine = micro_config.model_copy(update={"train": micro_config.train.model_copy(update={"lr_schedule": "cosine"})})
+    # lr * (1 + cos(pi * step / total)) / 2 by hand for total 4: 1, (1 + 1/sqrt 2) / 2, 1/2, (1 - 1/sqrt 2) / 2
+    expected = [1.0, 0.8535533905932737, 0.5, 0.14644660940672627]
+    assert [learning_rate(cosine, s, 4) for s in range(4)] == pytest.approx([micro_config.train.lr * f for f in expected])
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ steps, and resume of a half-done run from its last checkpoint.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 from dataclasses import dataclass, field, replace
@@ -58,6 +59,15 @@ def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, params, grad_
     loss.backward()
     torch.nn.utils.clip_grad_norm_(params, grad_clip)
     opt.step()
+
+
+def learning_rate(config: Config, step: int, total: int) -> float:
+    """The lr of step `step` of `total`: constant, or a cosine from `lr` down to 0 (a function of the
+    step alone, so a resumed run continues the same curve with nothing extra in its checkpoint)."""
+    tc = config.train
+    if tc.lr_schedule == "constant":
+        return tc.lr
+    return tc.lr * 0.5 * (1.0 + math.cos(math.pi * step / total))
 
 
 def cycle_weight(config: Config, step: int, warm: bool = False) -> float:
@@ -151,7 +161,8 @@ def train_adapter(
     prepare_adapter(backbone, config, ckpt if (ckpt / STATE_FILE).exists() else warm_start)
     params = trainable_parameters(backbone.transformer)
     opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
-    objective = FlowMatching(backbone, config.model.guidance_scale, tc.timestep_sampling)
+    objective = FlowMatching(backbone, config.model.guidance_scale, tc.timestep_sampling,
+                             logit_mean=tc.sigma_logit_mean)
     gen = torch.Generator().manual_seed(seed)
     prompts_by_task = task_prompts(config)
     weights = torch.tensor([getattr(tc.tasks, t.value) for t in TASKS])
@@ -176,6 +187,8 @@ def train_adapter(
         cyc = torch.zeros(())
         if lam > 0:
             cyc = cycle_term(objective, enc, idx, prompts_by_task, tc.cycle.sample_steps, gen)
+        for group in opt.param_groups:
+            group["lr"] = learning_rate(config, step, total)
         optimizer_step(opt, rec + lam * cyc, params, tc.grad_clip)
         entry = {"step": step, "task": task.value, "rec": round(rec.item(), 5), "cyc": round(cyc.item(), 5), "lambda": lam}
         log.append(entry)

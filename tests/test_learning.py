@@ -1,11 +1,12 @@
 """The tiny profile's learning claims (slow): the shipped base matches its recipe, and an adapter
-trained on the 100 procedural seeds for the tiny config's 600 steps (~4 CPU minutes) decomposes
+trained on the 100 procedural seeds for the tiny config's 1,200 steps (~5 CPU minutes) decomposes
 held-out composites better than the untrained base. Measured on 24 held-out triplets
-(2026-12-06, the x-prediction routing-first base): object in the footprint 10.77 -> 13.31 dB and
-whole object 12.90 -> 19.03 dB; the logo does not move (10.01 -> 9.89 dB). The trivial baseline
-through the codec is 9.71 / 10.33 / 21.59 dB (logo / footprint / whole object) and the nearest
-seed 9.49 / 13.37 / 16.20: the footprint clears the first by 3.0 dB, and neither the logo nor
-the footprint clears the second (docs/research-log.md)."""
+(2026-12-06, the x-prediction routing-first base, rank 64, tasks 1 / 0.25 / 0.25, sigma centred
+at +0.8): object in the footprint 10.77 -> 15.84 dB and whole object 12.90 -> 21.15 dB; the logo
+does not move (10.01 -> 10.02 dB). The trivial baseline through the codec is 9.71 / 10.33 /
+21.59 dB (logo / footprint / whole object) and the nearest seed 9.49 / 13.37 / 16.20: the
+footprint clears the first by 5.5 dB and the second by 2.5; the logo clears neither by the 2 dB
+the tiny base's aims ask (docs/research-log.md)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from models.pretrain.base import RECIPE_FILE, RECIPES, PretrainRecipe, recipe_ha
 from models.loop.runtime import REPO_ROOT, resolve_base
 
 SHIPPED = REPO_ROOT / "models" / "tiny_base"
-MIN_GAIN = 1.0  # dB over the untrained base on held-out object PSNR, in the footprint and whole (measured +2.54, +6.13)
+MIN_GAIN = 1.0  # dB over the untrained base on held-out object PSNR, in the footprint and whole (measured +5.07, +8.25)
 
 
 def test_shipped_intrinsic_base_matches_its_recipe():
@@ -54,10 +55,11 @@ def test_shipped_base_matches_its_recipe():
 
 @pytest.mark.slow
 def test_adapter_training_moves_held_out_decomposition(tmp_path):
-    """Trained on the 100 seeds for the tiny config's 600 steps (cycle loss on), the adapter
-    fills the object under the logo better than the untrained base does, and better than the
-    trivial baseline through the codec by 2 dB there (measured 3.0). It does not yet draw the logo:
-    docs/research-log.md says by how much it falls short and what limits it; this test prints it."""
+    """Trained on the 100 seeds for the tiny config's 1,200 steps (cycle loss late), the adapter
+    fills the object under the logo better than the untrained base does, better than the trivial
+    baseline through the codec by 2 dB there (measured 5.5) and better than memorising the seeds
+    (measured +2.5 over the nearest seed). It does not yet draw the logo: docs/research-log.md
+    says by how much it falls short and what limits it; this test prints it."""
     from models.loop.dataio import read_triplets
     from models.domains.registry import domain_of
     from models.loop.evaluate import evaluate_decomposition
@@ -80,9 +82,10 @@ def test_adapter_training_moves_held_out_decomposition(tmp_path):
                   [t["prompt"] for t in pool], tmp_path / "adapter", seed=0)
     backbone = load_base(cfg)
     load_adapter(backbone, tmp_path / "adapter")
-    trained = evaluate_decomposition(Sampler(backbone, cfg), test, seeds, domain_of(cfg))
+    trained = evaluate_decomposition(Sampler(backbone, cfg), test, seeds, domain_of(cfg), seed_triplets=pool)
     print(json.dumps({"untrained": untrained["model"], "trained": trained["model"],
-                      "baseline_codec": trained["baseline_codec"]}, indent=1))
+                      "baseline_codec": trained["baseline_codec"], "baseline_nn": trained["baseline_nn"]}, indent=1))
     gain = {k: trained["model"][k] - untrained["model"][k] for k in ("logo_psnr", "object_psnr_footprint", "object_psnr")}
     assert gain["object_psnr_footprint"] >= MIN_GAIN and gain["object_psnr"] >= MIN_GAIN, gain
     assert trained["model"]["object_psnr_footprint"] >= trained["baseline_codec"]["object_psnr_footprint"] + 2.0
+    assert trained["model"]["object_psnr_footprint"] >= trained["baseline_nn"]["object_psnr_footprint"] + 1.0

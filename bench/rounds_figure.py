@@ -14,12 +14,13 @@ from pathlib import Path
 from PIL import Image
 
 from models.loop.viz import contact_sheet
+from storage.schema import panel_uris
 from storage.store import Store
 
 
 def cells(store: Store, round: int, accepted: bool, n: int) -> list[tuple[tuple, str]]:
     rows = [r for r in store.read_round(round).to_pylist() if r["source"] == "generated" and r["accepted"] == accepted]
-    return [(tuple(store.read_image(r[f"{p}_uri"]) for p in ("composite", "logo", "object")),
+    return [(tuple(store.read_image(uri) for uri in panel_uris(r)),
              f"r{round} " + ("accepted" if accepted else (r["reject_reason"] or "rejected"))) for r in rows[:n]]
 
 

@@ -29,9 +29,10 @@ def test_a_key_added_later_keeps_older_runs_resumable():
     intrinsic = load_config("intrinsic_tiny")
     assert intrinsic.bootstrap.cycle_check == "analytic"
     assert config_hash(intrinsic) != config_hash(load_config("intrinsic_tiny", ["bootstrap.cycle_check=model"]))
-    flux = config_hash(load_config("flux"))  # `train.lr_schedule` came later still: its default hashes as before
-    assert config_hash(load_config("flux", ["train.lr_schedule=constant"])) == flux
+    flux = config_hash(load_config("flux"))  # `train.lr_schedule` and `train.sigma_logit_mean` came later still
+    assert config_hash(load_config("flux", ["train.lr_schedule=constant", "train.sigma_logit_mean=0"])) == flux
     assert config_hash(load_config("flux", ["train.lr_schedule=cosine"])) != flux
+    assert config_hash(load_config("flux", ["train.sigma_logit_mean=0.8"])) != flux
 
 
 def test_an_analytic_cycle_check_needs_a_task_with_a_formula():

@@ -1,14 +1,15 @@
 """A base's seeds adapter (docs/research-log.md): the adapter of
-tests/test_learning.py (tiny config, 600 steps, 24 held-out triplets), trained and evaluated on the
-base at BASE instead of the shipped one; prints untrained, trained and the codec-passed baseline.
+tests/test_learning.py (the tiny config's steps, 24 held-out triplets), trained and evaluated on
+the base at BASE instead of the shipped one; prints untrained, trained and the baselines.
 
     OMP_NUM_THREADS=2 .venv/bin/python bench/probes/adapter_on_base.py /tmp/base384 /tmp/adapter384 [STEPS] [KEY=VALUE ...]
 
-KEY=VALUE are config overrides as `--set` takes them, e.g. data.world_level=0; THREADS=N sets torch's
-CPU threads (default 2). PERMUTE=1 trains on each seed under all six orders of its RGB channels (the
-same order on all three panels: the relation holds exactly and white stays white), a colour
-augmentation for decomposition-only probes (the triplets' own prompts, which name colours, are not
-permuted with them).
+KEY=VALUE are config overrides as `--set` takes them, e.g. data.world_level=0; THREADS=N sets
+torch's CPU threads (default 2); SEED=N the training seed (default 0, the learning test's).
+PERMUTE=1 trains on each seed under all six orders of its RGB channels (the same order on all
+three panels: the relation holds exactly and white stays white), a colour augmentation for
+decomposition-only probes (the triplets' own prompts, which name colours, are not permuted with
+them).
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ from storage.store import Store
 if __name__ == "__main__":
     base, out = sys.argv[1], Path(sys.argv[2])
     steps = int(sys.argv[3]) if len(sys.argv) > 3 and "=" not in sys.argv[3] else None  # the config's 600 unless given
-    sets = [a for a in sys.argv[3:] if "=" in a and not a.startswith(("THREADS=", "PERMUTE="))]
+    sets = [a for a in sys.argv[3:] if "=" in a and not a.startswith(("THREADS=", "PERMUTE=", "SEED="))]
     threads = [int(a.split("=")[1]) for a in sys.argv[3:] if a.startswith("THREADS=")]
+    train_seed = next((int(a.split("=")[1]) for a in sys.argv[3:] if a.startswith("SEED=")), 0)
     torch.set_num_threads(threads[0] if threads else 2)
     cfg = load_config("tiny", [f"model.base={base}"] + ([f"train.steps={steps}"] if steps else []) + sets)
     store = Store(str(out / "w"))
@@ -55,7 +57,7 @@ if __name__ == "__main__":
         orders = list(itertools.permutations(range(3)))
         panels = [tuple(Image.merge("RGB", [p.split()[k] for k in order]) for p in ps) for ps in panels for order in orders]
         prompts = [p for p in prompts for _ in orders]
-    train_adapter(load_base(cfg), cfg, panels, prompts, out / "adapter", seed=0)
+    train_adapter(load_base(cfg), cfg, panels, prompts, out / "adapter", seed=train_seed)
     print("trained in", round(time.time() - t0), "s", flush=True)
     backbone = load_base(cfg)
     load_adapter(backbone, out / "adapter")

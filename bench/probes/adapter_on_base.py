@@ -37,11 +37,11 @@ from storage.store import Store
 
 if __name__ == "__main__":
     base, out = sys.argv[1], Path(sys.argv[2])
-    steps = int(sys.argv[3]) if len(sys.argv) > 3 and "=" not in sys.argv[3] else None  # the config's 600 unless given
-    sets = [a for a in sys.argv[3:] if "=" in a and not a.startswith(("THREADS=", "PERMUTE=", "SEED="))]
-    threads = [int(a.split("=")[1]) for a in sys.argv[3:] if a.startswith("THREADS=")]
-    train_seed = next((int(a.split("=")[1]) for a in sys.argv[3:] if a.startswith("SEED=")), 0)
-    torch.set_num_threads(threads[0] if threads else 2)
+    steps = int(sys.argv[3]) if len(sys.argv) > 3 and "=" not in sys.argv[3] else None  # the config's unless given
+    pairs = [a.split("=", 1) for a in sys.argv[3:] if "=" in a]
+    probe = {k: int(v) for k, v in pairs if k in ("THREADS", "PERMUTE", "SEED")}  # the rest are config overrides
+    sets = [f"{k}={v}" for k, v in pairs if k not in probe]
+    torch.set_num_threads(probe.get("THREADS", 2))
     cfg = load_config("tiny", [f"model.base={base}"] + ([f"train.steps={steps}"] if steps else []) + sets)
     store = Store(str(out / "w"))
     store.commit_round(0, to_table(seed_rows(store, cfg, cfg.data.n_seeds, 24)))
@@ -53,11 +53,11 @@ if __name__ == "__main__":
     print("untrained", json.dumps(untrained["model"]), round(time.time() - t0), "s", flush=True)
     t0 = time.time()
     panels, prompts = [t["panels"] for t in pool], [t["prompt"] for t in pool]
-    if "PERMUTE=1" in sys.argv:
+    if probe.get("PERMUTE"):
         orders = list(itertools.permutations(range(3)))
         panels = [tuple(Image.merge("RGB", [p.split()[k] for k in order]) for p in ps) for ps in panels for order in orders]
         prompts = [p for p in prompts for _ in orders]
-    train_adapter(load_base(cfg), cfg, panels, prompts, out / "adapter", seed=train_seed)
+    train_adapter(load_base(cfg), cfg, panels, prompts, out / "adapter", seed=probe.get("SEED", 0))
     print("trained in", round(time.time() - t0), "s", flush=True)
     backbone = load_base(cfg)
     load_adapter(backbone, out / "adapter")

@@ -146,7 +146,11 @@ class PromptsSection(_Strict):
 
 class BootstrapSection(_Strict):
     rounds: Annotated[int, Field(ge=1), at_most(1000, "every round keeps an adapter and a manifest")] = 10  # R
-    candidates: Count = 40  # generated per round
+    candidates: Count = 40  # generated per round (text -> triplet)
+    # composed per round: a layer-1 and a layer-2 image never paired (imported with `layerboot
+    # add-layers`, else procedural ones from their own seed namespace), composed by the round's
+    # adapter and judged like generated candidates (source "composed")
+    compose_candidates: Annotated[int, Field(ge=0), at_most(100_000, "a shard's images are held in memory at once")] = 0
     # candidates per generate/judge/cycle task
     shard_size: Annotated[int, Field(ge=1), at_most(10_000, "a shard's images are held in memory at once")] = 10
     warm_steps: int = Field(150, ge=1)  # training steps of rounds after the first (warm start)
@@ -467,7 +471,8 @@ def write_effective_config(path_or_profile: str | Path, overrides: Sequence[str]
 
 # keys added after runs were started, left out of the hash while they hold the value that means what
 # the code did before them: a run started before an upgrade still resumes (and keeps its caches)
-_HASHED_ONLY_WHEN_SET = {("bootstrap", "cycle_check"): "model", ("data", "world_level"): None,
+_HASHED_ONLY_WHEN_SET = {("bootstrap", "cycle_check"): "model", ("bootstrap", "compose_candidates"): 0,
+                         ("data", "world_level"): None,
                          ("train", "lr_schedule"): "constant", ("train", "sigma_logit_mean"): 0.0}
 
 

@@ -33,7 +33,7 @@ from typing import Any
 from PIL import Image
 
 from storage.overrides import Override, effective_accepted, in_effect, load_overrides
-from storage.schema import PANELS, panel_uris
+from storage.schema import CANDIDATE_SOURCES, PANELS, panel_uris
 from storage.store import Store
 from storage.work import STAGES
 
@@ -178,7 +178,7 @@ def collect(store: Store, thresholds: dict[str, float] | None = None, per_round:
     chosen: dict[int, dict[str, Any]] = {}
     for r in (r["round"] for r in rounds):
         t = store.read_round(r, columns=_SCAN_COLUMNS)
-        judged = t.select(["judge_scores"]).filter(pc.and_(pc.equal(t["source"], "generated"),
+        judged = t.select(["judge_scores"]).filter(pc.and_(pc.is_in(t["source"], pa.array(CANDIDATE_SOURCES)),
                                                            pc.is_valid(t["judge_scores"])))
         if judged.num_rows:
             scores[r] = _score_bins(judged["judge_scores"])
@@ -293,18 +293,25 @@ def charts(data: ReportData) -> list[Chart]:
     judged = [r for r in data.rounds if r["candidates"]]
     x = [r["round"] for r in judged]
 
-    fig = go.Figure(go.Scatter(x=x, y=[r["selection_rate"] for r in judged], mode="lines+markers", name="selection rate",
+    fig = go.Figure(go.Scatter(x=x, y=[r["selection_rate"] for r in judged], mode="lines+markers", name="all sources",
                                hovertemplate="round %{x}: %{y:.1%}<extra></extra>"))
+    sources = sorted({s for r in judged for s in (r["selection_rate_by_source"] or {})})
+    for source in sources if len(sources) > 1 else ():  # each candidate source's own climb beside the total
+        rated = [r for r in judged if source in (r["selection_rate_by_source"] or {})]
+        fig.add_trace(go.Scatter(x=[r["round"] for r in rated], y=[r["selection_rate_by_source"][source] for r in rated],
+                                 mode="lines+markers", name=source, line=dict(dash="dot"),
+                                 hovertemplate=f"{source}, round %{{x}}: %{{y:.1%}}<extra></extra>"))
     _layout(fig, yaxis=dict(tickformat=".0%", range=[-0.03, 1.03], title="accepted / candidates"),
             xaxis=dict(title="round", dtick=1))
-    out.append(Chart("selection", "Selection rate per round", "share of a round's generated candidates the judge accepted", fig))
+    out.append(Chart("selection", "Selection rate per round",
+                     "share of a round's candidates the judge accepted, in all and per source (generated, composed)", fig))
 
     fig = go.Figure([
         go.Bar(x=x, y=[r["accepted"] for r in judged], name="accepted", marker_color="#55a868"),
         go.Bar(x=x, y=[r["candidates"] - r["accepted"] for r in judged], name="rejected", marker_color="#c44e52"),
     ])
     _layout(fig, barmode="stack", xaxis=dict(title="round", dtick=1), yaxis=dict(title="candidates"))
-    out.append(Chart("counts", "Accepted vs rejected candidates", "generated candidates per round, as judged", fig))
+    out.append(Chart("counts", "Accepted vs rejected candidates", "candidates per round (generated and composed), as judged", fig))
 
     rated = _rounds_with(data, "criterion_pass_rates")
     fig = go.Figure([

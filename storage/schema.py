@@ -30,7 +30,8 @@ SCHEMA_VERSION = 2
 SCHEMA_VERSION_KEY = b"layerboot.schema_version"
 PANEL_NAMES_KEY = b"layerboot.panels"  # JSON list: the layer task's names of PANELS, in order
 
-SOURCES = ("seed", "user", "generated", "cycle")
+SOURCES = ("seed", "user", "generated", "composed", "cycle")
+CANDIDATE_SOURCES = ("generated", "composed")  # rows the judge admits or rejects: a round's candidates
 SPLITS = ("train", "test")
 PANELS = ("composite", "layer1", "layer2")  # a triplet's panel columns, composite first: the grid's order
 IMAGE_COLUMNS = (*PANELS, "footprint")  # every column pair `<name>_uri` + `<name>_sha256`
@@ -82,8 +83,8 @@ ROUNDS_SCHEMA = pa.schema(
         pa.field("committed_at", pa.timestamp("us", tz="UTC"), nullable=False),
         pa.field("panels", pa.list_(pa.string()), nullable=False),  # the layer task's names of PANELS
         pa.field("rows", pa.int64(), nullable=False),
-        pa.field("candidates", pa.int64(), nullable=False),  # generated triplets judged
-        pa.field("accepted", pa.int64(), nullable=False),  # generated triplets accepted
+        pa.field("candidates", pa.int64(), nullable=False),  # candidates judged (CANDIDATE_SOURCES)
+        pa.field("accepted", pa.int64(), nullable=False),  # candidates accepted
         pa.field("selection_rate", pa.float64()),  # accepted / candidates; null without candidates
         pa.field("cycle_added", pa.int64(), nullable=False),
         pa.field("seeds_added", pa.int64(), nullable=False),  # seed + user triplets
@@ -95,6 +96,7 @@ ROUNDS_SCHEMA = pa.schema(
         # what the orchestrator measured (null for rounds committed without it, e.g. seeding)
         pa.field("flow_run_id", pa.string()),
         pa.field("criterion_pass_rates", _scores),  # criterion -> share of candidates passing it
+        pa.field("selection_rate_by_source", _scores),  # candidate source -> its own selection rate
         pa.field("train_pool", pa.int64()),  # triplets the round's adapter was trained on
         pa.field("rec_loss", pa.float64()),  # L_rec at the end of the round's training
         pa.field("cyc_loss", pa.float64()),  # L_cyc at the end of the round's training
@@ -312,7 +314,10 @@ def upgrade_rounds_table(table: pa.Table) -> pa.Table:
     """rounds.parquet as read from disk, in today's layout (rebuilt row by row when older)."""
     version = schema_version_of(table.schema)
     if (version or 1) >= SCHEMA_VERSION:
-        return table.cast(ROUNDS_SCHEMA)
+        for field in ROUNDS_SCHEMA:  # a nullable column added since the file was written reads as nulls
+            if field.name not in table.column_names and field.nullable:
+                table = table.append_column(field, pa.nulls(table.num_rows, field.type))
+        return table.select(ROUNDS_SCHEMA.names).cast(ROUNDS_SCHEMA)
     return to_table([upgrade_round(row, version) for row in table.to_pylist()], ROUNDS_SCHEMA)
 
 

@@ -12,7 +12,8 @@ from typing import Any
 from storage.store import Store
 from storage.work import RoundWork
 
-_FIELDS = ("rows", "candidates", "accepted", "selection_rate", "cycle_added", "pool_size", "committed_at")
+_FIELDS = ("rows", "candidates", "accepted", "selection_rate", "selection_rate_by_source", "cycle_added", "pool_size",
+           "committed_at")
 _WORK_DIR = re.compile(r"^round=(\d+)$")
 
 

@@ -77,13 +77,13 @@ def read_json(loc: Location, path: str) -> Any:
 def derived_figures(table: pa.Table) -> dict[str, Any]:
     """The marker's figures that follow from the manifest alone (all but pool_size, which also
     depends on earlier rounds and overrides)."""
-    generated, train = pc.equal(table["source"], "generated"), pc.equal(table["split"], "train")
+    candidate, train = pc.is_in(table["source"], pa.array(schema.CANDIDATE_SOURCES)), pc.equal(table["split"], "train")
     accepted = table["accepted"]
 
     def count(*masks) -> int:  # rows where every mask holds
         return pc.sum(functools.reduce(pc.and_, masks)).as_py() or 0
 
-    candidates, chosen = count(generated), count(generated, accepted)
+    candidates, chosen = count(candidate), count(candidate, accepted)
     return {
         "run_id": table["run_id"][0].as_py() if table.num_rows else "",
         "rows": table.num_rows,

@@ -104,7 +104,7 @@ def calibrate(
 @app.command(help=(
     "Re-score a committed round's rows with the current judge and thresholds. "
     "Writes <workdir>/judge/rescored/round=NN.parquet (manifest schema); the round itself is never touched. "
-    "Every row gets new scores and reasons; the accept decision is re-made for generated candidates only "
+    "Every row gets new scores and reasons; the accept decision is re-made for candidates (generated and composed) only "
     "(seeds, imports and the test split were not admitted by the judge; cycle triplets also depend on their "
     "cycle check)."))
 def score(
@@ -119,6 +119,7 @@ def score(
 
         from models.loop.bootstrap import pass_rates, rescore_rows
         from models.domains.registry import judge_of
+        from storage.schema import CANDIDATE_SOURCES
 
         cfg, store = open_config(config, workdir)
         committed = store.read_round(round)
@@ -133,7 +134,7 @@ def score(
         rows = rescored.to_pylist()
         thresholds = {c.name: c.threshold for c in judge.criteria}
         passed = pass_rates(rows, thresholds)
-        cands = [r for r in rows if r["source"] == "generated"]
+        cands = [r for r in rows if r["source"] in CANDIDATE_SOURCES]
         summary = {
             "round": round, "rows": len(rows), "candidates": len(cands),
             "thresholds": thresholds,
@@ -153,5 +154,5 @@ def score(
                        + ("-" if rate is None else f"{rate:.1%}"))
         sel = summary["selection_rate"]
         typer.echo(f"  all criteria pass: {summary['passes_all']}/{len(rows)} rows; selection rate "
-                   + ("- (no generated candidates in this round)" if sel is None else f"{sel:.1%}"))
+                   + ("- (no candidates in this round)" if sel is None else f"{sel:.1%}"))
         typer.echo(f"wrote {summary['path']}")

@@ -31,7 +31,8 @@ def status(
         Optional[int], typer.Option("--iterations", min=1, help="With --watch: stop after this many refreshes.")
     ] = None,
 ) -> None:
-    """One row per round: state, candidates, accepted, selection rate, pool size."""
+    """One row per round: state, candidates, accepted, selection rate (and per candidate source when a
+    round drew from more than one), pool size."""
     with user_errors():
         config = with_overrides(config, sets)
         from storage.status import round_status
@@ -87,6 +88,8 @@ def print_status(rows: list[dict]) -> None:
         rate = "-" if r["selection_rate"] is None else f"{r['selection_rate']:.1%}"
         line = (f"{r['round']:>5}  {r['state']:<10} {r['rows'] or 0:>6} {r['candidates'] or 0:>10} "
                 f"{r['accepted'] or 0:>8} {rate:>9} {r['pool_size'] or 0:>6}")
+        if len(by_source := r.get("selection_rate_by_source") or {}) > 1:  # beside the total, when it has parts
+            line += "   " + ", ".join(f"{source} {rate:.1%}" for source, rate in by_source.items())
         if r["state"] != "committed":
             line += f"   stage: {r['stage'] or '-'}" + (f"   error: {r['error']}" if r["error"] else "")
         typer.echo(line)

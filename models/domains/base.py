@@ -54,17 +54,21 @@ class Domain:
     # (layer 1, layer 2) -> the composite by the task's exact formula, when it has one: the cycle
     # check can use it instead of the adapter's re-composition (`bootstrap.cycle_check: analytic`)
     recompose: Callable[[Image.Image, Image.Image], Image.Image] | None = None
+    # (seed, size, k) -> layer k (1 or 2) drawn on its own, with its description: the compose
+    # source's procedural layers (`bootstrap.compose_candidates`); None: only imported ones
+    make_layer: Callable[[int, int, int], tuple[Image.Image, str]] | None = None
     # world levels (`data.world_level`): a task whose world has several takes `level=` in `make`,
     # `describe` and `benchmark`; the top level (levels - 1) is the full world
     levels: int = 1
 
     def at_level(self, level: int) -> "Domain":
         """The task with its world at `level`: seeds, test split, composites without layers,
-        prompts and the judge's calibration benchmark all follow it."""
+        procedural layers, prompts and the judge's calibration benchmark all follow it."""
         if not 0 <= level < self.levels:
             raise ValueError(f"{self.name}: world level must be 0..{self.levels - 1}, got {level}")
         if self.levels == 1:
             return self
         bind = functools.partial
         return replace(self, make=bind(self.make, level=level), describe=bind(self.describe, level=level),
-                       benchmark=bind(self.benchmark, level=level))
+                       benchmark=bind(self.benchmark, level=level),
+                       make_layer=self.make_layer and bind(self.make_layer, level=level))

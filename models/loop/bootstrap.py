@@ -4,6 +4,7 @@ Prefect tasks wrap these; they know nothing of Prefect. Every seed is derived fr
 (run seed, round, candidate index), so any shard can be recomputed and give the same triplets.
 
     generate_rows   N candidate triplets from the prompt bank, one shard at a time
+    compose_rows    M candidates from unpaired layers (a layer-1 and a layer-2 image), composed
     judge_rows      per-criterion scores + reasons, accept / reject (rejected rows are kept)
     cycle_rows      decompose composites (accepted candidates, and composites without layers:
                     paper stage (c)), re-compose, keep the consistent ones
@@ -31,14 +32,17 @@ from storage.triplets import put_triplet
 @dataclass(frozen=True)
 class Shard:
     index: int
-    candidates: tuple[int, ...]  # candidate indices within the round
+    candidates: tuple[int, ...]  # generated candidates' indices within the round
+    composed: tuple[int, ...] = ()  # composed candidates' indices within the round
 
 
 def plan_shards(config: Config) -> list[Shard]:
-    """The round's candidates (`bootstrap.candidates`) in shards of `bootstrap.shard_size`: what the
-    flow maps its sharded stages over and what each shard generates."""
-    n, size = config.bootstrap.candidates, config.bootstrap.shard_size
-    return [Shard(i, tuple(range(start, min(start + size, n)))) for i, start in enumerate(range(0, n, size))]
+    """The round's candidates in shards of `bootstrap.shard_size`, each shard holding up to that
+    many generated (`bootstrap.candidates`) and as many composed (`bootstrap.compose_candidates`)
+    ones: what the flow maps its sharded stages over and what each shard makes."""
+    n, m, size = config.bootstrap.candidates, config.bootstrap.compose_candidates, config.bootstrap.shard_size
+    return [Shard(i, tuple(range(i * size, min((i + 1) * size, n))), tuple(range(i * size, min((i + 1) * size, m))))
+            for i in range(-(-max(n, m) // size))]
 
 
 def shard_indices(config: Config) -> list[int]:
@@ -71,6 +75,8 @@ def candidate_prompt(config: Config, bank: list[str] | None, round: int, index: 
 
 def generate_rows(sampler: Sampler, store: Store, config: Config, round: int, shard: Shard, adapter_version: str) -> pa.Table:
     """Candidate triplets of one shard, written as blobs; not yet judged (accepted=False)."""
+    if not shard.candidates:
+        return schema.empty()
     bank = prompt_bank(config)
     specs = [candidate_prompt(config, bank, round, i) for i in shard.candidates]
     panels = sampler.generate([p for p, _ in specs], [s for _, s in specs], config.data.panel_size)
@@ -82,6 +88,53 @@ def generate_rows(sampler: Sampler, store: Store, config: Config, round: int, sh
         for triplet, (prompt, seed) in zip(panels, specs)
     ]
     return schema.to_table(rows)
+
+
+def compose_pairs(config: Config, store: Store, round: int, indices) -> list[dict]:
+    """The compose source's unpaired layers for composed candidates `indices` of the round: dicts
+    with `layers` (layer 1, layer 2), `prompt` and `parent_id` (both layers' origins). Each layer is
+    drawn on its own from its bank (`layerboot add-layers`); a task without a bank of that layer
+    draws procedural ones from their own seed namespaces ("layer1", "layer2": disjoint from seeds,
+    candidates, composites without layers and the test split)."""
+    from storage.unlabeled import read_layer_bank
+
+    domain, size = domain_of(config), config.data.panel_size
+    drawn = {}
+    for k, panel in ((1, "layer1"), (2, "layer2")):
+        bank = read_layer_bank(store, panel)
+        picks = []
+        for i in indices:
+            seed = derive_seed(config.run.seed, panel, round, i)
+            if bank:
+                row = bank[seed % len(bank)]
+                picks.append((store.read_image(row["image_uri"], size=size), row["prompt"], f"{panel}:{row['image_sha256']}"))
+            elif domain.make_layer is not None:
+                image, text = domain.make_layer(seed, size, k)
+                picks.append((image, text, f"{panel}:procedural:{seed}"))
+            else:
+                raise ConfigError(f"bootstrap.compose_candidates: the {domain.name} task draws no procedural "
+                                  f"{domain.panels[k]} images; add some with `layerboot add-layers`")
+        drawn[k] = picks
+    return [{"layers": (a[0], b[0]), "prompt": f"{b[1]} with {a[1]}", "parent_id": f"{a[2]},{b[2]}"}
+            for a, b in zip(drawn[1], drawn[2])]
+
+
+def compose_rows(sampler: Sampler, store: Store, config: Config, round: int, shard: Shard, adapter_version: str) -> pa.Table:
+    """Composed candidates of one shard: the round's adapter composes each unpaired pair into a
+    composite; written as blobs, not yet judged (accepted=False), source "composed"."""
+    if not shard.composed:
+        return schema.empty()
+    pairs = compose_pairs(config, store, round, shard.composed)
+    seeds = [derive_seed(config.run.seed, "composed", round, i) for i in shard.composed]
+    composites = sampler.compose([p["layers"][0] for p in pairs], [p["layers"][1] for p in pairs], seeds,
+                                 [p["prompt"] for p in pairs])
+    created = now_utc()
+    return schema.to_table([
+        put_triplet(store, panels=(composite, *p["layers"]), run_id=config.run_id, round=round, source="composed",
+                    split="train", prompt=p["prompt"], seed=seed, created_at=created, accepted=False,
+                    parent_id=p["parent_id"], adapter_version=adapter_version)
+        for composite, p, seed in zip(composites, pairs, seeds)
+    ])
 
 
 def judge_rows(judge, store: Store, table: pa.Table) -> pa.Table:
@@ -105,11 +158,11 @@ def judge_rows(judge, store: Store, table: pa.Table) -> pa.Table:
 
 def rescore_rows(judge, store: Store, table: pa.Table) -> pa.Table:
     """Committed rows judged again (`layerboot judge score`): every row gets new scores and reasons,
-    the accept decision is re-made for generated candidates only (seeds, imports and the test split
-    were not admitted by the judge; cycle triplets also depend on their cycle check)."""
+    the accept decision is re-made for candidates only (generated and composed: seeds, imports and
+    the test split were not admitted by the judge; cycle triplets also depend on their cycle check)."""
     rows = judge_rows(judge, store, table).to_pylist()
     for old, new in zip(table.to_pylist(), rows):
-        if old["source"] != "generated":
+        if old["source"] not in schema.CANDIDATE_SOURCES:
             new.update(accepted=old["accepted"], reject_reason=old["reject_reason"])
     return schema.to_table(rows)
 
@@ -119,6 +172,14 @@ def pass_rates(rows: list[dict], thresholds: dict[str, float]) -> dict[str, floa
     scores = [dict(r["judge_scores"] or {}) for r in rows]
     return {name: sum(s.get(name, 0.0) >= t for s in scores) / len(scores) if scores else None
             for name, t in thresholds.items()}
+
+
+def selection_by_source(rows: list[dict]) -> dict[str, float]:
+    """Per candidate source the round drew from (generated, composed), the share the judge accepted."""
+    by: dict[str, list[bool]] = {}
+    for r in rows:
+        by.setdefault(r["source"], []).append(bool(r["accepted"]))
+    return {source: sum(v) / len(v) for source, v in sorted(by.items())}
 
 
 def cycle_parents(store: Store, table: pa.Table) -> list[dict]:

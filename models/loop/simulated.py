@@ -50,16 +50,18 @@ def train(cfg: Config, store: Store, round: int, adapter_dir: str, pool_rows: in
 
 
 def generate_rows(cfg: Config, store: Store, round: int, shard: Shard, adapter_version: str) -> pa.Table:
-    """One shard of candidates: generate_s per candidate, three distinct noise blobs each."""
-    _sleep(cfg, len(shard.candidates) * cfg.simulate.generate_s)
+    """One shard of candidates, generated and composed: generate_s per candidate, three distinct
+    noise blobs each."""
+    _sleep(cfg, (len(shard.candidates) + len(shard.composed)) * cfg.simulate.generate_s)
     created, px = now_utc(), cfg.simulate.blob_px
     rows = []
-    for i in shard.candidates:
-        seed = derive_seed(cfg.run.seed, "candidate", round, i)
-        panels = [_noise(derive_seed(seed, k), px) for k in range(3)]
-        rows.append(put_triplet(store, panels=panels, run_id=cfg.run_id, round=round, source="generated",
-                                split="train", prompt=f"simulated candidate {round}/{i}", seed=seed,
-                                created_at=created, accepted=False, adapter_version=adapter_version))
+    for source, tag, indices in (("generated", "candidate", shard.candidates), ("composed", "composed", shard.composed)):
+        for i in indices:  # (tag "candidate": the prompt and seeds generated candidates always had)
+            seed = derive_seed(cfg.run.seed, tag, round, i)
+            panels = [_noise(derive_seed(seed, k), px) for k in range(3)]
+            rows.append(put_triplet(store, panels=panels, run_id=cfg.run_id, round=round, source=source,
+                                    split="train", prompt=f"simulated {tag} {round}/{i}", seed=seed,
+                                    created_at=created, accepted=False, adapter_version=adapter_version))
     return schema.to_table(rows)
 
 

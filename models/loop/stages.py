@@ -194,7 +194,9 @@ def generate_stage(config_path: str, workdir: str, round: int, shard: int) -> di
         if cfg.simulate is not None:
             return simulated.generate_rows(cfg, store, round, plan, adapter_version(cfg, round))
         with MODEL_LOCK:
-            return bootstrap.generate_rows(_sampler(cfg, store, round), store, cfg, round, plan, adapter_version(cfg, round))
+            sampler, version = _sampler(cfg, store, round), adapter_version(cfg, round)
+            return pa.concat_tables([bootstrap.generate_rows(sampler, store, cfg, round, plan, version),
+                                     bootstrap.compose_rows(sampler, store, cfg, round, plan, version)])
 
     work = _shard_stage("generate", config_path, workdir, round, shard, compute)
     return {"shard": shard, "rows": work.read_shard("generate", shard).num_rows}
@@ -310,6 +312,7 @@ def round_metrics(config_path: str, workdir: str, round: int, stage_seconds: dic
     return {
         "flow_run_id": flow_run_id,
         "criterion_pass_rates": pass_rates,
+        "selection_rate_by_source": {k: round_to(v, 4) for k, v in bootstrap.selection_by_source(judged).items()} or None,
         "train_pool": trained.get("pool"),
         "rec_loss": trained.get("rec_loss"),
         "cyc_loss": trained.get("cyc_loss"),

@@ -5,4 +5,5 @@ from models.domains.logo_object import benchmark, metrics, world
 from models.domains.logo_object.judge import LogoObjectJudge
 
 DOMAIN = Domain("logo_object", world.PANELS, world.make_triplet, world.describe, LogoObjectJudge,
-                benchmark.build_benchmark, metrics.metrics, metrics.baseline, levels=world.WORLD_LEVELS)
+                benchmark.build_benchmark, metrics.metrics, metrics.baseline, make_layer=world.make_layer,
+                levels=world.WORLD_LEVELS)

@@ -998,6 +998,12 @@ def make_single(seed: int, size: int, panel: str, level: int = TOP_LEVEL) -> tup
     raise ValueError(f"panel must be 'object' or 'logo', got {panel!r}")
 
 
+def make_layer(seed: int, size: int, k: int, level: int = TOP_LEVEL) -> tuple[Image.Image, str]:
+    """Layer k of the grid on its own (1: the logo, 2: the plain object), with its description:
+    the compose source's procedural layers, each from its own seed (never paired by the world)."""
+    return make_single(seed, size, PANELS[k], level)
+
+
 def make_triplets(seeds: Iterable[int], size: int, level: int = TOP_LEVEL) -> Iterator[Triplet]:
     """Lazily, one triplet per seed, in order; a bad size fails at the call, not at first next()."""
     check_size(size)

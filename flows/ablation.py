@@ -1,15 +1,16 @@
-"""The paper's ablation: the same bootstrap flow, four configs, one table.
+"""The paper's ablation: the same bootstrap flow, five configs, one table.
 
     layerboot ablate --config configs/tiny.yaml --workdir runs/ablation [--rounds 10]
 
     seeds_only      every round retrains on round 0's seeds: no new data reaches training
     no_cycle_loss   bootstrapping with lambda = 0 (flow matching alone)
     no_cycle_stage  bootstrapping without the cycle stage (accepted candidates only)
+    no_compose      bootstrapping without the compose source (generated candidates only)
     full            the loop as configured
 
 Each variant is the base config with a few keys changed, written next to its workdir
 (<workdir>/<variant>/config.yaml) and run by `bootstrap_flow` unchanged, so resuming an ablation
-is resuming four ordinary runs.
+is resuming five ordinary runs.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "seeds_only": {"bootstrap.grow_pool": False},
     "no_cycle_loss": {"train.cycle.weight": 0.0},
     "no_cycle_stage": {"bootstrap.cycle_stage": False},
+    "no_compose": {"bootstrap.compose_candidates": 0},
     "full": {},
 }
 
@@ -68,6 +70,7 @@ def variant_row(workdir: str) -> dict[str, Any]:
     measured = dict(last.get("eval_metrics") or [])
     return {
         "selection_rate": [r["selection_rate"] for r in rounds],
+        "by_source": [dict(r["selection_rate_by_source"] or []) for r in rounds],
         "pool_size": last.get("train_pool"),
         "metrics": {k: v for k, v in measured.items() if not k.startswith("baseline_")},
         "rounds": len(rounds),
@@ -76,11 +79,15 @@ def variant_row(workdir: str) -> dict[str, Any]:
 
 def markdown_table(table: dict[str, dict[str, Any]]) -> str:
     names = list(dict.fromkeys(k for row in table.values() for k in row["metrics"]))
-    head = "| variant | selection rate per round | training pool, last round | " + " | ".join(
-        n.replace("_", " ") for n in names) + " |"
-    lines = [head, "|---" * (3 + len(names)) + "|"]
+    sources = sorted({s for row in table.values() for by in row.get("by_source", ()) for s in by})
+    sources = sources if len(sources) > 1 else []  # per-source columns beside the total when it has parts
+    head = "| variant | selection rate per round | " + "".join(f"{s} per round | " for s in sources) + \
+        "training pool, last round | " + " | ".join(n.replace("_", " ") for n in names) + " |"
+    lines = [head, "|---" * (3 + len(sources) + len(names)) + "|"]
     for name, row in table.items():
         rates = " ".join("-" if r is None else f"{r:.0%}" for r in row["selection_rate"])
+        for s in sources:  # each candidate source's own rate, "-" in rounds that did not draw from it
+            rates += " | " + " ".join("-" if s not in by else f"{by[s]:.0%}" for by in row.get("by_source", ()))
         cells = [row["pool_size"], *(row["metrics"].get(n) for n in names)]
         lines.append(f"| {name} | {rates} | " + " | ".join("-" if c is None else f"{c:.2f}" if isinstance(c, float)
                                                          else str(c) for c in cells) + " |")

@@ -1,4 +1,4 @@
-"""`layerboot ablate`: four configs, the same bootstrap flow, one table."""
+"""`layerboot ablate`: five configs, the same bootstrap flow, one table."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ def flat(d: dict, prefix: str = "") -> dict:
 
 
 def test_variant_configs_change_only_their_keys(micro_config_path: Path, tmp_path: Path):
+    text = micro_config_path.read_text().replace("  eval_n: 2\n", "  eval_n: 2\n  compose_candidates: 2\n")
+    micro_config_path.write_text(text)  # (a base with every source, so that each variant changes something)
     base = flat(load_config(micro_config_path).model_dump(mode="json"))
     for name, changes in VARIANTS.items():
         made = flat(load_config(variant_config(str(micro_config_path), changes, tmp_path / name / "config.yaml"))
@@ -27,6 +29,7 @@ def test_variant_configs_change_only_their_keys(micro_config_path: Path, tmp_pat
     seeds_only = load_config(tmp_path / "seeds_only" / "config.yaml")
     assert seeds_only.bootstrap.grow_pool is False and seeds_only.bootstrap.cycle_stage is True
     assert load_config(tmp_path / "no_cycle_loss" / "config.yaml").train.cycle.weight == 0.0
+    assert load_config(tmp_path / "no_compose" / "config.yaml").bootstrap.compose_candidates == 0
     with pytest.raises(KeyError, match="bootstrap.nope: not a config key"):
         variant_config(str(micro_config_path), {"bootstrap.nope": 1}, tmp_path / "bad.yaml")
 
@@ -54,3 +57,18 @@ def test_ablation_reuses_the_flow_and_seeds_only_never_grows_the_training_pool(
     assert md.splitlines()[0] == ("| variant | selection rate per round | training pool, last round | logo psnr | "
                                   "logo ssim | object psnr | object psnr footprint | object ssim |")
     assert md.splitlines()[1] == "|---" * 8 + "|" and "| seeds_only |" in md and "| full |" in md
+
+
+def test_the_table_carries_each_sources_rate_when_rounds_drew_from_several():
+    table = {"no_compose": {"selection_rate": [0.1, 0.2], "by_source": [{"generated": 0.1}, {"generated": 0.2}],
+                            "pool_size": 10, "metrics": {"logo_psnr": 11.0}, "rounds": 2},
+             "full": {"selection_rate": [0.25, 0.5], "by_source": [{"generated": 0.0, "composed": 0.5},
+                                                                   {"generated": 0.25, "composed": 0.75}],
+                      "pool_size": 12, "metrics": {"logo_psnr": 12.5}, "rounds": 2}}
+    assert markdown_table(table).splitlines() == [
+        "| variant | selection rate per round | composed per round | generated per round | training pool, last round "
+        "| logo psnr |",
+        "|---|---|---|---|---|---|",
+        "| no_compose | 10% 20% | - - | 10% 20% | 10 | 11.00 |",
+        "| full | 25% 50% | 50% 75% | 0% 25% | 12 | 12.50 |",
+    ]

@@ -4,6 +4,9 @@ Layout: one sub-folder per triplet holding one image per panel, named by the lay
 names (.png/.jpg/.jpeg/.webp), and optionally `prompt.txt`; for the logo/object task:
 
     my_triplets/mug-01/composite.png  logo.png  object.png  prompt.txt
+
+A folder of single images (composites without layers, or one layer's images) is read by
+read_image_dir: `photos/mug.png` and optionally `photos/mug.txt` describing it.
 """
 
 from __future__ import annotations
@@ -98,15 +101,19 @@ class ImportedImage:
     prompt: str  # from <name>.txt beside it, else the name in words
 
 
-def read_image_dir(directory: str | os.PathLike[str], panel_size: int) -> list[ImportedImage]:
-    """Read and validate every image directly under `directory` (plain composites, no layers; an
-    optional `<name>.txt` beside an image describes it); raise ImportFailed naming every bad file."""
+def read_image_dir(directory: str | os.PathLike[str], panel_size: int,
+                   refuse_duplicates: bool = False) -> list[ImportedImage]:
+    """Read and validate every image directly under `directory` (plain composites, or one layer; an
+    optional `<name>.txt` beside an image describes it); raise ImportFailed naming every bad file.
+    With `refuse_duplicates`, two files of the same content (as stored: decoded, converted, encoded
+    as PNG) are refused too, naming both."""
     root = Path(directory)
     if not root.is_dir():
         raise ImportFailed(root, [f"{root}: not a directory"])
     real_root = root.resolve()
     problems: list[str] = []
     images: list[ImportedImage] = []
+    seen: dict[str, Path] = {}  # with refuse_duplicates: content sha256 -> the first file holding it
     files = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
     if not files:
         problems.append(f"{root}: no images ({', '.join(IMAGE_SUFFIXES)})")
@@ -123,6 +130,12 @@ def read_image_dir(directory: str | os.PathLike[str], panel_size: int) -> list[I
         except UnicodeDecodeError as e:
             problems.append(f"{path.with_suffix('.txt')}: not UTF-8 text ({e.reason} at byte {e.start})")
             continue
+        if refuse_duplicates:
+            sha = sha256_hex(encode_png(image))
+            if sha in seen:
+                problems.append(f"{path}: the same image as {seen[sha]}")
+                continue
+            seen[sha] = path
         images.append(ImportedImage(path.stem, image, prompt))
     if problems:
         raise ImportFailed(root, problems)

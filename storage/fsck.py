@@ -4,13 +4,14 @@ Checked: every committed round's marker against its manifest (Store.verify_round
 exactly the two, hash, row count, content digest, figures) and against metrics/rounds.parquet,
 every row's blobs (present, and hashing to their address), each committed round's adapter against
 the file hashes its marker recorded (Store.verify_adapter; a round committed before they were
-recorded is listed as unchecked), the unlabeled bank (storage/unlabeled.py: the listing as
-add-unlabeled recorded it, its rows' blobs like a round's), every latent-cache entry under
-<workdir>/cache/latents against the key and digest it records (storage/latents.py; a bad one is
-repairable: training encodes it again), the work status files, and what nothing needs any more: blobs
-no manifest file in the workdir references, files under blobs/ that are not blobs, temp files of
-interrupted atomic writes, staging folders of commits that never finished and round folders
-holding a marker but not its manifest (a torn object-store publish, which copies the marker first).
+recorded is listed as unchecked), the banks of storage/unlabeled.py (unlabeled composites, layer-1
+and layer-2 images: each listing as its command recorded it, its rows' blobs like a round's), every
+latent-cache entry under <workdir>/cache/latents against the key and digest it records
+(storage/latents.py; a bad one is repairable: training encodes it again), the work status files,
+and what nothing needs any more: blobs no manifest file in the workdir references, files under
+blobs/ that are not blobs, temp files of interrupted atomic writes, staging folders of commits that
+never finished and round folders holding a marker but not its manifest (a torn object-store
+publish, which copies the marker first).
 
 A round folder holding a manifest but no marker is "unmarked": its marker was lost, not its data.
 It is never removed by `repair`; `remark` restores the marker after checking the manifest against
@@ -48,7 +49,7 @@ from storage.latents import LATENT_CACHE, EntryError, check_entry, entry_key
 from storage.lock import Holder, WorkdirLock
 from storage.overrides import operator
 from storage.store import MARKER, PART_NAME, STAGING, Store, StoreError, derived_figures, manifest_name, now_utc
-from storage.unlabeled import LISTING, read_unlabeled
+from storage.unlabeled import BANKS, Bank, read_bank
 from storage.work import STATUS_FILE, RoundWork
 
 # what can be moved to quarantine safely, and what cannot be repaired here
@@ -57,8 +58,10 @@ UNREPAIRABLE = ("bad_manifest", "unmarked_round", "metrics_mismatch", "bad_refer
                 "corrupt_blob", "missing_adapter", "damaged_adapter", "bad_bank", "bad_work_file")
 QUARANTINE = "quarantine"
 _URI_COLUMNS = tuple(f"{p}_uri" for p in schema.IMAGE_COLUMNS)
-# a stray Parquet file may be of any schema version: every name an image column ever had
-_ANY_URI_COLUMNS = _URI_COLUMNS + tuple(f"{p}_uri" for p in schema.V1_PANEL_NAMES[1:])
+# a stray Parquet file may be of any schema version: every name an image column ever had, and a
+# bank listing's (whose blobs are kept when the listing cannot be trusted but still parses)
+_ANY_URI_COLUMNS = tuple(dict.fromkeys(_URI_COLUMNS + tuple(f"{p}_uri" for p in schema.V1_PANEL_NAMES[1:])
+                                       + tuple(b.uri for b in BANKS)))
 _WORK_STATUS = re.compile(rf"^work/round=(\d+)/{re.escape(STATUS_FILE)}$")
 _SKIP = (".prefect", QUARANTINE)  # ephemeral Prefect state (SQLite); what repair set aside: not judged
 
@@ -85,7 +88,7 @@ class FsckReport:
     sample_seed: int | None = None  # with --sample: the seed that chose the blobs hashed (to repeat it)
     kept_for_work: int = 0  # blobs only uncommitted manifests (work, staging, unmarked, quarantine) reference
     adapters_checked: int = 0  # committed rounds' adapters hashed against their markers
-    bank_rows: int = 0  # rows of the unlabeled listing checked (their blobs are among blobs_checked)
+    bank_rows: int = 0  # rows of the banks' listings checked (their blobs are among blobs_checked)
     cache_entries: int = 0  # latent-cache entries checked against the key and digest they record
     unchecked: list[str] = field(default_factory=list)  # what has no record to check against (not damage)
     findings: list[Finding] = field(default_factory=list)
@@ -254,6 +257,26 @@ def _manifest_refs(loc, path: str) -> set[str]:
     return keys
 
 
+def _check_bank(store: Store, report: FsckReport, bank: Bank, refs: dict, verified: set[str],
+                unreadable: list[str]) -> None:
+    """A bank's listing (storage/unlabeled.py): its rows' blobs into `refs`; a listing that cannot
+    be trusted is a finding, and its file joins `unreadable` (step 3 still reads its references,
+    if it parses: they are kept, not orphans)."""
+    listing = store.loc.join(*bank.listing)
+    rel = posixpath.relpath(listing, store.loc.root)
+    try:
+        checked: list[bool] = []
+        for i, row in enumerate(read_bank(store, bank, checked)):
+            refs.setdefault(row[bank.uri], f"{rel}, row {i} ({str(row['name'])[:80]!r})")
+            report.bank_rows += 1
+        if checked == [False]:
+            report.unchecked.append(f"{rel}: written before its hash was recorded")
+        verified.add(listing)  # its references are in `refs`
+    except StoreError as e:
+        report.findings.append(Finding("bad_bank", rel, str(e), False))
+        unreadable.append(rel)
+
+
 def _check(store: Store, sample: int | None = None, seed: int | None = None) -> FsckReport:
     loc = store.loc
     report = FsckReport(workdir=store.uri)
@@ -303,19 +326,10 @@ def _check(store: Store, sample: int | None = None, seed: int | None = None) -> 
                                        f"--remark {r}` restores the marker after checking it against rounds.parquet, "
                                        f"`--quarantine-round {r}` sets the folder aside", False))
 
-    # 1b. the unlabeled bank: the listing add-unlabeled recorded, each row a blob key of its hash
-    listing = loc.join(*LISTING)
-    try:
-        checked: list[bool] = []
-        for i, row in enumerate(read_unlabeled(store, checked)):
-            refs.setdefault(row["composite_uri"], f"{rel(listing)}, row {i} ({str(row['name'])[:80]!r})")
-            report.bank_rows += 1
-        if checked == [False]:
-            report.unchecked.append(f"{rel(listing)}: written before its hash was recorded")
-        verified.add(listing)  # its references are in `refs`
-    except StoreError as e:  # 3. still reads its references, if it parses: they are kept, not orphans
-        report.findings.append(Finding("bad_bank", rel(listing), str(e), False))
-        unreadable.append(rel(listing))
+    # 1b. the banks (unlabeled composites, layers): the listing its command recorded, each row a
+    #     blob key of its hash
+    for bank in BANKS:
+        _check_bank(store, report, bank, refs, verified, unreadable)
 
     def where_of(key: str) -> str:
         where = refs[key]

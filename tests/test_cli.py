@@ -129,6 +129,6 @@ def test_cli_as_subprocess(micro_config_path: Path, tmp_path: Path):
     headings = ("Run rounds", "Read and tend a workdir", "The model outside a round", "The judge")
     assert [h for h in headings if f"─ {h} ─" in help_text] == list(headings)
     listed = [line[2:].split()[0] for line in help_text.splitlines() if line.startswith("│ ") and line[2] not in " -"]
-    assert sorted(listed) == sorted(["seed", "add-unlabeled", "run", "resume", "ablate", "deploy", "status", "fsck",
-                                     "review", "override", "report", "export", "train", "evaluate", "decompose", "compose",
-                                     "pretrain-tiny", "make-flux-shaped", "judge"])
+    assert sorted(listed) == sorted(["seed", "add-unlabeled", "add-layers", "run", "resume", "ablate", "deploy",
+                                     "status", "fsck", "review", "override", "report", "export", "train", "evaluate",
+                                     "decompose", "compose", "pretrain-tiny", "make-flux-shaped", "judge"])

@@ -37,7 +37,7 @@ for group in (rounds.app, workdir.app, model.app):
     for info in group.registered_commands:
         info.short_help = " ".join(inspect.getdoc(info.callback).split("\n\n")[0].split())
 
-app.add_typer(rounds.app)  # seed, add-unlabeled, run, resume, ablate, deploy
+app.add_typer(rounds.app)  # seed, add-unlabeled, add-layers, run, resume, ablate, deploy
 app.add_typer(workdir.app)  # status, fsck, review, override, report, export
 app.add_typer(model.app)  # train, evaluate, decompose, compose, pretrain-tiny, make-flux-shaped
 app.add_typer(judge.app, name="judge", rich_help_panel="The judge")  # `layerboot judge calibrate|score`

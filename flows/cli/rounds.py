@@ -1,4 +1,4 @@
-"""Commands that write rounds: `seed`, `add-unlabeled`, `run`, `resume`, `ablate`, `deploy`.
+"""Commands that write rounds: `seed`, `add-unlabeled`, `add-layers`, `run`, `resume`, `ablate`, `deploy`.
 
 `run` and `resume` run the bootstrap flow in a worker thread under the workdir lock, so the main
 thread takes SIGINT/SIGTERM at once (see _stop_on_signals)."""
@@ -79,6 +79,37 @@ def add_unlabeled(
             added = add(store, images)
         typer.echo(f"added {added.added} composite(s) without layers to {store.uri} "
                    f"({added.already} already there; {added.total} in all)")
+
+
+@app.command("add-layers", rich_help_panel=PANEL)
+def add_layers(
+    logos: Annotated[Optional[Path], typer.Option(
+        "--logos", "--layer1", help="A folder of layer-1 images (flat logos).")] = None,
+    objects: Annotated[Optional[Path], typer.Option(
+        "--objects", "--layer2", help="A folder of layer-2 images (plain objects).")] = None,
+    config: ConfigOpt = "configs/tiny.yaml",
+    workdir: WorkdirOpt = None,
+) -> None:
+    """Import loose layers for the compose source (`bootstrap.compose_candidates`): each round it
+    pairs a layer-1 image with a layer-2 image, composes them with the round's adapter, and judges
+    the triplet. Both folders are validated first (square, data.panel_size pixels; an optional
+    NAME.txt describes NAME.png; no image twice in one folder); bad files are named and nothing is
+    imported."""
+    with user_errors():
+        from storage.imports import read_image_dir
+        from storage.unlabeled import add_layers as add
+
+        if logos is None and objects is None:
+            raise typer.BadParameter("give --logos DIR, --objects DIR or both (folders of layer-1 and layer-2 images)")
+        cfg, store = open_config(config, workdir)
+        # both folders validated in full before anything is written
+        layer1 = read_image_dir(logos, cfg.data.panel_size, refuse_duplicates=True) if logos else []
+        layer2 = read_image_dir(objects, cfg.data.panel_size, refuse_duplicates=True) if objects else []
+        with workdir_lock(store, "layerboot add-layers"):
+            added = add(store, layer1, layer2)
+        one, two = added["layer1"], added["layer2"]
+        typer.echo(f"added {one.added} logo(s) and {two.added} object(s) to {store.uri} "
+                   f"({one.already} and {two.already} already there; {one.total} and {two.total} in all)")
 
 
 def _stop_children(grace_s: float = 3.0) -> None:

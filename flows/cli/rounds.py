@@ -331,13 +331,14 @@ def resume(config: ConfigOpt = "configs/tiny.yaml", sets: SetOpt = None, workdir
 @app.command(rich_help_panel=PANEL)
 def ablate(
     config: ConfigOpt = "configs/tiny.yaml",
-    workdir: Annotated[str, typer.Option("--workdir", "-w", help="Root of the four runs (one folder each).")] = "runs/ablation",
+    workdir: Annotated[str, typer.Option("--workdir", "-w", help="Root of the five runs (one folder each).")] = "runs/ablation",
     rounds: RoundsOpt = None,
     variant: Annotated[Optional[list[str]], typer.Option(
-        "--variant", help="Run only these (default: seeds_only, no_cycle_loss, no_cycle_stage, full).")] = None,
+        "--variant", help="Run only these (default: seeds_only, no_cycle_loss, no_cycle_stage, no_compose, full).")] = None,
 ) -> None:
-    """The paper's ablation: the bootstrap flow under four configs (seeds only; no cycle loss; no
-    cycle stage; full), then one table: selection rate per round, training pool, held-out PSNR.
+    """The paper's ablation: the bootstrap flow under five configs (seeds only; no cycle loss; no
+    cycle stage; no compose source; full), then one table: selection rate per round (in all and
+    per candidate source), training pool, held-out PSNR.
     Re-running skips committed rounds, like `run`."""
     with user_errors():
         from configs import resolve_config_path

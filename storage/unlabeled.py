@@ -82,8 +82,6 @@ LAYER_BANKS = {"layer1": Bank("layers", "layer1", "image", "add-layers"),
                "layer2": Bank("layers", "layer2", "image", "add-layers")}
 BANKS = (UNLABELED, *LAYER_BANKS.values())  # every bank `fsck` checks
 
-LISTING, RECORD, SCHEMA = UNLABELED.listing, UNLABELED.record, UNLABELED.schema
-
 
 @dataclass(frozen=True)
 class Added:

@@ -38,7 +38,8 @@ FINISHED = re.compile(r"layerboot - finished (?:shard|stage) ([a-z]+-r\d\d(?:-s\
 # the tiny profile, shrunk so a round takes seconds and each stage has several shards to kill in
 SMALL = {"data": {"n_seeds": 30, "n_test": 10},
          "train": {"steps": 60, "checkpoint_every": 20},
-         "bootstrap": {"rounds": 3, "candidates": 32, "shard_size": 4, "warm_steps": 20, "eval_n": 10}}
+         "bootstrap": {"rounds": 3, "candidates": 32, "compose_candidates": 8, "shard_size": 4, "warm_steps": 20,
+                       "eval_n": 10}}
 
 
 def small_config(root: Path) -> Path:

@@ -71,7 +71,7 @@ def campaign_config(path: Path, candidates: int, shard_size: int, rounds: int, t
     cfg["data"].update(n_seeds=20, n_test=10)
     cfg["train"].update(steps=2000, checkpoint_every=250)
     cfg["bootstrap"].update(rounds=rounds, candidates=candidates, shard_size=shard_size, warm_steps=500,
-                            eval_n=200, unlabeled_per_round=0)
+                            eval_n=200, unlabeled_per_round=0, compose_candidates=0)  # N candidates: generated only, as flux
     cfg["simulate"] = dict(train_step_s=TRAIN_STEP_S, generate_s=GENERATE_S, judge_s=JUDGE_S, cycle_s=CYCLE_S,
                            evaluate_s=EVALUATE_S, time_scale=time_scale)
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))

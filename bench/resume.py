@@ -27,10 +27,10 @@ from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the test suite's Prefect server helper
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/servers.py, the services' helpers
+from bench.servers import prefect_server  # noqa: E402
 from configs import resolve_config_path  # noqa: E402
 from storage.store import Store  # noqa: E402
-from tests.conftest import _standing_prefect_server, _stop  # noqa: E402
 
 EXE = str(Path(sys.executable).parent / "layerboot")
 FINISHED = re.compile(r"layerboot - finished (?:shard|stage) ([a-z]+-r\d\d(?:-s\d{3})?)")
@@ -82,8 +82,7 @@ def main() -> None:
     args = ap.parse_args()
     rng = random.Random(args.seed)
     root = Path(tempfile.mkdtemp(prefix="layerboot-bench-resume-"))
-    server, url = _standing_prefect_server(root / "prefect", {})
-    try:
+    with prefect_server(root / "prefect") as (url, _):
         env = os.environ | {"PREFECT_API_URL": url, "PYTHONUNBUFFERED": "1"}
         config = small_config(root)
         ref_out, ref_s, _ = launch("run", config, root / "ref", env, None)
@@ -111,8 +110,6 @@ def main() -> None:
               f"{set(finished) == set(ref_work)}")
         print(f"recomputed finished work: {recomputed} of {len(finished)} shards/stages "
               f"= {recomputed / max(1, len(finished)):.3f} (goal 0)")
-    finally:
-        _stop(server)
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -79,7 +79,7 @@ def variant_row(workdir: str) -> dict[str, Any]:
 
 def markdown_table(table: dict[str, dict[str, Any]]) -> str:
     names = list(dict.fromkeys(k for row in table.values() for k in row["metrics"]))
-    sources = sorted({s for row in table.values() for by in row.get("by_source", ()) for s in by})
+    sources = sorted({s for row in table.values() for by in row["by_source"] for s in by})
     sources = sources if len(sources) > 1 else []  # per-source columns beside the total when it has parts
     head = "| variant | selection rate per round | " + "".join(f"{s} per round | " for s in sources) + \
         "training pool, last round | " + " | ".join(n.replace("_", " ") for n in names) + " |"
@@ -87,7 +87,7 @@ def markdown_table(table: dict[str, dict[str, Any]]) -> str:
     for name, row in table.items():
         rates = " ".join("-" if r is None else f"{r:.0%}" for r in row["selection_rate"])
         for s in sources:  # each candidate source's own rate, "-" in rounds that did not draw from it
-            rates += " | " + " ".join("-" if s not in by else f"{by[s]:.0%}" for by in row.get("by_source", ()))
+            rates += " | " + " ".join("-" if s not in by else f"{by[s]:.0%}" for by in row["by_source"])
         cells = [row["pool_size"], *(row["metrics"].get(n) for n in names)]
         lines.append(f"| {name} | {rates} | " + " | ".join("-" if c is None else f"{c:.2f}" if isinstance(c, float)
                                                          else str(c) for c in cells) + " |")

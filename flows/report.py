@@ -297,8 +297,8 @@ def charts(data: ReportData) -> list[Chart]:
                                hovertemplate="round %{x}: %{y:.1%}<extra></extra>"))
     sources = sorted({s for r in judged for s in (r["selection_rate_by_source"] or {})})
     for source in sources if len(sources) > 1 else ():  # each candidate source's own climb beside the total
-        rated = [r for r in judged if source in (r["selection_rate_by_source"] or {})]
-        fig.add_trace(go.Scatter(x=[r["round"] for r in rated], y=[r["selection_rate_by_source"][source] for r in rated],
+        drew = [r for r in judged if source in (r["selection_rate_by_source"] or {})]
+        fig.add_trace(go.Scatter(x=[r["round"] for r in drew], y=[r["selection_rate_by_source"][source] for r in drew],
                                  mode="lines+markers", name=source, line=dict(dash="dot"),
                                  hovertemplate=f"{source}, round %{{x}}: %{{y:.1%}}<extra></extra>"))
     _layout(fig, yaxis=dict(tickformat=".0%", range=[-0.03, 1.03], title="accepted / candidates"),

@@ -1,8 +1,9 @@
 """The tiny codec: an AutoencoderKL whose encoder is an exact 8x8-patch PCA (models/iclora/codec.py), and
 the shipped one's figures on held-out domain panels, pinned: PSNR per panel kind, and how often
-the judge accepts ground truth round-tripped through it (the loop's candidates are all decodes).
-The aims were >= 30 dB on every panel kind and >= 90% acceptance; measured: composites 28.5 dB,
-logos 34.3 dB, objects 32.2 dB, and 29 of 40 round trips accepted (README, "Measured")."""
+the judge accepts ground truth round-tripped through it (the loop's candidates are all decodes),
+at the tiny config's world level (2). The aims were >= 30 dB on every panel kind and >= 90%
+acceptance; measured: composites 28.8 dB, logos 35.4 dB, objects 32.4 dB, and 25 of 40 round
+trips accepted (the full world: 28.5 / 34.3 / 32.2 dB, 29 of 40; README, "World levels")."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from models.iclora.tiny import TinySpec, build_tiny
 from models.iclora.codec import build_pca_encoder, check_encoder_shape, reconstruction_psnr
 from models.pretrain.base import codec_batch, PretrainRecipe, to_tensor
 from models.loop.runtime import REPO_ROOT, load_base
-from models.domains.logo_object.world import make_triplet
+from models.domains.registry import domain_of
 from storage.hashing import derive_seed
 
 SHIPPED = REPO_ROOT / "models" / "tiny_base"
@@ -24,9 +25,11 @@ PANELS = ("composite", "logo", "object")
 
 
 def held_out_triplets(n: int, size: int = 64):
-    """Triplets of the test split's namespace: seeds the loop never trains on, the base never saw."""
+    """Triplets of the test split's namespace, drawn at the tiny config's world level: seeds the
+    loop never trains on, the base never saw."""
     cfg = load_config("tiny")
-    return [make_triplet(derive_seed(cfg.run.seed, "synthetic", "test", i), size) for i in range(n)]
+    domain = domain_of(cfg)
+    return [domain.make(derive_seed(cfg.run.seed, "synthetic", "test", i), size) for i in range(n)]
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +70,7 @@ def test_encoder_shape_is_checked():
 def test_shipped_codec_psnr_on_a_handful_of_held_out_panels(shipped):
     triplets = held_out_triplets(6)
     got = {p: reconstruction_psnr(shipped.vae, to_tensor([getattr(t, p) for t in triplets])) for p in PANELS}
-    assert got == pytest.approx({"composite": 27.83, "logo": 33.13, "object": 34.26}, abs=0.05)
+    assert got == pytest.approx({"composite": 27.82, "logo": 34.16, "object": 32.29}, abs=0.05)
 
 
 def test_shipped_codec_latents_are_normalised(shipped):
@@ -86,8 +89,8 @@ def test_judge_verdicts_on_round_tripped_ground_truth(shipped):
     triplets = [(t.composite, t.logo, t.object) for t in held_out_triplets(10)]
     raw = judge.judge(triplets)
     coded = judge.judge(codec_roundtrip(shipped, triplets))
-    assert sum(j.accepted for j in raw) == 9
-    assert sum(j.accepted for j in coded) == 4  # the aim (>= 9) is not met: panels_agree is the usual reason
+    assert sum(j.accepted for j in raw) == 10
+    assert sum(j.accepted for j in coded) == 8  # the aim (>= 9) is not met
     assert not any(j.accepted for j, r in zip(coded, raw) if not r.accepted)  # what fails raw fails decoded
 
 
@@ -101,8 +104,8 @@ def test_codec_figures_on_the_full_held_out_set(shipped):
     got = {}
     for panel in PANELS:
         got[panel] = reconstruction_psnr(shipped.vae, to_tensor([getattr(t, panel) for t in triplets]))
-    assert got == pytest.approx({"composite": 28.52, "logo": 34.25, "object": 32.20}, abs=0.05)
+    assert got == pytest.approx({"composite": 28.84, "logo": 35.40, "object": 32.35}, abs=0.05)
     judge = judge_of(load_config("tiny"))
     triplets = [(t.composite, t.logo, t.object) for t in triplets[:40]]
-    assert sum(j.accepted for j in judge.judge(triplets)) == 38
-    assert sum(j.accepted for j in judge.judge(codec_roundtrip(shipped, triplets))) == 29
+    assert sum(j.accepted for j in judge.judge(triplets)) == 40
+    assert sum(j.accepted for j in judge.judge(codec_roundtrip(shipped, triplets))) == 25

@@ -24,9 +24,12 @@ def test_a_key_added_later_keeps_older_runs_resumable():
     # the hash of the flux profile from before `bootstrap.cycle_check` existed (4fb5085): a run
     # started then still resumes, while setting the new key to anything else is a new config
     # (the tiny profile's own hash moved when its adapter's defaults did, and when it took up the
-    # compose source and 8 sampling steps, 2026-12-06: without the new key, it hashes as before)
-    assert config_hash(load_config("tiny")) == "3f4ac426002a64b8"
-    assert config_hash(load_config("tiny", ["bootstrap.compose_candidates=0", "sample.steps=16"])) == "a71e90dd0c6e4372"
+    # compose source and 8 sampling steps, 2026-12-06, and world level 2, 2026-12-07: without the
+    # new keys, it hashes as before)
+    assert config_hash(load_config("tiny")) == "2900fe3acf35dc84"
+    assert config_hash(load_config("tiny", ["data.world_level=null"])) == "3f4ac426002a64b8"
+    assert config_hash(load_config("tiny", ["data.world_level=null", "bootstrap.compose_candidates=0",
+                                            "sample.steps=16"])) == "a71e90dd0c6e4372"
     assert config_hash(load_config("flux", ["bootstrap.cycle_check=model"])) == "aef88f13db3735e7"
     intrinsic = load_config("intrinsic_tiny")
     assert intrinsic.bootstrap.cycle_check == "analytic"
@@ -124,8 +127,9 @@ def test_the_world_level_is_the_tasks_and_follows_the_config_everywhere_the_worl
     from models.domains.logo_object.world import make_triplet
     from models.domains.registry import domain_of
 
-    full, level0 = load_config("tiny"), load_config("tiny", ["data.world_level=0"])
+    full, level0 = load_config("tiny", ["data.world_level=null"]), load_config("tiny", ["data.world_level=0"])
     assert full.data.world_level is None and config_hash(full) == "3f4ac426002a64b8"  # unset: hashed as before
+    assert load_config("tiny").data.world_level == 2  # the tiny profile's (configs/tiny.yaml says why)
     assert config_hash(level0) != config_hash(full)
     domain = domain_of(level0)
     assert domain.make(5, 64).params == make_triplet(5, 64, 0).params  # seeds, test split, unlabeled composites

@@ -23,7 +23,7 @@ from models.pretrain.base import RECIPE_FILE, RECIPES, PretrainRecipe, recipe_ha
 from models.loop.runtime import REPO_ROOT, resolve_base
 
 SHIPPED = REPO_ROOT / "models" / "tiny_base"
-MIN_GAIN = 1.0  # dB over the untrained base on held-out object PSNR, in the footprint and whole (measured +5.19, +8.47)
+MIN_GAIN = 1.0  # dB over the untrained base on held-out object PSNR, in the footprint and whole (measured +7.97, +9.68)
 
 
 def test_shipped_intrinsic_base_matches_its_recipe():
@@ -55,11 +55,13 @@ def test_shipped_base_matches_its_recipe():
 
 @pytest.mark.slow
 def test_adapter_training_moves_held_out_decomposition(tmp_path):
-    """Trained on the 100 seeds for the tiny config's 1,200 steps (cycle loss late), the adapter
-    fills the object under the logo better than the untrained base does, better than the trivial
-    baseline through the codec by 2 dB there (measured 5.6) and better than memorising the seeds
-    (measured +2.6 over the nearest seed). It does not yet draw the logo: docs/research-log.md
-    says by how much it falls short and what limits it; this test prints it."""
+    """Trained on the 100 seeds for the tiny config's 1,200 steps (cycle loss late), at its world
+    level, the adapter decomposes held-out composites better than the untrained base, than the
+    trivial baseline through the codec by 2 dB on the logo and on the object under it, and than
+    memorising the seeds (the nearest seed's layers) on both. Measured 2026-12-07 at level 2, logo /
+    object in the footprint: 11.62 / 19.58 dB against 9.32 / 10.15 (codec-passed trivial) and 9.26 /
+    15.77 (nearest seed). The logo's margin is seed-thin: training seed 1 gives 11.07, +1.75
+    (README, "World levels")."""
     from models.loop.dataio import read_triplets
     from models.domains.registry import domain_of
     from models.loop.evaluate import evaluate_decomposition
@@ -87,5 +89,6 @@ def test_adapter_training_moves_held_out_decomposition(tmp_path):
                       "baseline_codec": trained["baseline_codec"], "baseline_nn": trained["baseline_nn"]}, indent=1))
     gain = {k: trained["model"][k] - untrained["model"][k] for k in ("logo_psnr", "object_psnr_footprint", "object_psnr")}
     assert gain["object_psnr_footprint"] >= MIN_GAIN and gain["object_psnr"] >= MIN_GAIN, gain
-    assert trained["model"]["object_psnr_footprint"] >= trained["baseline_codec"]["object_psnr_footprint"] + 2.0
-    assert trained["model"]["object_psnr_footprint"] >= trained["baseline_nn"]["object_psnr_footprint"] + 1.0
+    for figure in ("logo_psnr", "object_psnr_footprint"):
+        assert trained["model"][figure] >= trained["baseline_codec"][figure] + 2.0, figure
+        assert trained["model"][figure] > trained["baseline_nn"][figure], figure

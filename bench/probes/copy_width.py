@@ -3,9 +3,12 @@ pretraining's `copy` relation (all three panels the same image) under the decomp
 on the shipped base's codec and grid ids. Every 250 steps: one-step x0 from sigma 1 (nothing of the
 answer in the input: the copy itself) and sigma 0.3, PSNR of the generated panels against the
 codec's decode of the truth, 100 held-out grids. Batch 8, AdamW, lr 1e-3 (100 warm-up steps).
+The fresh transformer predicts what the shipped base predicts (its scheduler_config.json's
+`prediction_type`): velocity until 2026-12-06, clean latents (x-prediction) since.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/probes/copy_width.py 192 1500 1   # width, steps, threads
     OMP_NUM_THREADS=1 .venv/bin/python bench/probes/copy_width.py 384 1500 1   # beside it: same data, seeds
+    OMP_NUM_THREADS=2 .venv/bin/python bench/probes/copy_width.py 192 6000 2   # alone: does the copy keep climbing?
 """
 import dataclasses
 import json

@@ -10,7 +10,6 @@ KEY=VALUE are config overrides as `--set` takes them (the adapter's own settings
 
 from __future__ import annotations
 
-import re
 import sys
 import time
 from collections import Counter
@@ -27,14 +26,15 @@ from models.iclora.lora import load_adapter
 from models.loop.runtime import judge_for, load_base
 from storage.hashing import derive_seed
 
+from probe_args import split_overrides
+
 if __name__ == "__main__":
-    is_set = re.compile(r"^[a-z_][a-z0-9_.]*=").match  # (a path may hold '=' too: adapters/round=01)
-    args = [a for a in sys.argv[1:] if not is_set(a)]
+    args, overrides = split_overrides(sys.argv[1:])
     adapter, rnd = args[0], 1  # (the probe's layer seeds: "probe-logo"/"probe-object", round 1)
     n = int(args[1]) if len(args) > 1 else 40
     picture = args[2] if len(args) > 2 else None
     torch.set_num_threads(2)
-    cfg = load_config("tiny", [a for a in sys.argv[1:] if is_set(a)])
+    cfg = load_config("tiny", overrides)
     domain, size = domain_of(cfg), cfg.data.panel_size
     logos = [domain.make(derive_seed(cfg.run.seed, "probe-logo", rnd, i), size) for i in range(n)]
     objects = [domain.make(derive_seed(cfg.run.seed, "probe-object", rnd, i), size) for i in range(n)]

@@ -8,7 +8,6 @@ judge: acceptance and `composite_match` passes against the composite's PSNR.
 
 from __future__ import annotations
 
-import re
 import sys
 
 import numpy as np
@@ -19,10 +18,12 @@ from models.judge.image_ops import gaussian, to_float, to_image
 from models.loop.runtime import judge_for
 from storage.hashing import derive_seed
 
+from probe_args import split_overrides
+
 if __name__ == "__main__":
-    is_set = re.compile(r"^[a-z_][a-z0-9_.]*=").match
-    n = next((int(a) for a in sys.argv[1:] if not is_set(a)), 40)
-    cfg = load_config("tiny", [a for a in sys.argv[1:] if is_set(a)])
+    args, overrides = split_overrides(sys.argv[1:])
+    n = int(args[0]) if args else 40
+    cfg = load_config("tiny", overrides)
     domain, size = domain_of(cfg), cfg.data.panel_size
     truth = [domain.make(derive_seed(cfg.run.seed, "probe-fidelity", i), size) for i in range(n)]
     judge = judge_for(cfg)

@@ -1,6 +1,6 @@
-"""The base's transformer stage (the longest job in the project: hours on 2 cores) checkpoints and
-resumes: a run killed after a checkpoint, run again, ends with exactly the weights and losses of a
-run that was never interrupted."""
+"""The base's decoder and transformer stages (the longest jobs in the project: an hour or more each on
+2 cores) checkpoint and resume: a run killed after a checkpoint, run again, ends with exactly the
+weights and losses of a run that was never interrupted."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from models.iclora.backbone import load_backbone
-from models.pretrain.base import PretrainRecipe, pretrain_transformer
+from models.pretrain.base import PretrainRecipe, pretrain_decoder, pretrain_transformer
 
 RECIPE = PretrainRecipe(panel_size=32, transformer_examples=6, drawing_examples=4, transformer_steps=6,
-                        transformer_batch=2)
+                        transformer_batch=2, decoder_steps=6, decoder_batch=2)
 
 
 class Killed(Exception):
@@ -58,6 +58,34 @@ def test_a_killed_transformer_stage_resumes_exactly(random_tiny_base, tmp_path, 
     with pytest.raises(ValueError, match="checkpoint of another recipe"):
         other = dataclasses.replace(RECIPE, transformer_lr=1e-4)
         pretrain_transformer(fresh(), other, log=lambda m: None, checkpoint=ckpt, checkpoint_every=2)
+
+
+def test_a_killed_decoder_stage_resumes_exactly(random_tiny_base, tmp_path, one_thread):
+    def fresh():
+        return load_backbone(str(random_tiny_base), torch.float32, "cpu")
+
+    whole = fresh()
+    expected = pretrain_decoder(whole, RECIPE, log=lambda m: None)
+
+    ckpt = tmp_path / "checkpoint-decoder"
+    with pytest.raises(Killed):
+        pretrain_decoder(fresh(), RECIPE, log=lambda m: None, checkpoint=ckpt, checkpoint_every=2,
+                         on_checkpoint=kill_at(4))
+    lines = []
+    resumed = fresh()
+    assert pretrain_decoder(resumed, RECIPE, log=lines.append, checkpoint=ckpt, checkpoint_every=2) == expected
+    assert f"decoder: resumed at step 4 from {ckpt}" in lines
+    changed = 0
+    for (name, a), b, before in zip(whole.vae.state_dict().items(), resumed.vae.state_dict().values(),
+                                    fresh().vae.state_dict().values()):
+        assert torch.equal(a, b), name
+        changed += not torch.equal(a, before)
+    assert changed > 0  # the decoder was trained (and only it: the encoder is the PCA's)
+    assert all(torch.equal(a, b) for a, b in zip(whole.vae.encoder.parameters(), fresh().vae.encoder.parameters()))
+
+    with pytest.raises(ValueError, match="checkpoint of another decoder fit"):
+        pretrain_decoder(fresh(), dataclasses.replace(RECIPE, decoder_lr=1e-4), log=lambda m: None,
+                         checkpoint=ckpt, checkpoint_every=2)
 
 
 @pytest.mark.slow

@@ -189,7 +189,8 @@ def pretrain_tiny(
     out: Annotated[Path, typer.Option("--out", help="Where to write the base (diffusers layout).")] = Path("models/tiny_base"),
     stage: Annotated[list[str], typer.Option(
         "--stage", help="encoder, decoder and/or transformer (default: all, in that order). decoder and "
-        "transformer need only the encoder: run them in two processes to use two machines' worth of cores.")
+        "transformer need only the encoder: run them in two processes to use two machines' worth of cores. "
+        "Both checkpoint every 500 steps into --out; run the same command again to continue.")
     ] = ["encoder", "decoder", "transformer"],
     threads: Annotated[int, typer.Option("--threads", min=1, help="torch CPU threads.")] = 2,
     world: Annotated[str, typer.Option("--world", help="Whose single images the text-to-image share draws: "

@@ -23,13 +23,17 @@ How the diffusers Encoder computes a PCA (block widths from `TinySpec`: 16, 64, 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
+
+from models.iclora.checkpoint import STATE_FILE, read_checkpoint, write_checkpoint
 
 CONST, BETA, LOGVAR = 50.0, 20.0, -20.0
 GROUPS = 8
@@ -157,15 +161,30 @@ def reconstruction_psnr(vae: AutoencoderKL, images: torch.Tensor) -> float:
     return psnr((recon.float() + 1) / 2, (images.float() + 1) / 2)
 
 
+DECODER_WEIGHTS = "decoder.safetensors"  # inside a decoder checkpoint
+
+
 def fit_decoder(vae: AutoencoderKL, batches: Callable[[int], torch.Tensor], steps: int, lr: float,
                 probes: dict[str, torch.Tensor], grad_clip: float = 1.0, log: Callable[[str], None] = print,
-                every: int = 1000) -> dict:
-    """Train the decoder (only) to invert the fixed encoder: L1 + L2 on pixels in [-1, 1]."""
+                every: int = 1000, checkpoint: Path | None = None, checkpoint_every: int = 500,
+                on_checkpoint: Callable[[int], None] | None = None, fingerprint: dict | None = None) -> dict:
+    """Train the decoder (only) to invert the fixed encoder: L1 + L2 on pixels in [-1, 1].
+    `batches(step)` must be a function of the step alone: then, with `checkpoint` (a folder), the
+    decoder, optimizer and losses are saved there every `checkpoint_every` steps and a rerun
+    continues from the last one exactly; `fingerprint` (what the caller fits from, as JSON) guards
+    against resuming another recipe's fit. The caller removes the folder when done."""
     vae.encoder.requires_grad_(False).eval()
     dec = vae.decoder.train().requires_grad_(True)
     opt = torch.optim.AdamW(dec.parameters(), lr=lr, weight_decay=0.0)
-    bar = tqdm(range(steps), desc="fit decoder", unit="step", disable=None)
-    history = []
+    start, history = 0, []
+    if checkpoint is not None and (checkpoint / STATE_FILE).exists():
+        start, history, meta = read_checkpoint(checkpoint, opt)
+        if meta.get("fingerprint") != fingerprint:
+            raise ValueError(f"{checkpoint} is a checkpoint of another decoder fit ({meta.get('fingerprint')}); "
+                             "remove it to start again")
+        dec.load_state_dict(load_file(str(checkpoint / DECODER_WEIGHTS)))
+        log(f"decoder: resumed at step {start} from {checkpoint}")
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc="fit decoder", unit="step", disable=None)
     for step in bar:
         for g in opt.param_groups:  # linear warm-up, cosine decay
             g["lr"] = lr * min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * step / steps))
@@ -186,5 +205,11 @@ def fit_decoder(vae: AutoencoderKL, batches: Callable[[int], torch.Tensor], step
             scores = {name: round(reconstruction_psnr(vae, x), 2) for name, x in probes.items()}
             dec.train()
             log(f"decoder step {step + 1}: loss {np.mean(history[-100:]):.4f} psnr {scores}")
+        if checkpoint is not None and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
+            write_checkpoint(checkpoint, opt, None, step + 1, history, lambda folder: save_file(
+                {k: v.contiguous() for k, v in dec.state_dict().items()}, str(folder / DECODER_WEIGHTS)),
+                fingerprint=fingerprint)
+            if on_checkpoint is not None:
+                on_checkpoint(step + 1)
     dec.eval().requires_grad_(False)
     return {name: round(reconstruction_psnr(vae, x), 2) for name, x in probes.items()}

@@ -15,25 +15,21 @@ import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import torch
 from PIL import Image
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from configs import Config
 from models.iclora.backbone import Backbone
+from models.iclora.checkpoint import LOG_FILE, STATE_FILE, read_checkpoint, write_checkpoint
 from models.iclora.lora import _lora_parameters, add_lora, load_adapter, save_adapter, trainable_parameters
 from models.iclora.encoded import TASKS, LatentCache, LatentPool, make_batch, vae_identity
 from models.iclora.grid import Task
 from models.iclora.objective import Conditioning, FlowMatching
-from storage.store import TRAIN_LOG
 
 CHECKPOINT = "checkpoint"
-STATE_TENSORS = "trainer_state.safetensors"  # optimizer moments + RNG state: no pickle anywhere
-STATE_FILE = "trainer_state.json"  # step, optimizer hyper-parameters
-LOG_FILE = TRAIN_LOG  # committed with the adapter: the report draws loss curves from it
 DONE_FILE = "train_done.json"  # written last: what this adapter was trained from
 
 
@@ -220,35 +216,3 @@ def cycle_term(objective, enc: LatentPool, idx, prompts_by_task, sample_steps, g
         c_cyc = cycled_condition(c_real, x0_real, x0_cyc, tokens)
         total = total + objective.cycle_loss(x0_real, c_real, x0_cyc, c_cyc, tokens, generator=gen)
     return total
-
-
-def read_checkpoint(ckpt: Path, opt: torch.optim.Optimizer, gen: torch.Generator) -> tuple[int, Any, dict]:
-    """Restore the optimizer and the RNG from `write_checkpoint`'s folder; (step, log as written
-    (a list of entries, or pretraining's losses by kind), extra meta).
-    The weights are the caller's to load (an adapter, or a whole transformer)."""
-    meta = json.loads((ckpt / STATE_FILE).read_text())
-    tensors = load_file(str(ckpt / STATE_TENSORS))
-    gen.set_state(tensors.pop("generator"))
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        i, _, name = key.partition(".")
-        state.setdefault(int(i), {})[name] = value
-    opt.load_state_dict({"state": state, "param_groups": meta.pop("param_groups")})
-    return int(meta.pop("step")), json.loads((ckpt / LOG_FILE).read_text()), meta
-
-
-def write_checkpoint(ckpt: Path, opt: torch.optim.Optimizer, gen: torch.Generator, step: int, log: Any,
-                     save_weights: Callable[[Path], None], **meta) -> None:
-    """Weights (`save_weights(folder)`) + optimizer + RNG + step + `meta`, written to a temp folder
-    then renamed (all or nothing): a run killed at any moment resumes from the last whole one."""
-    tmp = ckpt.with_name(ckpt.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_weights(tmp)
-    state = opt.state_dict()
-    tensors = {f"{i}.{k}": v.contiguous() for i, st in state["state"].items() for k, v in st.items()}
-    save_file(tensors | {"generator": gen.get_state()}, str(tmp / STATE_TENSORS))
-    (tmp / STATE_FILE).write_text(json.dumps({"step": step, "param_groups": state["param_groups"], **meta}))
-    (tmp / LOG_FILE).write_text(json.dumps(log))
-    shutil.rmtree(ckpt, ignore_errors=True)
-    tmp.rename(ckpt)

@@ -27,8 +27,8 @@ from models.domains.registry import domain_of
 from models.loop.runtime import MODEL_LOCK, backbone_for, judge_for
 from models.iclora.sample import Sampler
 from models.iclora.lora import EXTRA_MODULES, LORA_WEIGHTS, AdapterError
-from models.iclora.train import (CHECKPOINT, DONE_FILE, LOG_FILE, STATE_FILE, STATE_TENSORS, TrainResult,
-                                 train_adapter)
+from models.iclora.checkpoint import LOG_FILE, STATE_FILE, STATE_TENSORS
+from models.iclora.train import CHECKPOINT, DONE_FILE, TrainResult, train_adapter
 from storage.faults import failpoint
 from storage.hashing import derive_seed, sha256_hex, stable_id
 from storage.store import Store

@@ -36,19 +36,22 @@ from tqdm.auto import tqdm
 
 from models.iclora.backbone import Backbone, save_backbone
 from models.iclora.tiny import TinySpec, build_tiny
-from models.iclora.codec import build_pca_encoder, fit_decoder, reconstruction_psnr
+from models.iclora.codec import DECODER_WEIGHTS, build_pca_encoder, fit_decoder, reconstruction_psnr
 from models.iclora.encoded import KEPT_TASKS, TASKS, encode_grids, make_batch
 from models.iclora.grid import Task
 from models.iclora.objective import FlowMatching
 from models.pretrain.data import RELATIONS, NAMED_RELATIONS, make_example, make_example_of, make_image
 from models.domains.intrinsic import world as intrinsic
 from models.domains.logo_object import world as logo_object
-from models.iclora.train import LOG_FILE, STATE_FILE, STATE_TENSORS, optimizer_step, read_checkpoint, write_checkpoint
+from models.iclora.checkpoint import LOG_FILE, STATE_FILE, STATE_TENSORS, read_checkpoint, write_checkpoint
+from models.iclora.train import optimizer_step
 from storage.fs import refuse_foreign_files
 from storage.hashing import derive_seed, stable_id
 
 RECIPE_FILE = "RECIPE.json"
 TRANSFORMER_CHECKPOINT = "checkpoint-transformer"  # inside the base's folder while the stage runs
+DECODER_CHECKPOINT = "checkpoint-decoder"  # likewise
+CHECKPOINTS = {"decoder": DECODER_CHECKPOINT, "transformer": TRANSFORMER_CHECKPOINT}
 TRANSFORMER_WEIGHTS = "transformer.safetensors"
 STAGES = ("encoder", "decoder", "transformer")
 MASKS = {  # PretrainRecipe.masks: the masks each kind of batch trains under
@@ -202,10 +205,16 @@ def pretrain_encoder(backbone: Backbone, recipe: PretrainRecipe, log: Callable[[
     return figures
 
 
-def pretrain_decoder(backbone: Backbone, recipe: PretrainRecipe, log: Callable[[str], None] = print) -> dict:
+def pretrain_decoder(backbone: Backbone, recipe: PretrainRecipe, log: Callable[[str], None] = print,
+                     checkpoint: Path | None = None, checkpoint_every: int = 500,
+                     on_checkpoint: Callable[[int], None] | None = None) -> dict:
+    """The decoder stage; with `checkpoint` (a folder) it resumes like the transformer stage."""
+    decoder_fields = ("seed", "panel_size", "decoder_steps", "decoder_batch", "decoder_lr", "grad_clip")
     return fit_decoder(
         backbone.vae, lambda step: codec_batch(recipe, "codec-decoder", step, recipe.decoder_batch),
         recipe.decoder_steps, recipe.decoder_lr, codec_probes(recipe, 16), recipe.grad_clip, log,
+        checkpoint=checkpoint, checkpoint_every=checkpoint_every, on_checkpoint=on_checkpoint,
+        fingerprint={k: getattr(recipe, k) for k in decoder_fields},
     ) | {"final_probe_n": 48, **{f"final_{k}": v for k, v in _final_codec(backbone).items()}}
 
 
@@ -322,23 +331,24 @@ COMPONENTS = ("transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer
 _COMPONENT_FILE = re.compile(r"^(config\.json|scheduler_config\.json|tokenizer(_config)?\.json|special_tokens_map\.json"
                              r"|(diffusion_pytorch_model|model)(-\d{5}-of-\d{5})?\.safetensors(\.index\.json)?)$")
 _TOP_FILE = re.compile(r"^(model_index\.json|RECIPE\.json|RECIPE\.tmp-\d+)$")  # (RECIPE.json is replaced via RECIPE.tmp-<pid>)
-CHECKPOINT_FILES = {TRANSFORMER_WEIGHTS, STATE_TENSORS, STATE_FILE, LOG_FILE}
+CHECKPOINT_FILES = {TRANSFORMER_WEIGHTS, DECODER_WEIGHTS, STATE_TENSORS, STATE_FILE, LOG_FILE}
+_CHECKPOINT_DIRS = {d + tail for d in CHECKPOINTS.values() for tail in ("", ".tmp")}
 
 
 def owns(rel: str, is_dir: bool) -> bool:
     """Whether `rel` (a path in a base's folder) is something pretraining writes there: the
-    diffusers layout of a base (which it overwrites), RECIPE.json, and the transformer stage's
-    checkpoint folders (which it replaces and deletes whole)."""
+    diffusers layout of a base (which it overwrites), RECIPE.json, and the decoder and transformer
+    stages' checkpoint folders (which they replace and delete whole)."""
     parts = rel.split("/")
     if len(parts) == 1:
         if is_dir:
-            return rel in COMPONENTS or rel in (TRANSFORMER_CHECKPOINT, TRANSFORMER_CHECKPOINT + ".tmp")
+            return rel in COMPONENTS or rel in _CHECKPOINT_DIRS
         return bool(_TOP_FILE.match(rel))
     if len(parts) != 2 or is_dir:
         return False
     if parts[0] in COMPONENTS:
         return bool(_COMPONENT_FILE.match(parts[1]))
-    return parts[0] in (TRANSFORMER_CHECKPOINT, TRANSFORMER_CHECKPOINT + ".tmp") and parts[1] in CHECKPOINT_FILES
+    return parts[0] in _CHECKPOINT_DIRS and parts[1] in CHECKPOINT_FILES
 
 
 def pretrain_tiny(out_dir: str | Path, spec: TinySpec, recipe: PretrainRecipe, stages=STAGES,
@@ -347,9 +357,10 @@ def pretrain_tiny(out_dir: str | Path, spec: TinySpec, recipe: PretrainRecipe, s
 
     "encoder" starts a new base in `out_dir` (the whole folder is written); "decoder" and
     "transformer" start from the base there and write only their own component folder, so the
-    two can run at the same time in two processes (both need only the encoder). The transformer
-    stage checkpoints into `out_dir/checkpoint-transformer`: the same command, run again after a
-    crash, continues from there. `fresh_transformer`: the transformer stage starts from new weights
+    two can run at the same time in two processes (both need only the encoder). The decoder and
+    transformer stages checkpoint into `out_dir/checkpoint-decoder` and `out_dir/checkpoint-transformer`:
+    the same command, run again after a crash, continues from there (a new encoder drops a decoder
+    checkpoint: it fitted another code). `fresh_transformer`: the transformer stage starts from new weights
     of `spec` (its prediction type too) on the codec and text encoders already in `out_dir`, instead
     of continuing the transformer there (the decoder stage is the longest; a new transformer recipe
     need not repeat it). A folder holding anything else (a user's files, a symlink) is refused before
@@ -360,6 +371,7 @@ def pretrain_tiny(out_dir: str | Path, spec: TinySpec, recipe: PretrainRecipe, s
     torch.manual_seed(recipe.seed)
     if "encoder" in stages:
         backbone = build_tiny(spec, seed=recipe.seed)
+        shutil.rmtree(out_dir / DECODER_CHECKPOINT, ignore_errors=True)
     else:
         from models.iclora.backbone import load_backbone
 
@@ -375,7 +387,7 @@ def pretrain_tiny(out_dir: str | Path, spec: TinySpec, recipe: PretrainRecipe, s
     results = {}
     for stage in stages:
         t0 = time.time()
-        resumable = {"checkpoint": out_dir / TRANSFORMER_CHECKPOINT} if stage == "transformer" else {}
+        resumable = {"checkpoint": out_dir / CHECKPOINTS[stage]} if stage in CHECKPOINTS else {}
         results[stage] = _RUN[stage](backbone, recipe, log, **resumable) | {"seconds": round(time.time() - t0, 1)}
         log(f"{stage}: {results[stage]}")
     if "encoder" in stages:
@@ -387,7 +399,9 @@ def pretrain_tiny(out_dir: str | Path, spec: TinySpec, recipe: PretrainRecipe, s
         if fresh_transformer:  # its prediction type is recorded in the scheduler's config
             backbone.scheduler.register_to_config(prediction_type=backbone.prediction_type)
             backbone.scheduler.save_pretrained(str(out_dir / "scheduler"))
-    shutil.rmtree(out_dir / TRANSFORMER_CHECKPOINT, ignore_errors=True)  # the stage's weights are saved
+    for stage in stages:  # the stages' weights are saved
+        if stage in CHECKPOINTS:
+            shutil.rmtree(out_dir / CHECKPOINTS[stage], ignore_errors=True)
     # merge into RECIPE.json (a parallel stage may have written it meanwhile): read late, replace atomically
     path = out_dir / RECIPE_FILE
     previous = json.loads(path.read_text()) if path.exists() and "encoder" not in stages else {}

@@ -36,56 +36,36 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def test_a_killed_transformer_stage_resumes_exactly(random_tiny_base, tmp_path, one_thread):
+@pytest.mark.parametrize("stage, run, trained, other, refusal", [
+    ("transformer", pretrain_transformer, "transformer", {"transformer_lr": 1e-4}, "checkpoint of another recipe"),
+    ("decoder", pretrain_decoder, "vae", {"decoder_lr": 1e-4}, "checkpoint of another decoder fit"),
+])
+def test_a_killed_stage_resumes_exactly(stage, run, trained, other, refusal, random_tiny_base, tmp_path, one_thread):
     def fresh():
         return load_backbone(str(random_tiny_base), torch.float32, "cpu")
 
     whole = fresh()
-    expected = pretrain_transformer(whole, RECIPE, log=lambda m: None)
+    expected = run(whole, RECIPE, log=lambda m: None)
 
-    ckpt = tmp_path / "checkpoint-transformer"
+    ckpt = tmp_path / f"checkpoint-{stage}"
     with pytest.raises(Killed):
-        pretrain_transformer(fresh(), RECIPE, log=lambda m: None, checkpoint=ckpt, checkpoint_every=2,
-                             on_checkpoint=kill_at(4))
+        run(fresh(), RECIPE, log=lambda m: None, checkpoint=ckpt, checkpoint_every=2, on_checkpoint=kill_at(4))
     lines = []
     resumed = fresh()
-    got = pretrain_transformer(resumed, RECIPE, log=lines.append, checkpoint=ckpt, checkpoint_every=2)
-    assert f"transformer: resumed at step 4 from {ckpt}" in lines
-    assert got == expected and got["steps"] == 6
-    for (name, a), b in zip(whole.transformer.state_dict().items(), resumed.transformer.state_dict().values()):
-        assert torch.equal(a, b), name
-
-    with pytest.raises(ValueError, match="checkpoint of another recipe"):
-        other = dataclasses.replace(RECIPE, transformer_lr=1e-4)
-        pretrain_transformer(fresh(), other, log=lambda m: None, checkpoint=ckpt, checkpoint_every=2)
-
-
-def test_a_killed_decoder_stage_resumes_exactly(random_tiny_base, tmp_path, one_thread):
-    def fresh():
-        return load_backbone(str(random_tiny_base), torch.float32, "cpu")
-
-    whole = fresh()
-    expected = pretrain_decoder(whole, RECIPE, log=lambda m: None)
-
-    ckpt = tmp_path / "checkpoint-decoder"
-    with pytest.raises(Killed):
-        pretrain_decoder(fresh(), RECIPE, log=lambda m: None, checkpoint=ckpt, checkpoint_every=2,
-                         on_checkpoint=kill_at(4))
-    lines = []
-    resumed = fresh()
-    assert pretrain_decoder(resumed, RECIPE, log=lines.append, checkpoint=ckpt, checkpoint_every=2) == expected
-    assert f"decoder: resumed at step 4 from {ckpt}" in lines
+    assert run(resumed, RECIPE, log=lines.append, checkpoint=ckpt, checkpoint_every=2) == expected
+    assert f"{stage}: resumed at step 4 from {ckpt}" in lines
     changed = 0
-    for (name, a), b, before in zip(whole.vae.state_dict().items(), resumed.vae.state_dict().values(),
-                                    fresh().vae.state_dict().values()):
+    for (name, a), b, before in zip(getattr(whole, trained).state_dict().items(),
+                                    getattr(resumed, trained).state_dict().values(),
+                                    getattr(fresh(), trained).state_dict().values()):
         assert torch.equal(a, b), name
         changed += not torch.equal(a, before)
-    assert changed > 0  # the decoder was trained (and only it: the encoder is the PCA's)
+    assert changed > 0  # it trained
+    # the decoder stage trains the decoder only: the encoder is the PCA's
     assert all(torch.equal(a, b) for a, b in zip(whole.vae.encoder.parameters(), fresh().vae.encoder.parameters()))
 
-    with pytest.raises(ValueError, match="checkpoint of another decoder fit"):
-        pretrain_decoder(fresh(), dataclasses.replace(RECIPE, decoder_lr=1e-4), log=lambda m: None,
-                         checkpoint=ckpt, checkpoint_every=2)
+    with pytest.raises(ValueError, match=refusal):
+        run(fresh(), dataclasses.replace(RECIPE, **other), log=lambda m: None, checkpoint=ckpt, checkpoint_every=2)
 
 
 @pytest.mark.slow

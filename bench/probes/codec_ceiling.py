@@ -2,7 +2,8 @@
 held-out triplets per world level through (a) the shipped decoder and (b) the exact linear inverse
 of the PCA encoder (the 8x8 patch rebuilt from its 64 codes, plus the PCA's mean), and how many of
 40 ground-truth triplets the unchanged judge accepts through each; with K=..., also the linear
-inverse of a PCA of K codes fitted on the same images (what a codec of K latent channels holds). If (b) meets the codec's aims
+inverse of a PCA of K codes fitted on the same images (what a codec of K latent channels holds).
+If (b) meets the codec's aims
 (>= 30 dB every panel kind, >= 36/40 round trips) where (a) does not, the latents are wide enough
 and the gap is the decoder's fit, not the code. (b) is not a decoder the pipeline can use: the
 diffusers Decoder upsamples by nearest neighbour + 3x3 conv, which cannot place a channel at one
@@ -59,11 +60,11 @@ if __name__ == "__main__":
                         for j in range(recipe.pca_images // 50)])
     mean = fitted.mean(0)
     widths = [int(w) for a in sys.argv[1:] if a.startswith("K=") for w in a[2:].split(",")]
-    wider = {w: torch.linalg.svd(fitted - mean, full_matrices=False)[2][:w] for w in widths}
+    vt = torch.linalg.svd(fitted - mean, full_matrices=False)[2] if widths else None
+    bases = {"linear": basis} | {f"linear K={w}": vt[:w] for w in widths}
     for level in [int(a) for a in sys.argv[1:] if a.isdigit()] or range(WORLD_LEVELS):
         cfg = load_config("tiny", overrides=[f"data.world_level={level}"])
         triplets = [make_triplet(derive_seed(cfg.run.seed, "synthetic", "test", i), 64, level) for i in range(48)]
-        bases = {"linear": basis} | {f"linear K={w}": b for w, b in wider.items()}
         row = []
         for p in PANELS:
             x = to_tensor([getattr(t, p) for t in triplets])
@@ -75,8 +76,8 @@ if __name__ == "__main__":
             name: [tuple(to_pil(linear_inverse(vae, to_tensor([im]), b, mean)[0]) for im in t) for t in gt]
             for name, b in bases.items()}
         counts = []
-        for name, made in made.items():
-            verdicts = judge.judge(made)
+        for name, panels in made.items():
+            verdicts = judge.judge(panels)
             why = Counter(c for j in verdicts for c in failing(j.scores, judge.criteria))
             counts.append(f"{name} {sum(j.accepted for j in verdicts)}/40 {dict(why)}")
         print(f"level {level}, dB decoder / " + " / ".join(bases) + ": " + ", ".join(row) + " | round trips accepted: "

@@ -53,3 +53,13 @@ def write_checkpoint(ckpt: Path, opt: torch.optim.Optimizer, gen: torch.Generato
     (tmp / LOG_FILE).write_text(json.dumps(log))
     shutil.rmtree(ckpt, ignore_errors=True)
     tmp.rename(ckpt)
+
+
+def module_saver(module: torch.nn.Module, name: str) -> Callable[[Path], None]:
+    """`write_checkpoint`'s `save_weights` for a whole module: its state dict as `folder/name`."""
+    return lambda folder: save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(folder / name))
+
+
+def load_module(module: torch.nn.Module, ckpt: Path, name: str) -> None:
+    """The weights `module_saver` wrote, back into `module`."""
+    module.load_state_dict(load_file(str(ckpt / name)))

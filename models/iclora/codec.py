@@ -30,10 +30,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from models.iclora.checkpoint import STATE_FILE, read_checkpoint, write_checkpoint
+from models.iclora.checkpoint import STATE_FILE, load_module, module_saver, read_checkpoint, write_checkpoint
 
 CONST, BETA, LOGVAR = 50.0, 20.0, -20.0
 GROUPS = 8
@@ -182,7 +181,7 @@ def fit_decoder(vae: AutoencoderKL, batches: Callable[[int], torch.Tensor], step
         if meta.get("fingerprint") != fingerprint:
             raise ValueError(f"{checkpoint} is a checkpoint of another decoder fit ({meta.get('fingerprint')}); "
                              "remove it to start again")
-        dec.load_state_dict(load_file(str(checkpoint / DECODER_WEIGHTS)))
+        load_module(dec, checkpoint, DECODER_WEIGHTS)
         log(f"decoder: resumed at step {start} from {checkpoint}")
     bar = tqdm(range(start, steps), initial=start, total=steps, desc="fit decoder", unit="step", disable=None)
     for step in bar:
@@ -206,9 +205,8 @@ def fit_decoder(vae: AutoencoderKL, batches: Callable[[int], torch.Tensor], step
             dec.train()
             log(f"decoder step {step + 1}: loss {np.mean(history[-100:]):.4f} psnr {scores}")
         if checkpoint is not None and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
-            write_checkpoint(checkpoint, opt, None, step + 1, history, lambda folder: save_file(
-                {k: v.contiguous() for k, v in dec.state_dict().items()}, str(folder / DECODER_WEIGHTS)),
-                fingerprint=fingerprint)
+            write_checkpoint(checkpoint, opt, None, step + 1, history, module_saver(dec, DECODER_WEIGHTS),
+                             fingerprint=fingerprint)
             if on_checkpoint is not None:
                 on_checkpoint(step + 1)
     dec.eval().requires_grad_(False)

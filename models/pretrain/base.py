@@ -31,7 +31,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from models.iclora.backbone import Backbone, save_backbone
@@ -43,7 +42,8 @@ from models.iclora.objective import FlowMatching
 from models.pretrain.data import RELATIONS, NAMED_RELATIONS, make_example, make_example_of, make_image
 from models.domains.intrinsic import world as intrinsic
 from models.domains.logo_object import world as logo_object
-from models.iclora.checkpoint import LOG_FILE, STATE_FILE, STATE_TENSORS, read_checkpoint, write_checkpoint
+from models.iclora.checkpoint import (LOG_FILE, STATE_FILE, STATE_TENSORS, load_module, module_saver, read_checkpoint,
+                                     write_checkpoint)
 from models.iclora.train import optimizer_step
 from storage.fs import refuse_foreign_files
 from storage.hashing import derive_seed, stable_id
@@ -281,7 +281,7 @@ def pretrain_transformer(backbone: Backbone, recipe: PretrainRecipe, log: Callab
         if meta["recipe"] != json.loads(json.dumps(asdict(recipe))):  # (as JSON: a stage's tuple is a list there)
             raise ValueError(f"{checkpoint} is a checkpoint of another recipe ({meta['recipe']}); "
                              "remove it to start again")
-        tr.load_state_dict(load_file(str(checkpoint / TRANSFORMER_WEIGHTS)))
+        load_module(tr, checkpoint, TRANSFORMER_WEIGHTS)
         log(f"transformer: resumed at step {start} from {checkpoint}")
     bar = tqdm(range(start, recipe.transformer_steps), initial=start, total=recipe.transformer_steps,
                desc="pretrain transformer", unit="step", disable=None)
@@ -312,9 +312,8 @@ def pretrain_transformer(backbone: Backbone, recipe: PretrainRecipe, log: Callab
             log(f"transformer step {step}: loss relations {np.mean(history['relations'][-200:] or [0]):.4f} "
                 f"drawings {np.mean(history['drawings'][-100:] or [0]):.4f}")
         if checkpoint is not None and (step + 1) % checkpoint_every == 0 and step + 1 < recipe.transformer_steps:
-            write_checkpoint(checkpoint, opt, gen, step + 1, history, lambda folder: save_file(
-                {k: v.contiguous() for k, v in tr.state_dict().items()}, str(folder / TRANSFORMER_WEIGHTS)),
-                recipe=asdict(recipe))
+            write_checkpoint(checkpoint, opt, gen, step + 1, history, module_saver(tr, TRANSFORMER_WEIGHTS),
+                             recipe=asdict(recipe))
             if on_checkpoint is not None:
                 on_checkpoint(step + 1)
     tr.eval().requires_grad_(False)

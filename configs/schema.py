@@ -136,6 +136,10 @@ class SampleSection(_Strict):
     # diffusers' First Block Cache: a step whose first-block residual changed by less than this
     # (relative mean abs) reuses the other blocks' cached residual. None = off; 0.05-0.2 typical
     cache: float | None = Field(None, gt=0, allow_inf_nan=False)
+    # composition starts from its second layer (the object) in the composite's panel, noised to
+    # this strength (FluxFillPipeline's `strength`, the object given in its `image`): a composite is
+    # its second layer wherever the first does not cover it. 1 = from pure noise
+    compose_strength: float = Field(1.0, gt=0, le=1, allow_inf_nan=False)
 
 
 class PromptsSection(_Strict):
@@ -472,7 +476,7 @@ def write_effective_config(path_or_profile: str | Path, overrides: Sequence[str]
 # keys added after runs were started, left out of the hash while they hold the value that means what
 # the code did before them: a run started before an upgrade still resumes (and keeps its caches)
 _HASHED_ONLY_WHEN_SET = {("bootstrap", "cycle_check"): "model", ("bootstrap", "compose_candidates"): 0,
-                         ("data", "world_level"): None,
+                         ("data", "world_level"): None, ("sample", "compose_strength"): 1.0,
                          ("train", "lr_schedule"): "constant", ("train", "sigma_logit_mean"): 0.0}
 
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 
+import numpy as np
 import pytest
 import torch
 from diffusers.pipelines.flux import pipeline_flux_fill
 
 from configs import load_config
-from models.iclora.grid import Task, build_grid, task_mask, to_pil
-from models.iclora.fill import to_velocity
+from models.iclora.grid import Task, build_grid, split_grid_tensor, task_mask, to_pil
+from models.iclora.fill import decode_latents, to_velocity, unpack
 from models.loop.runtime import load_base
 from models.iclora.sample import Sampler, item_noise
 from models.domains.logo_object.world import make_triplet
@@ -52,12 +53,14 @@ def posterior_mode(monkeypatch):
                         lambda out, generator=None, sample_mode="sample": real(out, generator, "argmax"))
 
 
-def pipeline_latents(sampler: Sampler, task: Task, grid, description: str, seed: int, steps: int) -> torch.Tensor:
+def pipeline_latents(sampler: Sampler, task: Task, grid, description: str, seed: int, steps: int,
+                     **call) -> torch.Tensor:
     bb = sampler.backbone
     s = grid[0].size[0]
     pipe = bb.pipeline()
     pipe.set_progress_bar_config(disable=True)
     tokens = (s // 16) * (3 * s // 16)
+    call.setdefault("latents", item_noise(seed, tokens, 4 * bb.vae.config.latent_channels)[None])
     out = pipe(
         prompt=sampler.prompts[task].format(prompt=description),
         image=build_grid(*grid),
@@ -66,9 +69,9 @@ def pipeline_latents(sampler: Sampler, task: Task, grid, description: str, seed:
         width=3 * s,
         num_inference_steps=steps,
         guidance_scale=sampler.objective.guidance_scale,
-        latents=item_noise(seed, tokens, 4 * bb.vae.config.latent_channels)[None],
         max_sequence_length=bb.max_sequence_length,
         output_type="latent",
+        **call,
     )
     return out.images[0]  # packed [N, 4C]
 
@@ -99,3 +102,29 @@ def test_our_sampler_equals_flux_fill_pipeline_on_the_final_latents(tiny, poster
     assert (fewer - ours[0]).abs().max().item() > 1e-2
     swapped = pipeline_latents(sampler, task, grids[0], triplets[0].prompt, SEEDS[1], cfg.sample.steps)
     assert (swapped - ours[0]).abs().max().item() > 1e-2
+
+
+@pytest.mark.slow
+def test_composition_from_the_object_equals_flux_fill_pipeline_with_strength(tiny, posterior_mode, monkeypatch):
+    """sample.compose_strength < 1 is the pipeline's `strength`, its `image` holding the object in
+    the composite's panel: the pipeline noises that image itself (its own scale_noise, from its own
+    trimmed schedule), with our item noise in place of its draw."""
+    cfg, bb = tiny
+    cfg = cfg.model_copy(update={"sample": cfg.sample.model_copy(update={"compose_strength": 0.5})})
+    sampler = Sampler(bb, cfg)
+    s, t = cfg.data.panel_size, make_triplet(500, cfg.data.panel_size)
+    made = sampler.compose([t.logo], [t.object], SEEDS[:1], [t.prompt])
+    grid = (t.object, t.logo, t.object)
+    ours = sampler.latents(Task.COMPOSE, [grid], [t.prompt], SEEDS[:1], strength=0.5)
+    monkeypatch.setattr(bb.transformer, "forward", as_velocity(bb.transformer, bb.packed_channels))
+    tokens, channels = (s // 16) * (3 * s // 16), bb.packed_channels
+    monkeypatch.setattr(pipeline_flux_fill, "randn_tensor",
+                        lambda shape, **kw: unpack(item_noise(SEEDS[0], tokens, channels)[None], s, 3 * s, bb.vae_scale))
+    theirs = pipeline_latents(sampler, Task.COMPOSE, grid, t.prompt, SEEDS[0], cfg.sample.steps, latents=None,
+                              strength=0.5)
+    assert (theirs - ours[0]).abs().max().item() < 2e-4 * theirs.abs().max().item()
+    # it can fail: from pure noise (strength 1) the same seed ends elsewhere
+    assert (sampler.latents(Task.COMPOSE, [grid], [t.prompt], SEEDS[:1])[0] - ours[0]).abs().max().item() > 1e-2
+    # and Sampler.compose, the loop's caller, is that sampling: the config's strength, the object as the start
+    decoded = split_grid_tensor(decode_latents(bb, unpack(ours, s, 3 * s, bb.vae_scale)).float().cpu())[0]
+    assert np.array_equal(np.asarray(made[0]), np.asarray(to_pil(decoded[0])))

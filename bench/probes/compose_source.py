@@ -56,6 +56,10 @@ if __name__ == "__main__":
         print(f"  {count:3d}  {reason}")
     truth = [(c.panels[0], c.panels[1], c.panels[2]) for c in logos]  # the world's own triplets, composed by it
     again = sampler.compose([t[1] for t in truth], [t[2] for t in truth], seeds)
+    inside = to_unit_tensor([c.footprint.convert("RGB") for c in logos])[:, :1]  # where the logo changes the composite
+    made, real = to_unit_tensor(again), to_unit_tensor([t[0] for t in truth])
+    print(f"re-composed true pairs, split: away from the logo (the object's copy) {psnr(made, real, 1 - inside):.2f} dB, "
+          f"in the logo's footprint {psnr(made, real, inside):.2f} dB")
     print(f"re-composing {n} true pairs: composite PSNR {psnr(to_unit_tensor(again), to_unit_tensor([t[0] for t in truth])):.2f} dB; "
           f"object as composite {psnr(to_unit_tensor([t[2] for t in truth]), to_unit_tensor([t[0] for t in truth])):.2f} dB; "
           "judge accepts", sum(v.accepted for v in judge.judge([(c, t[1], t[2]) for c, t in zip(again, truth)], [""] * n)))

@@ -103,9 +103,12 @@ class FlowMatching:
         return masked_mse(v_cycled, v_real, tokens)
 
     @torch.no_grad()
-    def sample(self, c: Conditioning, steps: int, noise: torch.Tensor) -> torch.Tensor:
+    def sample(self, c: Conditioning, steps: int, noise: torch.Tensor, init: torch.Tensor | None = None,
+               strength: float = 1.0) -> torch.Tensor:
         """Euler integration from noise (sigma = 1) to data (sigma = 0) with FLUX's shifted schedule,
-        exactly as FluxFillPipeline sets it up. noise [B, N, 4C] -> x0 [B, N, 4C]."""
+        exactly as FluxFillPipeline sets it up. noise [B, N, 4C] -> x0 [B, N, 4C]. With `init`
+        [B, N, 4C] and strength < 1, FluxFillPipeline's `strength`: the schedule's last
+        round(steps * strength) steps only, starting from `init` noised to the first of them."""
         from diffusers.pipelines.flux.pipeline_flux_fill import retrieve_timesteps
 
         scheduler = self.backbone.scheduler
@@ -115,6 +118,13 @@ class FlowMatching:
         transformer = self.backbone.transformer
         cached = getattr(transformer, "is_cache_enabled", False)  # sample.cache: diffusers' cache hooks
         x = noise.to(self.backbone.dtype)
+        if init is not None and strength < 1:  # the pipeline's get_timesteps + prepare_latents
+            start = int(max(steps - min(steps * strength, steps), 0))
+            if start >= steps:
+                raise ValueError(f"strength {strength} leaves no step of {steps}")
+            timesteps = timesteps[start:]
+            scheduler.set_begin_index(start)
+            x = scheduler.scale_noise(init.to(x.dtype), timesteps[:1].expand(x.shape[0]), x)
         try:
             for t in timesteps:
                 sigma = (t / 1000).expand(x.shape[0])

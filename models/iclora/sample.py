@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from configs import Config
 from models.iclora.backbone import Backbone
-from models.iclora.fill import decode_latents, encode_prompts, fill_condition, latent_image_ids, unpack
+from models.iclora.fill import decode_latents, encode_images, encode_prompts, fill_condition, latent_image_ids, pack, unpack
 from models.iclora.grid import GENERATED_PANELS, Task, grid_tensor, split_grid_tensor, task_mask, to_pil
 from models.iclora.objective import Conditioning, FlowMatching
 from models.iclora.train import task_prompts
@@ -90,6 +90,7 @@ class Sampler:
         self.prompts = task_prompts(config)
         self.compile = config.model.compile
         self.cache = config.sample.cache
+        self.compose_strength = config.sample.compose_strength
         if config.model.fuse_qkv:
             fuse_qkv(backbone)
 
@@ -103,13 +104,15 @@ class Sampler:
             yield
 
     @torch.no_grad()
-    def run(self, task: Task, grids: Sequence[Panels], descriptions: Sequence[str], seeds: Sequence[int]) -> list[Panels]:
-        """Fill the panels `task` generates; kept panels are returned as given (not re-decoded)."""
+    def run(self, task: Task, grids: Sequence[Panels], descriptions: Sequence[str], seeds: Sequence[int],
+            strength: float = 1.0) -> list[Panels]:
+        """Fill the panels `task` generates; kept panels are returned as given (not re-decoded). With
+        strength < 1, a generated panel starts from what `grids` holds there (FluxFillPipeline's `strength`)."""
         bb, out = self.backbone, []
         s = grids[0][0].size[0]
         for i in tqdm(range(0, len(grids), self.batch_size), desc=task.value, unit="batch", disable=None, leave=False):
             chunk = list(grids[i : i + self.batch_size])
-            x0 = self.latents(task, chunk, descriptions[i : i + len(chunk)], seeds[i : i + len(chunk)])
+            x0 = self.latents(task, chunk, descriptions[i : i + len(chunk)], seeds[i : i + len(chunk)], strength)
             made = split_grid_tensor(decode_latents(bb, unpack(x0, s, 3 * s, bb.vae_scale)).float().cpu())
             made_pil = [to_pil(p) for p in made]  # three lists of B images
             for j, given in enumerate(chunk):
@@ -117,7 +120,8 @@ class Sampler:
         return out
 
     @torch.no_grad()
-    def latents(self, task: Task, grids: Sequence[Panels], descriptions: Sequence[str], seeds: Sequence[int]) -> torch.Tensor:
+    def latents(self, task: Task, grids: Sequence[Panels], descriptions: Sequence[str], seeds: Sequence[int],
+                strength: float = 1.0) -> torch.Tensor:
         """One batch, up to the final packed latents [B, N, 4C]: what FluxFillPipeline returns with
         output_type="latent" for the same prompt, grid, mask, starting noise and steps."""
         bb = self.backbone
@@ -125,10 +129,12 @@ class Sampler:
         img_ids = latent_image_ids(s, 3 * s, bb.vae_scale, device=bb.device)
         prompts = [self.prompts[task].format(prompt=d) for d in descriptions]
         embeds, pooled, text_ids = encode_prompts(bb, prompts)
-        c = Conditioning(fill_condition(bb, grid_tensor(list(grids)), task_mask(task, s)), embeds, pooled, text_ids, img_ids)
+        image = grid_tensor(list(grids))
+        c = Conditioning(fill_condition(bb, image, task_mask(task, s)), embeds, pooled, text_ids, img_ids)
         noise = torch.stack([item_noise(sd, img_ids.shape[0], bb.packed_channels) for sd in seeds]).to(bb.device)
+        init = pack(encode_images(bb, image)) if strength < 1 else None
         with self.speed_options():
-            return self.objective.sample(c, self.steps, noise)
+            return self.objective.sample(c, self.steps, noise, init, strength)
 
     def decompose(self, composites: Sequence[Image.Image], seeds: Sequence[int], descriptions=None) -> list[tuple[Image.Image, Image.Image]]:
         s = composites[0].size[0]
@@ -138,8 +144,8 @@ class Sampler:
     def compose(self, layers1: Sequence[Image.Image], layers2: Sequence[Image.Image], seeds: Sequence[int],
                 descriptions=None) -> list[Image.Image]:
         s = layers1[0].size[0]
-        res = self.run(Task.COMPOSE, [(blank(s), a, b) for a, b in zip(layers1, layers2)],
-                       descriptions or [""] * len(layers1), seeds)
+        res = self.run(Task.COMPOSE, [(b, a, b) for a, b in zip(layers1, layers2)],  # the composite's panel: masked
+                       descriptions or [""] * len(layers1), seeds, self.compose_strength)  # out, the start at strength < 1
         return [c for c, _, _ in res]
 
     def generate(self, descriptions: Sequence[str], seeds: Sequence[int], size: int) -> list[Panels]:

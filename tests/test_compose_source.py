@@ -103,7 +103,10 @@ def test_a_round_with_both_sources_reports_each_rate_beside_the_total(micro_conf
     assert dict(row["selection_rate_by_source"]) == rates
     assert row["candidates"] == 10 and row["selection_rate"] == pytest.approx(8 / 10)
     status = runner.invoke(app, ["status", "--config", config, "--workdir", work])
-    assert "composed 83.3%, generated 75.0%" in status.output, status.output
+    header, row1 = status.output.splitlines()[1], status.output.splitlines()[3]  # (round 0 in between)
+    assert header.split()[-3:] == ["pool", "composed", "generated"], status.output
+    assert row1.split()[-3:] == [str(row["pool_size"]), "83.3%", "75.0%"], status.output  # under their headings
+    assert header.index("composed") + len("composed") == row1.index("83.3%") + len("83.3%")
     selection = next(c for c in charts(collect(store)) if c.name == "selection").figure
     assert [(t.name, list(t.y)) for t in selection.data] == [
         ("all sources", [0.8]), ("composed", [0.8333]), ("generated", [0.75])]

@@ -83,13 +83,19 @@ def _watch_status(store, interval: float, iterations: int | None) -> None:
 
 
 def print_status(rows: list[dict]) -> None:
-    typer.echo(f"{'round':>5}  {'state':<10} {'rows':>6} {'candidates':>10} {'accepted':>8} {'selection':>9} {'pool':>6}")
+    """The table; when some round drew candidates from more than one source, each source gets its
+    own selection column beside the total ("-" in a round without it)."""
+    sources = sorted({s for r in rows if len(r.get("selection_rate_by_source") or {}) > 1
+                      for s in r["selection_rate_by_source"]})
+    widths = [max(len(s), 6) for s in sources]
+    typer.echo(f"{'round':>5}  {'state':<10} {'rows':>6} {'candidates':>10} {'accepted':>8} {'selection':>9} {'pool':>6}"
+               + "".join(f"  {s:>{w}}" for s, w in zip(sources, widths)))
     for r in rows:
         rate = "-" if r["selection_rate"] is None else f"{r['selection_rate']:.1%}"
         line = (f"{r['round']:>5}  {r['state']:<10} {r['rows'] or 0:>6} {r['candidates'] or 0:>10} "
                 f"{r['accepted'] or 0:>8} {rate:>9} {r['pool_size'] or 0:>6}")
-        if len(by_source := r.get("selection_rate_by_source") or {}) > 1:  # beside the total, when it has parts
-            line += "   " + ", ".join(f"{source} {rate:.1%}" for source, rate in by_source.items())
+        by_source = r.get("selection_rate_by_source") or {}
+        line += "".join(f"  {f'{by_source[s]:.1%}' if s in by_source else '-':>{w}}" for s, w in zip(sources, widths))
         if r["state"] != "committed":
             line += f"   stage: {r['stage'] or '-'}" + (f"   error: {r['error']}" if r["error"] else "")
         typer.echo(line)

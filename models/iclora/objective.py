@@ -107,8 +107,9 @@ class FlowMatching:
                strength: float = 1.0) -> torch.Tensor:
         """Euler integration from noise (sigma = 1) to data (sigma = 0) with FLUX's shifted schedule,
         exactly as FluxFillPipeline sets it up. noise [B, N, 4C] -> x0 [B, N, 4C]. With `init`
-        [B, N, 4C] and strength < 1, FluxFillPipeline's `strength`: the schedule's last
-        round(steps * strength) steps only, starting from `init` noised to the first of them."""
+        [B, N, 4C] and strength < 1, FluxFillPipeline's `strength`: the schedule's first
+        int(steps - steps * strength) steps are skipped and the rest start from `init` noised to
+        the first of them."""
         from diffusers.pipelines.flux.pipeline_flux_fill import retrieve_timesteps
 
         scheduler = self.backbone.scheduler

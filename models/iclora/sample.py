@@ -143,9 +143,10 @@ class Sampler:
 
     def compose(self, layers1: Sequence[Image.Image], layers2: Sequence[Image.Image], seeds: Sequence[int],
                 descriptions=None) -> list[Image.Image]:
-        s = layers1[0].size[0]
-        res = self.run(Task.COMPOSE, [(b, a, b) for a, b in zip(layers1, layers2)],  # the composite's panel: masked
-                       descriptions or [""] * len(layers1), seeds, self.compose_strength)  # out, the start at strength < 1
+        # the composite's panel holds the second layer: masked out of the condition, it is only the
+        # start of sampling at sample.compose_strength < 1
+        grids = [(b, a, b) for a, b in zip(layers1, layers2)]
+        res = self.run(Task.COMPOSE, grids, descriptions or [""] * len(layers1), seeds, self.compose_strength)
         return [c for c, _, _ in res]
 
     def generate(self, descriptions: Sequence[str], seeds: Sequence[int], size: int) -> list[Panels]:

@@ -15,6 +15,7 @@ is resuming five ordinary runs.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,8 @@ from prefect import flow
 
 from configs import load_config
 from flows.bootstrap import bootstrap_flow
+from storage.fs import Location
+from storage.hashing import stable_id
 from storage.store import Store
 
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -56,10 +59,22 @@ def ablation_flow(config_path: str, workdir: str, rounds: int | None = None, var
     """Run each variant's bootstrap flow (skipping committed rounds) and return its table rows."""
     table = {}
     for name in variants:
-        path = variant_config(config_path, VARIANTS[name], Path(workdir) / name / "config.yaml")
-        bootstrap_flow(config_path=path, workdir=str(Path(workdir) / name / "run"), rounds=rounds)
-        table[name] = variant_row(str(Path(workdir) / name / "run"))
+        config_file, run = variant_paths(workdir, name)
+        path = variant_config(config_path, VARIANTS[name], config_file)
+        bootstrap_flow(config_path=path, workdir=run, rounds=rounds)
+        table[name] = variant_row(run)
     return table
+
+
+def variant_paths(workdir: str, name: str) -> tuple[Path, str]:
+    """A variant's config file and run: <workdir>/<name>/config.yaml and <workdir>/<name>/run for a
+    local workdir (a path or a file:// URI, as the CLI passes it); under an object-store root the
+    run goes there and the config file, which the stages read from a local path, to the temp folder."""
+    root = Location.parse(workdir)
+    run = root.uri(root.join(name, "run"))
+    if root.is_local:
+        return Path(root.join(name, "config.yaml")), run
+    return Path(tempfile.gettempdir()) / "layerboot-configs" / "ablation" / stable_id(run) / "config.yaml", run
 
 
 def variant_row(workdir: str) -> dict[str, Any]:

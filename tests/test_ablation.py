@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from configs import load_config
-from flows.ablation import VARIANTS, markdown_table, variant_config
+from flows.ablation import VARIANTS, markdown_table, variant_config, variant_paths
 from storage.store import Store
 
 
@@ -34,6 +35,19 @@ def test_variant_configs_change_only_their_keys(micro_config_path: Path, tmp_pat
         variant_config(str(micro_config_path), {"bootstrap.nope": 1}, tmp_path / "bad.yaml")
 
 
+def test_each_variant_lives_under_the_workdir_whether_given_as_a_path_or_as_the_clis_uri(tmp_path: Path):
+    """`layerboot ablate` hands the flow the store's URI (file:///...): joined as a plain path it
+    once became ./file:/... under the current folder."""
+    root = tmp_path / "abl"
+    for given in (str(root), Store(str(root)).uri):
+        config_file, run = variant_paths(given, "full")
+        assert config_file == root / "full" / "config.yaml"
+        assert run == f"file://{root}/full/run" and Store(run).loc.root == str(root / "full" / "run")
+    config_file, run = variant_paths("s3://bucket/abl", "no_compose")
+    assert run == "s3://bucket/abl/no_compose/run"
+    assert config_file.name == "config.yaml" and config_file.is_relative_to(Path(tempfile.gettempdir()))
+
+
 @pytest.mark.service
 def test_ablation_reuses_the_flow_and_seeds_only_never_grows_the_training_pool(
         prefect_server, micro_config_path: Path, tmp_path: Path):
@@ -41,8 +55,8 @@ def test_ablation_reuses_the_flow_and_seeds_only_never_grows_the_training_pool(
 
     text = micro_config_path.read_text().replace("  cycle_min_psnr: 0.0\n", "  cycle_min_psnr: 0.0\n  unlabeled_per_round: 2\n")
     micro_config_path.write_text(text)
-    table = ablation_flow(config_path=str(micro_config_path), workdir=str(tmp_path / "abl"), rounds=2,
-                          variants=("seeds_only", "full"))
+    table = ablation_flow(config_path=str(micro_config_path), workdir=Store(str(tmp_path / "abl")).uri, rounds=2,
+                          variants=("seeds_only", "full"))  # the URI, as the CLI passes it
     assert list(table) == ["seeds_only", "full"]
     for name in table:
         run = Store(str(tmp_path / "abl" / name / "run"))

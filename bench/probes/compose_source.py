@@ -60,8 +60,8 @@ if __name__ == "__main__":
     made, real = to_unit_tensor(again), to_unit_tensor([t[0] for t in truth])
     print(f"re-composed true pairs, split: away from the logo (the object's copy) {psnr(made, real, 1 - inside):.2f} dB, "
           f"in the logo's footprint {psnr(made, real, inside):.2f} dB")
-    print(f"re-composing {n} true pairs: composite PSNR {psnr(to_unit_tensor(again), to_unit_tensor([t[0] for t in truth])):.2f} dB; "
-          f"object as composite {psnr(to_unit_tensor([t[2] for t in truth]), to_unit_tensor([t[0] for t in truth])):.2f} dB; "
+    print(f"re-composing {n} true pairs: composite PSNR {psnr(made, real):.2f} dB; "
+          f"object as composite {psnr(to_unit_tensor([t[2] for t in truth]), real):.2f} dB; "
           "judge accepts", sum(v.accepted for v in judge.judge([(c, t[1], t[2]) for c, t in zip(again, truth)], [""] * n)))
     if picture:
         sheet = Image.new("RGB", (3 * size, min(n, 12) * size), "white")

@@ -112,7 +112,7 @@ def test_the_intrinsic_cycle_check_recomposes_by_the_formula(random_tiny_base: P
 
     from configs.schema import write_effective_config
     from models.domains.intrinsic.world import recompose
-    from models.iclora.codec import psnr
+    from models.iclora.grid import psnr
     from models.iclora.grid import to_unit_tensor
 
     config = str(write_effective_config("configs/intrinsic_tiny.yaml", [

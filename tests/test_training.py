@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from models.iclora.lora import LORA_WEIGHTS, EXTRA_MODULES, load_adapter
 from models.iclora.encoded import encode_grids, make_batch
-from models.iclora.codec import psnr
+from models.iclora.grid import psnr
 from models.domains.logo_object.metrics import layer_metrics
 from models.loop.evaluate import codec_roundtrip, eval_metrics, evaluate_decomposition, nearest_seed
 from models.iclora.grid import Task

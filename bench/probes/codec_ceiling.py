@@ -24,8 +24,8 @@ from configs import load_config
 from models.domains.logo_object.world import WORLD_LEVELS, make_triplet
 from models.domains.registry import judge_of
 from models.iclora.backbone import load_backbone
-from models.iclora.codec import _features, psnr, reconstruction_psnr
-from models.iclora.grid import to_pil
+from models.iclora.codec import _features, reconstruction_psnr
+from models.iclora.grid import psnr, to_pil
 from models.judge import failing
 from models.loop.evaluate import codec_roundtrip
 from models.loop.runtime import REPO_ROOT

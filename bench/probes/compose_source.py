@@ -19,7 +19,7 @@ from PIL import Image
 
 from configs import load_config
 from models.domains.registry import domain_of
-from models.iclora.codec import psnr
+from models.iclora.grid import psnr
 from models.iclora.grid import to_unit_tensor
 from models.iclora.sample import Sampler
 from models.iclora.lora import load_adapter

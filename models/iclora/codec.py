@@ -33,6 +33,7 @@ from diffusers import AutoencoderKL
 from tqdm.auto import tqdm
 
 from models.iclora.checkpoint import STATE_FILE, load_module, module_saver, read_checkpoint, write_checkpoint
+from models.iclora.grid import psnr
 
 CONST, BETA, LOGVAR = 50.0, 20.0, -20.0
 GROUPS = 8
@@ -139,18 +140,6 @@ def build_pca_encoder(vae: AutoencoderKL, images: torch.Tensor) -> dict:
     vae.register_to_config(shift_factor=round(shift, 6), scaling_factor=round(scale, 6))
     return {"pca_variance_kept": round(kept, 5), "readout_max_error": round(readout_error, 5),
             "shift_factor": round(shift, 6), "scaling_factor": round(scale, 6)}
-
-
-def psnr(pred: torch.Tensor, truth: torch.Tensor, weight: torch.Tensor | None = None) -> float:
-    """Mean over images of PSNR (dB, peak 1); `weight` [B,1,H,W] restricts it to a region. The one
-    PSNR: the codec's reconstruction figure, held-out evaluation and the cycle check all use it."""
-    err = (pred - truth).pow(2)
-    if weight is None:
-        mse = err.flatten(1).mean(1)
-    else:
-        w = weight.expand_as(err)
-        mse = (err * w).flatten(1).sum(1) / w.flatten(1).sum(1).clamp_min(1)
-    return float((-10 * torch.log10(mse.clamp_min(1e-10))).mean())
 
 
 @torch.no_grad()

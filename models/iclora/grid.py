@@ -73,6 +73,19 @@ def to_unit_tensor(images: Sequence[Image.Image]) -> torch.Tensor:
     return torch.from_numpy(arr if arr.ndim == 4 else arr[..., None]).permute(0, 3, 1, 2)
 
 
+def psnr(pred: torch.Tensor, truth: torch.Tensor, weight: torch.Tensor | None = None) -> float:
+    """Mean over images of PSNR (dB, peak 1); `weight` [B,1,H,W] restricts it to a region. The one
+    PSNR: the codec's reconstruction figure, held-out evaluation and the cycle check all use it
+    (here, not in codec.py: the layer tasks' metrics import it, and diffusers costs ~6 s to import)."""
+    err = (pred - truth).pow(2)
+    if weight is None:
+        mse = err.flatten(1).mean(1)
+    else:
+        w = weight.expand_as(err)
+        mse = (err * w).flatten(1).sum(1) / w.flatten(1).sum(1).clamp_min(1)
+    return float((-10 * torch.log10(mse.clamp_min(1e-10))).mean())
+
+
 def grid_tensor(images: list[tuple[Image.Image, Image.Image, Image.Image]]) -> torch.Tensor:
     """A batch of (composite, layer 1, layer 2) PIL triplets -> [B, 3, s, 3s] in [-1, 1]."""
     if not images:

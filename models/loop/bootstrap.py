@@ -19,8 +19,7 @@ import pyarrow as pa
 from configs import Config, ConfigError
 from models.loop.dataio import read_triplets
 from models.domains.registry import domain_of
-from models.iclora.codec import psnr
-from models.iclora.grid import to_unit_tensor
+from models.iclora.grid import psnr, to_unit_tensor
 from models.iclora.sample import Sampler
 from storage import schema
 from storage.fs import read_regular_file

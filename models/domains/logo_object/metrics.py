@@ -9,8 +9,7 @@ from typing import Sequence
 from PIL import Image
 
 from models.domains.base import Layers
-from models.iclora.codec import psnr
-from models.iclora.grid import to_unit_tensor
+from models.iclora.grid import psnr, to_unit_tensor
 
 WHITE = (255, 255, 255)  # the logo panel's background
 

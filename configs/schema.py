@@ -83,6 +83,9 @@ class ModelConfig(_Strict):
     cpu_threads: int = Field(2, ge=1, le=256)
     gradient_checkpointing: bool = False
     guidance_scale: float = Field(1.0, ge=0, allow_inf_nan=False)  # FLUX guidance embedding input
+    # T5 tokens per prompt, every prompt padded to it (FluxFillPipeline's `max_sequence_length`; FLUX.1
+    # takes up to 512); null = the base's tokenizer's length. Longer prompts are cut, with diffusers' warning
+    max_sequence_length: Optional[int] = Field(None, ge=1, le=512)
     # GPU speed options of sampling (bench/gpu.py measures them; off in tiny):
     # torch.compile of the transformer's repeated blocks (regional: compiles once per block class)
     compile: bool = False
@@ -477,7 +480,8 @@ def write_effective_config(path_or_profile: str | Path, overrides: Sequence[str]
 # the code did before them: a run started before an upgrade still resumes (and keeps its caches)
 _HASHED_ONLY_WHEN_SET = {("bootstrap", "cycle_check"): "model", ("bootstrap", "compose_candidates"): 0,
                          ("data", "world_level"): None, ("sample", "compose_strength"): 1.0,
-                         ("train", "lr_schedule"): "constant", ("train", "sigma_logit_mean"): 0.0}
+                         ("train", "lr_schedule"): "constant",
+                         ("model", "max_sequence_length"): None, ("train", "sigma_logit_mean"): 0.0}
 
 
 def config_hash(config: Config) -> str:

@@ -309,6 +309,12 @@ def test_save_backbone_then_load_reproduces_everything(tiny: Backbone, tmp_path:
     assert loaded.text_encoder.config.eos_token_id == loaded.tokenizer.eos_token_id
     assert not any(p.requires_grad for p in loaded.transformer.parameters())
     assert torch.equal(velocity(loaded), velocity(tiny))
+    # fewer T5 tokens per prompt (model.max_sequence_length): the embeddings are the pipeline's at that length
+    short = load_backbone(str(tmp_path), torch.float32, "cpu", max_sequence_length=16)
+    embeds, _, text_ids = encode_prompts(short, [PROMPT])
+    assert embeds.shape == (1, 16, 64) and text_ids.shape == (16, 3)
+    assert torch.equal(embeds, FluxFillPipeline(**short.components()).encode_prompt(
+        prompt=[PROMPT], prompt_2=None, max_sequence_length=16)[0])
 
     pipe = FluxFillPipeline.from_pretrained(str(tmp_path))
     assert {k: type(v) for k, v in pipe.components.items()} == {k: type(v) for k, v in tiny.components().items()}

@@ -24,12 +24,14 @@ def test_a_key_added_later_keeps_older_runs_resumable():
     # the hash of the flux profile from before `bootstrap.cycle_check` existed (4fb5085): a run
     # started then still resumes, while setting the new key to anything else is a new config
     # (the tiny profile's own hash moved when its adapter's defaults did, and when it took up the
-    # compose source and 8 sampling steps, 2026-12-06, and world level 2, 2026-12-07: without the
-    # new keys, it hashes as before)
-    assert config_hash(load_config("tiny")) == "2900fe3acf35dc84"
-    assert config_hash(load_config("tiny", ["data.world_level=null"])) == "3f4ac426002a64b8"
-    assert config_hash(load_config("tiny", ["data.world_level=null", "bootstrap.compose_candidates=0",
-                                            "sample.steps=16"])) == "a71e90dd0c6e4372"
+    # compose source and 8 sampling steps, 2026-12-06, world level 2 and 32 T5 tokens a prompt,
+    # 2026-12-07: without the new keys, it hashes as before)
+    assert config_hash(load_config("tiny")) == "156f2b54fefab40c"
+    before = ["model.max_sequence_length=null"]
+    assert config_hash(load_config("tiny", before)) == "2900fe3acf35dc84"
+    assert config_hash(load_config("tiny", before + ["data.world_level=null"])) == "3f4ac426002a64b8"
+    assert config_hash(load_config("tiny", before + ["data.world_level=null", "bootstrap.compose_candidates=0",
+                                                     "sample.steps=16"])) == "a71e90dd0c6e4372"
     assert config_hash(load_config("flux", ["bootstrap.cycle_check=model"])) == "aef88f13db3735e7"
     intrinsic = load_config("intrinsic_tiny")
     assert intrinsic.bootstrap.cycle_check == "analytic"
@@ -38,6 +40,8 @@ def test_a_key_added_later_keeps_older_runs_resumable():
     assert config_hash(load_config("flux", ["train.lr_schedule=constant", "train.sigma_logit_mean=0"])) == flux
     assert config_hash(load_config("flux", ["train.lr_schedule=cosine"])) != flux
     assert config_hash(load_config("flux", ["train.sigma_logit_mean=0.8"])) != flux
+    assert config_hash(load_config("flux", ["model.max_sequence_length=null"])) == flux  # null: the tokenizer's
+    assert config_hash(load_config("flux", ["model.max_sequence_length=256"])) != flux
 
 
 def test_an_analytic_cycle_check_needs_a_task_with_a_formula():
@@ -128,7 +132,7 @@ def test_the_world_level_is_the_tasks_and_follows_the_config_everywhere_the_worl
     from models.domains.registry import domain_of
 
     full, level0 = load_config("tiny", ["data.world_level=null"]), load_config("tiny", ["data.world_level=0"])
-    assert full.data.world_level is None and config_hash(full) == "3f4ac426002a64b8"  # unset: hashed as before
+    assert full.data.world_level is None  # unset: hashed as before (test_a_key_added_later_keeps_older_runs_resumable)
     assert load_config("tiny").data.world_level == 2  # the tiny profile's (configs/tiny.yaml says why)
     assert config_hash(level0) != config_hash(full)
     domain = domain_of(level0)

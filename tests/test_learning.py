@@ -58,10 +58,10 @@ def test_adapter_training_moves_held_out_decomposition(tmp_path):
     """Trained on the 100 seeds for the tiny config's 1,200 steps (cycle loss late), at its world
     level, the adapter decomposes held-out composites better than the untrained base, than the
     trivial baseline through the codec by 2 dB on the logo and on the object under it, and than
-    memorising the seeds (the nearest seed's layers) on both. Measured 2026-12-07 at level 2, logo /
-    object in the footprint: 11.62 / 19.58 dB against 9.32 / 10.15 (codec-passed trivial) and 9.26 /
-    15.77 (nearest seed). The logo's margin is seed-thin: training seed 1 gives 11.07, +1.75
-    (README, "World levels")."""
+    memorising the seeds (the nearest seed's layers) on both. Measured 2026-12-07 at level 2 with 32
+    T5 tokens a prompt, logo / object in the footprint: 11.81 / 19.64 dB against 9.32 / 10.15
+    (codec-passed trivial) and 9.26 / 15.77 (nearest seed); 325 s of training. The logo's margin is
+    seed-thin: training seed 1 gives 11.27, +1.95 (README, "World levels")."""
     from models.loop.dataio import read_triplets
     from models.domains.registry import domain_of
     from models.loop.evaluate import evaluate_decomposition

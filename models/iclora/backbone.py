@@ -104,7 +104,7 @@ def prediction_type_of(scheduler_config: dict) -> PredictionType:
 
 
 def assemble(transformer, vae, text_encoder, text_encoder_2, tokenizer, tokenizer_2, scheduler, device, dtype,
-             prediction_type: PredictionType = "velocity"):
+             prediction_type: PredictionType = "velocity", max_sequence_length: int | None = None):
     modules = (transformer, vae, text_encoder, text_encoder_2)
     for m in modules:
         m.to(device)  # device only: from_pretrained already set dtypes, keeping T5's `wo` in fp32 on purpose
@@ -119,7 +119,8 @@ def assemble(transformer, vae, text_encoder, text_encoder_2, tokenizer, tokenize
         scheduler=scheduler,
         device=torch.device(device),
         dtype=dtype,
-        max_sequence_length=min(int(tokenizer_2.model_max_length), 512),  # the pipeline refuses > 512
+        # T5 tokens per prompt: the caller's, else the tokenizer's; the pipeline refuses > 512
+        max_sequence_length=min(max_sequence_length or int(tokenizer_2.model_max_length), 512),
         prediction_type=prediction_type,
     )
 
@@ -131,9 +132,10 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def load_backbone(name_or_path: str, dtype: torch.dtype, device: str) -> Backbone:
+def load_backbone(name_or_path: str, dtype: torch.dtype, device: str, max_sequence_length: int | None = None) -> Backbone:
     """Every component by hub id or local directory, in diffusers' FLUX folder layout; safetensors
-    only (no pickle is ever unpickled). The frozen base is cast to `dtype` (bf16 for the real model)."""
+    only (no pickle is ever unpickled). The frozen base is cast to `dtype` (bf16 for the real model).
+    `max_sequence_length`: T5 tokens per prompt (FluxFillPipeline's argument); default the tokenizer's."""
     p = str(name_or_path)
     transformer = FluxTransformer2DModel.from_pretrained(
         p, subfolder="transformer", torch_dtype=dtype, use_safetensors=True
@@ -149,7 +151,7 @@ def load_backbone(name_or_path: str, dtype: torch.dtype, device: str) -> Backbon
     scheduler_config.pop("prediction_type", None)
     scheduler = FlowMatchEulerDiscreteScheduler.from_config(scheduler_config)
     return assemble(transformer, vae, text_encoder, text_encoder_2, tokenizer, tokenizer_2, scheduler, device, dtype,
-                    prediction_type)
+                    prediction_type, max_sequence_length)
 
 
 def save_backbone(backbone: Backbone, directory: str | Path) -> None:

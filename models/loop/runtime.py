@@ -37,7 +37,7 @@ def load_base(config: Config) -> Backbone:
     device = resolve_device(m.device)
     if device == "cpu":
         torch.set_num_threads(m.cpu_threads)
-    return load_backbone(resolve_base(m.base), DTYPES[m.dtype], device)
+    return load_backbone(resolve_base(m.base), DTYPES[m.dtype], device, m.max_sequence_length)
 
 
 # One frozen base per process, adapters swapped in and out: loading FLUX.1-Fill-dev takes minutes,

@@ -8,8 +8,9 @@ from configs.schema import (
     load_config,
     local_base_problem,
     resolve_config_path,
+    training_hash,
     write_effective_config,
 )
 
 __all__ = ["Config", "ConfigError", "apply_overrides", "config_hash", "load_config", "local_base_problem",
-           "resolve_config_path", "write_effective_config"]
+           "resolve_config_path", "training_hash", "write_effective_config"]

@@ -173,6 +173,10 @@ class BootstrapSection(_Strict):
     cycle_stage: bool = True
     eval_n: Count = 50  # held-out composites evaluated per round
     prompt_bank: str | None = None  # text file, one prompt per line; default: the procedural describer
+    # a folder (path or URI) where finished adapters are also kept by the fingerprint of what they
+    # were trained from (storage/adapter_cache.py): runs that share it train each distinct adapter
+    # once. `layerboot ablate` gives its variants one, since four of the five train the same round 1
+    adapter_cache: str | None = None
 
 
 class CriterionConfig(_Strict):
@@ -481,15 +485,34 @@ def write_effective_config(path_or_profile: str | Path, overrides: Sequence[str]
 _HASHED_ONLY_WHEN_SET = {("bootstrap", "cycle_check"): "model", ("bootstrap", "compose_candidates"): 0,
                          ("data", "world_level"): None, ("sample", "compose_strength"): 1.0,
                          ("train", "lr_schedule"): "constant",
-                         ("model", "max_sequence_length"): None, ("train", "sigma_logit_mean"): 0.0}
+                         ("model", "max_sequence_length"): None, ("train", "sigma_logit_mean"): 0.0,
+                         ("bootstrap", "adapter_cache"): None}
 
 
-def config_hash(config: Config) -> str:
-    """Stable hash of a config's content: keys caches of things fitted from it, and `resume` checks it."""
+def _hashed(config: Config) -> dict:
     dumped = config.model_dump(mode="json")
     for (section, key), before in _HASHED_ONLY_WHEN_SET.items():
         if dumped[section][key] == before:
             del dumped[section][key]
     if dumped.get("simulate") is None:  # a section added later (stand-in stages): hashed only when set
         dumped.pop("simulate", None)
-    return stable_id(json.dumps(dumped, sort_keys=True), length=16)
+    return dumped
+
+
+def config_hash(config: Config) -> str:
+    """Stable hash of a config's content: keys caches of things fitted from it, and `resume` checks it."""
+    return stable_id(json.dumps(_hashed(config), sort_keys=True), length=16)
+
+
+# what an adapter's training reads from the config (models/iclora/train.py): the LoRA's init seed is
+# the run's; the rest of `run`, `data`, `sample`, `bootstrap` and `judge` reach training only through
+# the pool, the steps and the seed, which a training fingerprint names beside this hash
+_TRAINING_KEYS = ("profile", "domain", "model", "lora", "train", "prompts")
+
+
+def training_hash(config: Config) -> str:
+    """Stable hash of the config as an adapter's training reads it: configs that differ elsewhere
+    (the ablation's variants) train the same adapter from the same pool, steps and seed."""
+    dumped = _hashed(config)
+    return stable_id(json.dumps({k: dumped[k] for k in _TRAINING_KEYS} | {"run.seed": dumped["run"]["seed"]},
+                                sort_keys=True), length=16)

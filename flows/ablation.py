@@ -10,7 +10,10 @@
 
 Each variant is the base config with a few keys changed, written next to its workdir
 (<workdir>/<variant>/config.yaml) and run by `bootstrap_flow` unchanged, so resuming an ablation
-is resuming five ordinary runs.
+is resuming five ordinary runs. The variants share one adapter cache (<workdir>/adapter-cache,
+`bootstrap.adapter_cache`): an adapter trained from the same config, pool, steps and seed as one
+another variant trained already (round 1 of all but no_cycle_loss; later rounds whose pools did
+not grow) is copied, not trained again.
 """
 
 from __future__ import annotations
@@ -60,7 +63,8 @@ def ablation_flow(config_path: str, workdir: str, rounds: int | None = None, var
     table = {}
     for name in variants:
         config_file, run = variant_paths(workdir, name)
-        path = variant_config(config_path, VARIANTS[name], config_file)
+        shared = {"bootstrap.adapter_cache": adapter_cache_uri(workdir)}
+        path = variant_config(config_path, VARIANTS[name] | shared, config_file)
         bootstrap_flow(config_path=path, workdir=run, rounds=rounds)
         table[name] = variant_row(run)
     return table
@@ -75,6 +79,12 @@ def variant_paths(workdir: str, name: str) -> tuple[Path, str]:
     if root.is_local:
         return Path(root.join(name, "config.yaml")), run
     return Path(tempfile.gettempdir()) / "layerboot-configs" / "ablation" / stable_id(run) / "config.yaml", run
+
+
+def adapter_cache_uri(workdir: str) -> str:
+    """The folder the variants' finished adapters are shared through: <workdir>/adapter-cache."""
+    root = Location.parse(workdir)
+    return root.uri(root.join("adapter-cache"))
 
 
 def variant_row(workdir: str) -> dict[str, Any]:

@@ -67,6 +67,12 @@ def test_ablation_reuses_the_flow_and_seeds_only_never_grows_the_training_pool(
     full = Store(str(tmp_path / "abl" / "full" / "run"))
     assert table["full"]["pool_size"] == full.pool(1).num_rows
     assert set(table["full"]["metrics"]) == {"logo_psnr", "logo_ssim", "object_psnr", "object_ssim", "object_psnr_footprint"}
+    # round 1 of both trained from the same seeds, steps, seed and config as training reads it: the
+    # variant that ran second copied the first's adapter from <workdir>/adapter-cache
+    # (train_done.json records the training's seconds: a second training would not match them to 0.1 s)
+    first, second = (Path(Store(str(tmp_path / "abl" / n / "run")).adapter_dir(1)) for n in ("seeds_only", "full"))
+    files = lambda folder: {p.name: p.read_bytes() for p in folder.iterdir()}  # noqa: E731
+    assert files(second) == files(first) and "train_done.json" in files(first)
     md = markdown_table(table)
     assert md.splitlines()[0] == ("| variant | selection rate per round | training pool, last round | logo psnr | "
                                   "logo ssim | object psnr | object psnr footprint | object ssim |")

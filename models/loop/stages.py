@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from configs import Config, config_hash, load_config
+from configs import Config, load_config, training_hash
 from models.loop import bootstrap, simulated
 from models.loop.bootstrap import round_to  # (a stage parameter is called `round`)
 from models.loop.dataio import PoolTriplets
@@ -29,6 +29,7 @@ from models.iclora.sample import Sampler
 from models.iclora.lora import EXTRA_MODULES, LORA_WEIGHTS, AdapterError
 from models.iclora.checkpoint import LOG_FILE, STATE_FILE, STATE_TENSORS
 from models.iclora.train import CHECKPOINT, DONE_FILE, TrainResult, train_adapter
+from storage.adapter_cache import AdapterCache
 from storage.faults import failpoint
 from storage.hashing import derive_seed, sha256_hex, stable_id
 from storage.store import Store
@@ -115,16 +116,22 @@ def train_on_pool(
     seed: int, on_checkpoint=None,
 ) -> tuple[TrainResult, PoolTriplets]:
     """Train an adapter on the pool as committed at `pool_round`: the train stage and `layerboot
-    train` both call this. The fingerprint names every input (config, steps, seed, the warm start
-    by content, the pool's triplets), so a finished adapter in `out` with the same inputs is kept."""
+    train` both call this. The fingerprint names every input (the config as training reads it,
+    steps, seed, the warm start by content, the pool's triplets), so a finished adapter in `out`
+    with the same inputs is kept, and one in `bootstrap.adapter_cache` is copied, not retrained."""
     pool = PoolTriplets(store, store.pool(pool_round, columns=PoolTriplets.COLUMNS))  # panels read per batch
     steps = steps or cfg.train.steps
     warm = warm_start and stable_id(*(f"{f.name}:{sha256_hex(f.read_bytes())}" for f in sorted(warm_start.rglob("*")) if f.is_file()))
-    fingerprint = stable_id(config_hash(cfg), steps, seed, warm, *sorted(pool.triplet_ids))
+    fingerprint = stable_id(training_hash(cfg), steps, seed, warm, *sorted(pool.triplet_ids))
+    shared = cfg.bootstrap.adapter_cache and AdapterCache(cfg.bootstrap.adapter_cache, DONE_FILE)
+    if shared and shared.fetch(fingerprint, out):
+        log.info("adapter %s taken from %s", fingerprint, cfg.bootstrap.adapter_cache)
     result = train_adapter(
         backbone, cfg, pool, pool.prompts, out, warm_start=warm_start, seed=seed, steps=steps,
         fingerprint=fingerprint, cache_dir=latent_cache_dir(store), keys=pool.keys, on_checkpoint=on_checkpoint,
     )
+    if shared:
+        shared.publish(fingerprint, out)
     return result, pool
 
 
@@ -167,7 +174,7 @@ def train_stage(config_path: str, workdir: str, round: int) -> dict[str, Any]:
     for e in result.log[-200:]:
         by_task.setdefault(e["task"], []).append(e["rec"])
     summary = {
-        "pool": len(pool), "steps": result.steps, "warm_start": warm is not None,
+        "pool": len(pool), "steps": result.steps, "warm_start": warm is not None, "reused": result.reused,
         "rec_loss": round_to(statistics.fmean(e["rec"] for e in tail), 5),
         "cyc_loss": round_to(statistics.fmean(cyc), 5) if cyc else None,
         "rec_loss_by_task": {t: round_to(statistics.fmean(v), 5) for t, v in sorted(by_task.items())},

@@ -14,38 +14,21 @@ import time
 
 import torch
 
-from train_step_profile import one_step
+from train_step_profile import fresh_adapter, one_step
 
 from configs import load_config
-from models.domains.registry import domain_of
-from models.iclora.encoded import TASKS, LatentCache, LatentPool, vae_identity
-from models.iclora.lora import trainable_parameters
-from models.iclora.objective import FlowMatching
-from models.iclora.train import prepare_adapter, task_prompts
-from models.loop.runtime import load_base
-from storage.hashing import derive_seed
+from models.iclora.train import task_prompts
 
 if __name__ == "__main__":
     args = dict(a.split("=", 1) for a in sys.argv[1:] if "=" in a)
     steps = int(next((a for a in sys.argv[1:] if "=" not in a), 20))
     lengths = [int(n) for n in args.get("LENGTHS", "64,32").split(",")]
     torch.set_num_threads(2)
-    cfg = load_config("tiny")
-    domain, size = domain_of(cfg), cfg.data.panel_size
-    seeds = [domain.make(derive_seed(cfg.run.seed, "probe-profile", 0, i), size) for i in range(32)]
-    bb = load_base(cfg)
+    cfg = load_config("tiny", ["model.max_sequence_length=null"])  # the base's 64, cut below
+    bb, enc, opt, params, objective, weights, seeds = fresh_adapter(cfg)
     tok = bb.tokenizer_2
     longest = max(len(tok(p)["input_ids"]) for p in [t.prompt for t in seeds] + list(task_prompts(cfg).values()))
     print(f"longest prompt here: {longest} T5 tokens; the base pads to {bb.max_sequence_length}")
-    prepare_adapter(bb, cfg, None)
-    params = trainable_parameters(bb.transformer)
-    opt = torch.optim.AdamW(params, lr=cfg.train.lr)
-    objective = FlowMatching(bb, cfg.model.guidance_scale, cfg.train.timestep_sampling, logit_mean=cfg.train.sigma_logit_mean)
-    enc = LatentPool(bb, [t.panels for t in seeds], [t.prompt for t in seeds], LatentCache(None, vae_identity(bb), size),
-                     None, size)
-    enc.encode(desc="encode")
-    bb.transformer.train()
-    weights = torch.tensor([getattr(cfg.train.tasks, t.value) for t in TASKS])
     gen = torch.Generator().manual_seed(0)
     seconds = {n: [] for n in lengths}
     for _ in range(int(args.get("ROUNDS", 3))):

@@ -45,13 +45,11 @@ def one_step(bb, enc, opt, params, objective, weights, prompts, gen, batch, clip
             timings[name].append(b - a)
 
 
-if __name__ == "__main__":
-    args, overrides = split_overrides(sys.argv[1:])
-    steps = int(args[0]) if args else 40
-    torch.set_num_threads(2)
-    cfg = load_config("tiny", overrides)
+def fresh_adapter(cfg, n: int = 32):
+    """The config's base with a fresh adapter in training mode, its optimizer and objective, and `n`
+    procedural triplets encoded: what one_step needs (the probes that time a step share it)."""
     domain, size = domain_of(cfg), cfg.data.panel_size
-    seeds = [domain.make(derive_seed(cfg.run.seed, "probe-profile", 0, i), size) for i in range(32)]
+    seeds = [domain.make(derive_seed(cfg.run.seed, "probe-profile", 0, i), size) for i in range(n)]
     bb = load_base(cfg)
     prepare_adapter(bb, cfg, None)
     params = trainable_parameters(bb.transformer)
@@ -62,6 +60,15 @@ if __name__ == "__main__":
     enc.encode(desc="encode")
     bb.transformer.train()
     weights = torch.tensor([getattr(cfg.train.tasks, t.value) for t in TASKS])
+    return bb, enc, opt, params, objective, weights, seeds
+
+
+if __name__ == "__main__":
+    args, overrides = split_overrides(sys.argv[1:])
+    steps = int(args[0]) if args else 40
+    torch.set_num_threads(2)
+    cfg = load_config("tiny", overrides)
+    bb, enc, opt, params, objective, weights, _ = fresh_adapter(cfg)
     prompts, gen = task_prompts(cfg), torch.Generator().manual_seed(0)
     run = lambda timings=None: one_step(bb, enc, opt, params, objective, weights, prompts, gen, cfg.train.batch_size,  # noqa: E731
                                         cfg.train.grad_clip, timings)

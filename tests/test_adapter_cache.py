@@ -61,7 +61,8 @@ def test_the_training_hash_sees_what_training_reads_and_nothing_else(micro_confi
 
 def test_two_runs_sharing_a_cache_train_a_round_once_and_the_second_copies_it(micro_config_path: Path, tmp_path: Path):
     """The ablation's case: two variants that differ outside training (here `bootstrap.cycle_stage`)
-    train round 1 from the same seeds; the second run's train stage copies the first's adapter."""
+    train round 1 from the same seeds; the second run's train stage copies the first's adapter (and
+    drops the checkpoint a killed attempt of its own left)."""
     from flows.ablation import variant_config
     from models.loop.stages import seed_stage, train_stage
     from storage.store import Store
@@ -74,8 +75,11 @@ def test_two_runs_sharing_a_cache_train_a_round_once_and_the_second_copies_it(mi
     for name, config in zip("ab", configs):
         workdir = str(tmp_path / name / "run")
         seed_stage(config, workdir)
+        if name == "b":
+            (Path(RoundWork(Store(workdir), 1).adapter_dir) / "checkpoint").mkdir(parents=True)
         results.append(train_stage(config, workdir, 1) | {"dir": Path(RoundWork(Store(workdir), 1).adapter_dir)})
     assert [r["reused"] for r in results] == [False, True]
     assert results[1]["steps"] == results[0]["steps"] == load_config(configs[0]).train.steps
     files = [{p.name: p.read_bytes() for p in r["dir"].iterdir()} for r in results]
     assert files[0] == files[1] and len(list((tmp_path / "cache").iterdir())) == 1
+    assert not (results[1]["dir"] / "checkpoint").exists()

@@ -125,6 +125,7 @@ def train_on_pool(
     fingerprint = stable_id(training_hash(cfg), steps, seed, warm, *sorted(pool.triplet_ids))
     shared = cfg.bootstrap.adapter_cache and AdapterCache(cfg.bootstrap.adapter_cache, DONE_FILE)
     if shared and shared.fetch(fingerprint, out):
+        shutil.rmtree(out / CHECKPOINT, ignore_errors=True)  # a killed attempt's, now finished elsewhere
         log.info("adapter %s taken from %s", fingerprint, cfg.bootstrap.adapter_cache)
     result = train_adapter(
         backbone, cfg, pool, pool.prompts, out, warm_start=warm_start, seed=seed, steps=steps,

@@ -21,24 +21,27 @@ class AdapterCache:
         self.loc = Location.parse(uri)
         self.marker = marker  # the file a finished adapter folder writes last
 
+    def _finished(self, entry: str) -> bool:
+        return self.loc.exists(posixpath.join(entry, self.marker))
+
+    def _marker_last(self, names: list[str]) -> list[str]:
+        return sorted(names, key=lambda name: (name == self.marker, name))
+
     def fetch(self, fingerprint: str, out: Path) -> bool:
         """Copy the entry into folder `out` (its marker last); False when there is no finished entry."""
         entry = self.loc.join(fingerprint)
-        if not self.loc.exists(posixpath.join(entry, self.marker)):
+        if not self._finished(entry):
             return False
-        files = sorted(self.loc.fs.find(entry))
-        marker = posixpath.join(entry, self.marker)
         dest = Location.parse(out)
-        for path in [f for f in files if f != marker] + [marker]:
-            dest.write_atomic(dest.join(posixpath.relpath(path, entry)), self.loc.read_bytes(path))
+        for name in self._marker_last([posixpath.basename(f) for f in self.loc.fs.find(entry)]):
+            dest.write_atomic(dest.join(name), self.loc.read_bytes(posixpath.join(entry, name)))
         return True
 
     def publish(self, fingerprint: str, folder: Path) -> None:
-        """Copy the finished adapter in `folder` into the entry (its marker last), unless already there."""
+        """Copy the finished adapter in `folder` (its files: a finished adapter folder is flat) into
+        the entry, its marker last, unless the entry is finished already."""
         entry = self.loc.join(fingerprint)
-        if self.loc.exists(posixpath.join(entry, self.marker)):
+        if self._finished(entry):
             return
-        files = sorted(p for p in folder.rglob("*") if p.is_file() and not is_temp_name(p.name))
-        for path in sorted(files, key=lambda p: p.name == self.marker):  # the marker last
-            self.loc.write_atomic(posixpath.join(entry, path.relative_to(folder).as_posix()), path.read_bytes())
-
+        for name in self._marker_last([p.name for p in folder.iterdir() if p.is_file() and not is_temp_name(p.name)]):
+            self.loc.write_atomic(posixpath.join(entry, name), (folder / name).read_bytes())

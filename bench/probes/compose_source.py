@@ -19,8 +19,7 @@ from PIL import Image
 
 from configs import load_config
 from models.domains.registry import domain_of
-from models.iclora.grid import psnr
-from models.iclora.grid import to_unit_tensor
+from models.iclora.grid import psnr, to_unit_tensor
 from models.iclora.sample import Sampler
 from models.iclora.lora import load_adapter
 from models.loop.runtime import judge_for, load_base

@@ -26,8 +26,8 @@ if __name__ == "__main__":
     torch.set_num_threads(2)
     cfg = load_config("tiny", ["model.max_sequence_length=null"])  # the base's 64, cut below
     bb, enc, opt, params, objective, weights, seeds = fresh_adapter(cfg)
-    tok = bb.tokenizer_2
-    longest = max(len(tok(p)["input_ids"]) for p in [t.prompt for t in seeds] + list(task_prompts(cfg).values()))
+    tok, prompts = bb.tokenizer_2, task_prompts(cfg)
+    longest = max(len(tok(p)["input_ids"]) for p in [t.prompt for t in seeds] + list(prompts.values()))
     print(f"longest prompt here: {longest} T5 tokens; the base pads to {bb.max_sequence_length}")
     gen = torch.Generator().manual_seed(0)
     seconds = {n: [] for n in lengths}
@@ -36,10 +36,10 @@ if __name__ == "__main__":
             bb.max_sequence_length = n
             bb.prompt_cache.clear()
             for _ in range(3):  # warm-up at this length (the prompts re-encoded)
-                one_step(bb, enc, opt, params, objective, weights, task_prompts(cfg), gen, cfg.train.batch_size, 1.0)
+                one_step(bb, enc, opt, params, objective, weights, prompts, gen, cfg.train.batch_size, 1.0)
             t0 = time.perf_counter()
             for _ in range(steps):
-                one_step(bb, enc, opt, params, objective, weights, task_prompts(cfg), gen, cfg.train.batch_size, 1.0)
+                one_step(bb, enc, opt, params, objective, weights, prompts, gen, cfg.train.batch_size, 1.0)
             seconds[n].append((time.perf_counter() - t0) / steps)
     ref = min(seconds[lengths[0]])
     for n in lengths:

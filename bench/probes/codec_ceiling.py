@@ -7,7 +7,7 @@ If (b) meets the codec's aims
 (>= 30 dB every panel kind, >= 36/40 round trips) where (a) does not, the latents are wide enough
 and the gap is the decoder's fit, not the code. (b) is not a decoder the pipeline can use: the
 diffusers Decoder upsamples by nearest neighbour + 3x3 conv, which cannot place a channel at one
-pixel of a 2x2 cell, so it only approaches the linear inverse by training.
+pixel of a 2x2 cell: identical codes decode to a flat cell (bench/probes/decoder_widen.py).
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/probes/codec_ceiling.py [LEVEL ...] [K=96,128] > /tmp/codec-ceiling.log
 """

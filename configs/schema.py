@@ -126,6 +126,7 @@ class TrainSection(_Strict):
     timestep_sampling: Literal["logit_normal", "uniform"] = "logit_normal"
     # logit-normal's centre: > 0 trains noisier sigmas more (JiT, arXiv 2511.13720, samples 0.8 towards noise)
     sigma_logit_mean: float = Field(0.0, ge=-3, le=3, allow_inf_nan=False)
+    sigma_logit_std: float = Field(1.0, gt=0, le=3, allow_inf_nan=False)  # its spread (JiT: 0.8)
     # "cosine": lr decays from `lr` to 0 over the run's steps (each round's, warm starts included)
     lr_schedule: Literal["constant", "cosine"] = "constant"
     tasks: TaskWeights = TaskWeights()
@@ -486,6 +487,7 @@ _HASHED_ONLY_WHEN_SET = {("bootstrap", "cycle_check"): "model", ("bootstrap", "c
                          ("data", "world_level"): None, ("sample", "compose_strength"): 1.0,
                          ("train", "lr_schedule"): "constant",
                          ("model", "max_sequence_length"): None, ("train", "sigma_logit_mean"): 0.0,
+                         ("train", "sigma_logit_std"): 1.0,
                          ("bootstrap", "adapter_cache"): None}
 
 

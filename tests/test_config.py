@@ -40,6 +40,8 @@ def test_a_key_added_later_keeps_older_runs_resumable():
     assert config_hash(load_config("flux", ["train.lr_schedule=constant", "train.sigma_logit_mean=0"])) == flux
     assert config_hash(load_config("flux", ["train.lr_schedule=cosine"])) != flux
     assert config_hash(load_config("flux", ["train.sigma_logit_mean=0.8"])) != flux
+    assert config_hash(load_config("flux", ["train.sigma_logit_std=1"])) == flux
+    assert config_hash(load_config("flux", ["train.sigma_logit_std=0.8"])) != flux
     assert config_hash(load_config("flux", ["model.max_sequence_length=null"])) == flux  # null: the tokenizer's
     assert config_hash(load_config("flux", ["model.max_sequence_length=256"])) != flux
 

@@ -53,3 +53,7 @@ def test_a_positive_logit_mean_trains_noisier_sigmas(backbone):
     assert float(noisy.median()) == pytest.approx(0.6900, abs=0.01)  # sigmoid(0.8) = 0.6900
     assert float((noisy > 0.7).float().mean()) == pytest.approx(0.4811, abs=0.01)  # 1 - Phi(logit 0.7 - 0.8)
     assert float((centred > 0.7).float().mean()) == pytest.approx(0.1984, abs=0.01)  # 1 - Phi(logit 0.7)
+    # `train.sigma_logit_std` (JiT's 0.8) narrows the same normals around the centre
+    narrow = FlowMatching(backbone, resolution_shift=False, logit_mean=0.8, logit_std=0.8).sample_sigma(20000, 48, gen())
+    assert torch.allclose(torch.logit(narrow), 0.8 * torch.logit(centred) + 0.8, atol=1e-4)
+    assert float((narrow > 0.7).float().mean()) == pytest.approx(0.4764, abs=0.01)  # 1 - Phi((logit 0.7 - 0.8) / 0.8)

@@ -54,7 +54,8 @@ def fresh_adapter(cfg, n: int = 32):
     prepare_adapter(bb, cfg, None)
     params = trainable_parameters(bb.transformer)
     opt = torch.optim.AdamW(params, lr=cfg.train.lr)
-    objective = FlowMatching(bb, cfg.model.guidance_scale, cfg.train.timestep_sampling, logit_mean=cfg.train.sigma_logit_mean)
+    objective = FlowMatching(bb, cfg.model.guidance_scale, cfg.train.timestep_sampling, logit_mean=cfg.train.sigma_logit_mean,
+                             logit_std=cfg.train.sigma_logit_std)
     enc = LatentPool(bb, [t.panels for t in seeds], [t.prompt for t in seeds], LatentCache(None, vae_identity(bb), size),
                      None, size)
     enc.encode(desc="encode")

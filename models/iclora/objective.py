@@ -38,7 +38,7 @@ class FlowMatching:
     """L_rec and L_cyc of the paper, plus an Euler sampler in the model's own timestep convention."""
 
     def __init__(self, backbone: Backbone, guidance_scale: float = 1.0, timestep_sampling: str = "logit_normal",
-                 resolution_shift: bool = True, logit_mean: float = 0.0):
+                 resolution_shift: bool = True, logit_mean: float = 0.0, logit_std: float = 1.0):
         if timestep_sampling not in ("logit_normal", "uniform"):
             raise ValueError(f"timestep_sampling must be logit_normal or uniform, got {timestep_sampling!r}")
         self.backbone = backbone
@@ -46,6 +46,7 @@ class FlowMatching:
         self.timestep_sampling = timestep_sampling
         self.resolution_shift = resolution_shift  # off: sigma for no resolution in particular (a base's pretraining)
         self.logit_mean = logit_mean  # logit-normal's centre: > 0 samples noisier sigmas
+        self.logit_std = logit_std  # and its spread: < 1 gathers them nearer the centre
 
     def velocity(self, x_t: torch.Tensor, sigma: torch.Tensor, c: Conditioning) -> torch.Tensor:
         return predict_velocity(
@@ -66,7 +67,7 @@ class FlowMatching:
         shift, training at FLUX's 3,072-token grid rarely sees sigma > 0.7, where sampling spends
         most of its steps."""
         u = torch.rand(batch, generator=generator) if self.timestep_sampling == "uniform" else \
-            torch.sigmoid(torch.randn(batch, generator=generator) + self.logit_mean)
+            torch.sigmoid(torch.randn(batch, generator=generator) * self.logit_std + self.logit_mean)
         if not self.resolution_shift:
             return u
         return self.backbone.scheduler.time_shift(self.shift_mu(image_tokens), 1.0, u)

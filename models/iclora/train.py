@@ -158,7 +158,7 @@ def train_adapter(
     params = trainable_parameters(backbone.transformer)
     opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
     objective = FlowMatching(backbone, config.model.guidance_scale, tc.timestep_sampling,
-                             logit_mean=tc.sigma_logit_mean)
+                             logit_mean=tc.sigma_logit_mean, logit_std=tc.sigma_logit_std)
     gen = torch.Generator().manual_seed(seed)
     prompts_by_task = task_prompts(config)
     weights = torch.tensor([getattr(tc.tasks, t.value) for t in TASKS])

@@ -10,11 +10,13 @@ CONFIG  ?= configs/tiny.yaml
 
 install: $(STAMP)
 
-# Re-installs only when pyproject.toml changes: both commands stay idempotent and fast.
+# Re-installs only when pyproject.toml changes: both commands stay idempotent and fast. uv installs
+# what pip would, in a sixth of the time (bench/install_time.sh: 62 s against 412 s from empty
+# caches, 2026-12-07); --native-tls reads the system's certificates, as pip does.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q --upgrade uv
+	$(BIN)/uv pip install -q --native-tls --python $(BIN)/python -e '.[dev]'
 	touch $(STAMP)
 
 # The main job on the embedded tiny profile: the ten-round bootstrap loop as a Prefect flow

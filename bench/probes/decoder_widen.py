@@ -13,7 +13,7 @@ pretraining's probes and each panel kind of 48 level-LEVEL triplets (a probe nam
 test split) every EVERY steps; saves the VAE to OUT.
 
     OMP_NUM_THREADS=2 .venv/bin/python bench/probes/decoder_widen.py WIDTH STEPS EVERY LR LEVEL OUT
-    e.g. bench/probes/decoder_widen.py 32 600 200 3e-4 2 /tmp/vae32
+    e.g. bench/probes/decoder_widen.py 32 600 200 5e-4 2 /tmp/vae32   (docs/research-log.md's run)
 """
 
 from __future__ import annotations
@@ -56,13 +56,12 @@ def widen(vae: AutoencoderKL, width: int, noise: float = 1e-3, seed: int = 0) ->
         if q.shape == p.shape:
             state[name] = q
             continue
-        widened_dims = [d for d in range(q.dim()) if q.shape[d] != p.shape[d]]
         if name.startswith("encoder."):  # zero-pad: the built encoder's extra channels carry nothing
             z = torch.zeros_like(p)
             z[tuple(slice(0, s) for s in q.shape)] = q
             state[name] = z
             continue
-        for d in widened_dims:
+        for d in [d for d in range(q.dim()) if q.shape[d] != p.shape[d]]:
             q = q.index_select(d, m)
             if d == 1:  # a conv reading the widened channels reads each copy at 1/repeats
                 q = q / repeats

@@ -83,14 +83,16 @@ def test_calibrate_writes_and_prints_the_report(cfg, tmp_path):
         assert r["positives"] + r["negatives"] == 60 and r["threshold"] == saved["thresholds"][name]
         assert r["auroc"] >= 0.9 and r["precision"] >= 0.99 or r["recall"] == 0.0  # target or accept nothing
     aurocs = {name: (r["auroc_raw"], r["auroc_codec"]) for name, r in saved["criteria"].items()}
-    # measured: the codec smooths noise and blur away, so "quality" separates decodes worst. The
-    # decodes' last bits follow the CPU's conv kernels (panels_agree through the codec: 0.994 on
-    # 2026-12-06's machine, 0.989 on 2026-12-07's, one pair of items swapped), the raw scores do not
+    # measured: the codec smooths blur away, so "quality" separates decodes worst (0.812 while noise
+    # items went through the codec as pixel noise, which it removes; docs/research-log.md, "Noise the
+    # codec removes"). The decodes' last bits follow the CPU's conv kernels (panels_agree through the
+    # codec: 0.994 on 2026-12-06's machine, 0.989 on 2026-12-07's, one pair of items swapped), the raw scores do not
     assert aurocs == {name: (pytest.approx(a, abs=0.002), pytest.approx(b, abs=0.01)) for name, (a, b) in {
-        "composite_match": (1.0, 1.0), "logo_clean": (1.0, 0.988), "object_clean": (1.0, 1.0),
-        "panels_agree": (0.966, 0.994), "quality": (1.0, 0.812)}.items()}
-    # at the thresholds reaching precision 0.99 on raw + decoded items, 10 of 12 clean triplets pass
-    assert saved["selection_rate"]["clean"] == pytest.approx(10 / 12) and saved["selection_rate"]["missing"] == 0.0
+        "composite_match": (1.0, 0.969), "logo_clean": (1.0, 1.0), "object_clean": (1.0, 1.0),
+        "panels_agree": (0.966, 0.994), "quality": (1.0, 0.917)}.items()}
+    # at the thresholds reaching precision 0.99 on raw + decoded items, every clean triplet passes (10 of
+    # 12 while the decoded noise items scored like clean decodes)
+    assert saved["selection_rate"]["clean"] == 1.0 and saved["selection_rate"]["missing"] == 0.0
     assert saved["selection_rate_configured"]["clean+codec"] == pytest.approx(8 / 12)  # the aim is >= 0.9
     assert saved["selection_rate_configured"]["missing+codec"] == 0.0
 

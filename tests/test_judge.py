@@ -117,6 +117,38 @@ def test_corruptions_touch_exactly_what_they_claim():
     assert len(np.unique(np.asarray(blank).reshape(-1, 3), axis=0)) == 1 and "quality" in broken
 
 
+def test_noise_items_keep_their_noise_in_the_latents_through_the_codec():
+    """The codec removes pixel noise, so a noise item's decoded copy is noised in its latents:
+    the item's panels, t = 2.5 x its pixel sigma, a seed of its own; every other kind: none."""
+    from models.domains.logo_object.benchmark import latent_noise, through_codec
+
+    items = build_benchmark(0, 40, 32)
+    noise = [it for it in items if it.kind == "noise"]
+    assert noise and all(latent_noise(it) is None for it in items if it.kind != "noise")
+    for it in noise:
+        panels, t, seed = latent_noise(it)
+        assert panels == ((0, 1, 2) if it.detail["panel"] == "all" else (("composite", "logo", "object").index(it.detail["panel"]),))
+        assert t == 2.5 * it.detail["sigma"] and 0.1 <= t <= 0.3
+    assert len({latent_noise(it)[2] for it in noise}) == len(noise)
+    seen = {}
+    coded = through_codec(items, lambda triplets, latent_noise: seen.setdefault("specs", latent_noise) and triplets)
+    assert seen["specs"] == [latent_noise(it) for it in items]
+    assert [it.kind for it in coded] == [it.kind + "+codec" for it in items] and coded[0].broken == items[0].broken
+
+
+def test_speckle_reads_blotches_on_a_smooth_background_not_the_background():
+    from models.judge.image_ops import gaussian, speckle
+
+    yy, xx = np.mgrid[0:64, 0:64] / 63.0
+    smooth = np.stack([0.9 - 0.1 * yy, 0.9 - 0.05 * xx, 0.85 + 0.0 * xx], axis=-1)  # a lit backdrop
+    blotches = gaussian(np.random.default_rng(0).standard_normal((64, 64, 3)), 1.5) * 0.1
+    assert speckle(smooth, 2.0, 6) < 1e-3
+    assert speckle(smooth + blotches, 2.0, 6) == pytest.approx(0.0094, abs=2e-4)  # past the check's 0.009
+    framed = smooth.copy()
+    framed[6:-6, 6:-6] += blotches[6:-6, 6:-6]  # the object's own texture lies inside the frame
+    assert speckle(framed, 2.0, 6) < 0.005
+
+
 def test_unknown_corruption_is_refused():
     with pytest.raises(ValueError, match="unknown corruption kind"):
         corrupt(make_triplet(1, 32), "sepia", np.random.Generator(np.random.PCG64(0)), None)

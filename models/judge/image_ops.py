@@ -87,6 +87,16 @@ def noise_level(x: np.ndarray, block: int) -> float:
     return float(np.percentile(blocks, 10) * math.sqrt(math.pi / 2) / 6.0)
 
 
+def speckle(x: np.ndarray, sigma: float, width: int) -> float:
+    """Median RMS (over channels) of x minus its Gaussian blur at `sigma`, over the panel's frame
+    (`border` of `width`): a render keeps its background smooth there, and so does its decode, while
+    a decode of noisy latents covers it with blotches a few pixels wide, which the pixel-scale
+    Laplacian of `noise_level` barely sees (docs/research-log.md, "Noise the codec removes")."""
+    _, ring = border(x, width)
+    residual = np.sqrt(((x - gaussian(x, sigma)) ** 2).mean(axis=-1))
+    return float(np.median(residual[ring]))
+
+
 def reblur_ratio(x: np.ndarray, sigma: float) -> float:
     """Top gradient magnitudes after / before a Gaussian re-blur: a sharp image loses much of its
     edge strength (ratio ~0.5), an already blurred one little (ratio -> 1). Contrast-free."""

@@ -30,9 +30,22 @@ from storage.store import Store
 
 
 @torch.no_grad()
-def codec_roundtrip(backbone: Backbone, triplets) -> list[tuple[Image.Image, Image.Image, Image.Image]]:
+def codec_roundtrip(backbone: Backbone, triplets, latent_noise=None) -> list[tuple[Image.Image, Image.Image, Image.Image]]:
+    """Triplets through the VAE and back, as one grid each. `latent_noise` (optional, one entry per
+    triplet: None, or (panel indices, t, seed)) noises those panels' latents before decoding as a
+    sample stopped short of the end does, z <- (1 - t) z + t eps: where a decode carries noise
+    (pixel noise before the encoder, the codec mostly removes)."""
     grid = grid_tensor(list(triplets))
-    recon = split_grid_tensor(decode_latents(backbone, encode_images(backbone, grid)).float().cpu())
+    z = encode_images(backbone, grid)
+    w = z.shape[-1] // 3
+    for b, spec in enumerate(latent_noise or ()):
+        if spec is not None:
+            panels, t, seed = spec
+            g = torch.Generator().manual_seed(seed)
+            for k in panels:
+                eps = torch.randn(z[b, :, :, k * w:(k + 1) * w].shape, generator=g).to(z)
+                z[b, :, :, k * w:(k + 1) * w] = (1 - t) * z[b, :, :, k * w:(k + 1) * w] + t * eps
+    recon = split_grid_tensor(decode_latents(backbone, z).float().cpu())
     return list(zip(*(to_pil(p) for p in recon)))
 
 

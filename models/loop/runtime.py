@@ -80,7 +80,7 @@ def codec_for(config: Config):
     """Panel triplets -> the same through the base's VAE and back. Uses the
     shared base without touching its adapter (the VAE never carries one). Call under MODEL_LOCK."""
     backbone = _cached_base(config)[0]
-    return lambda triplets: codec_roundtrip(backbone, triplets)
+    return lambda triplets, latent_noise=None: codec_roundtrip(backbone, triplets, latent_noise)
 
 
 def calibrate_judge(config: Config, n: int | None = None, panel_size: int | None = None,

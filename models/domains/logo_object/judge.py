@@ -13,7 +13,8 @@ are box-downsampled), with pixel lengths given for 64-px panels and scaled.
     composite_match the composite equals the object except in one compact, logo-sized region
     panels_agree    that region is painted in the logo panel's colours (up to shading and a
                     highlight), in the logo's proportions, and with the logo's silhouette
-    quality         no panel is blank, noisy (flattest-region Laplacian) or blurred (re-blur ratio)
+    quality         no panel is blank, noisy (flattest-region Laplacian), speckled (what a decode of
+                    noisy latents shows: blotches on the background) or blurred (re-blur ratio)
 
 Measured on corruption benchmarks (`layerboot judge calibrate`, 270 triplets at 64 px, run seeds
 0, 1, 2, 7 and the untouched 123): AUROC logo_clean 1.00, object_clean 0.95-1.00, composite_match
@@ -29,7 +30,7 @@ import numpy as np
 from PIL import Image
 
 from models.domains.logo_object.world import PANELS
-from models.judge.image_ops import border, dilate, erode, gaussian, noise_level, reblur_ratio, to_float
+from models.judge.image_ops import border, dilate, erode, gaussian, noise_level, reblur_ratio, speckle, to_float
 from models.judge.measure import Checks, MeasureJudge
 
 ANALYSIS_MAX = 128
@@ -196,6 +197,7 @@ def measure(composite: Image.Image, logo: Image.Image, object: Image.Image) -> d
         m[f"{name}_std"] = float(x.reshape(-1, 3).std(axis=0).max())
         m[f"{name}_noise"] = noise_level(x, block)
         m[f"{name}_reblur"] = reblur_ratio(x, 1.0 * scale)
+        m[f"{name}_speckle"] = speckle(x, 2.0 * scale, round(6 * scale))
     # a degraded panel is compared at the resolution both panels still support
     degraded = any(m[f"{p}_noise"] > 0.01 or m[f"{p}_reblur"] > 0.7 for p in ("composite", "object"))
     sigma = (2.0 if degraded else 1.0) * scale
@@ -277,6 +279,7 @@ PANEL_CHECKS = [
     ("{p}_std", 0.05, 0.01, "{p} panel is blank (colour spread {v:.3f})"),
     ("{p}_noise", 0.008, 0.018, "{p} panel is noisy (noise sigma {v:.3f})"),
     ("{p}_reblur", 0.66, 0.74, "{p} panel is blurred (re-blur ratio {v:.2f}, sharp ~0.5)"),
+    ("{p}_speckle", 0.009, 0.013, "{p} panel is speckled (background residual {v:.4f})"),
 ]
 CHECKS: Checks = {
     "logo_clean": [

@@ -137,12 +137,19 @@ def test_no_process_outlives_its_run_a_sigkilled_run_and_its_prefect_server_end_
     assert alive == []
 
 
+SIGINT_DEFAULT_EXEC = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
 def test_no_process_outlives_its_run_a_signal_during_seed_rolls_back_like_a_refusal(sig: signal.Signals, micro_config_path: Path, tmp_path: Path):
     work = tmp_path / "w"
     layerboot = str(Path(sys.executable).parent / "layerboot")
-    proc = subprocess.Popen([layerboot, "seed", "--n", "5000", "-c", str(micro_config_path), "-w", str(work)],
+    # As from a terminal: SIGINT at its default. A background job of a shell without job control
+    # (`make test &` in a script) starts with SIGINT ignored, children inherit that, and Python then
+    # installs no KeyboardInterrupt handler, rightly: the seed would run on and this test time out.
+    proc = subprocess.Popen([sys.executable, "-c", SIGINT_DEFAULT_EXEC, layerboot, "seed", "--n", "5000",
+                             "-c", str(micro_config_path), "-w", str(work)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
                             env=os.environ | {"OMP_NUM_THREADS": "1"})
     try:

@@ -32,19 +32,19 @@ from storage.store import Store
 @torch.no_grad()
 def codec_roundtrip(backbone: Backbone, triplets, latent_noise=None) -> list[tuple[Image.Image, Image.Image, Image.Image]]:
     """Triplets through the VAE and back, as one grid each. `latent_noise` (optional, one entry per
-    triplet: None, or (panel indices, t, seed)) noises those panels' latents before decoding as a
-    sample stopped short of the end does, z <- (1 - t) z + t eps: where a decode carries noise
-    (pixel noise before the encoder, the codec mostly removes)."""
+    triplet: None, or (panel indices, t, seed)) noises those panels' latents before decoding, as a
+    sample stopped short of the end is noised: z <- (1 - t) z + t eps. That is where a decode
+    carries noise; pixel noise put in before the encoder, the codec mostly removes."""
     grid = grid_tensor(list(triplets))
-    z = encode_images(backbone, grid)
+    z = encode_images(backbone, grid)  # [B, C, h, 3h]: the panels side by side
     w = z.shape[-1] // 3
     for b, spec in enumerate(latent_noise or ()):
         if spec is not None:
             panels, t, seed = spec
             g = torch.Generator().manual_seed(seed)
             for k in panels:
-                eps = torch.randn(z[b, :, :, k * w:(k + 1) * w].shape, generator=g).to(z)
-                z[b, :, :, k * w:(k + 1) * w] = (1 - t) * z[b, :, :, k * w:(k + 1) * w] + t * eps
+                panel = z[b, :, :, k * w:(k + 1) * w]  # a view: noised in place
+                panel.mul_(1 - t).add_(t * torch.randn(panel.shape, generator=g).to(panel))
     recon = split_grid_tensor(decode_latents(backbone, z).float().cpu())
     return list(zip(*(to_pil(p) for p in recon)))
 

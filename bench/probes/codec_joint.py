@@ -18,14 +18,13 @@ VAE to OUT.
 from __future__ import annotations
 
 import copy
-import math
 import sys
 import time
 
 import torch
 from diffusers import AutoencoderKL
 
-from models.iclora.codec import reconstruction_psnr
+from models.iclora.codec import decoder_lr, reconstruction_psnr
 from models.loop.runtime import REPO_ROOT
 from models.pretrain.base import PretrainRecipe, codec_batch, codec_probes
 
@@ -66,13 +65,14 @@ if __name__ == "__main__":
     vae.decoder.requires_grad_(True)
     groups = [{"params": list(vae.decoder.parameters()), "base": lr}]
     if enc_lr > 0:
-        groups.append({"params": list(vae.encoder.parameters()) + (list(vae.quant_conv.parameters()) if vae.quant_conv is not None else []), "base": enc_lr})
+        encoder = [vae.encoder] + ([vae.quant_conv] if vae.quant_conv is not None else [])
+        groups.append({"params": [p for m in encoder for p in m.parameters()], "base": enc_lr})
     opt = torch.optim.AdamW(groups, lr=lr, weight_decay=0.0)
     params = [p for g in groups for p in g["params"]]
     t0 = time.time()
     for step in range(steps):
-        for g in opt.param_groups:  # fit_decoder's schedule: linear warm-up, cosine decay
-            g["lr"] = g["base"] * min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * step / steps))
+        for g in opt.param_groups:
+            g["lr"] = decoder_lr(step, steps, g["base"])
         x = codec_batch(recipe, "codec-decoder", recipe.decoder_steps + step, recipe.decoder_batch)
         z = codes(vae, x) if enc_lr > 0 else codes(vae, x).detach()
         recon = vae.decode(z).sample

@@ -24,6 +24,7 @@ from configs import load_config
 from models.domains.logo_object import judge as logo_judge
 from models.domains.logo_object.world import PANELS, make_triplet
 from models.domains.registry import judge_of
+from models.iclora.grid import psnr, to_unit_tensor
 from models.judge.image_ops import to_float, to_image
 from models.judge.measure import criterion_scores
 from models.loop.evaluate import codec_roundtrip
@@ -32,7 +33,11 @@ from storage.hashing import derive_seed
 
 
 def db(a: Image.Image, b: Image.Image) -> float:
-    return float(10 * np.log10(1 / np.mean((to_float(a) - to_float(b)) ** 2)))
+    return psnr(to_unit_tensor([a]), to_unit_tensor([b]))
+
+
+def pixel_noised(triplet, sigma: float, rng: np.random.Generator) -> tuple:
+    return tuple(to_image(to_float(p) + sigma * rng.standard_normal((64, 64, 3))) for p in triplet)
 
 
 def spread(values) -> str:
@@ -69,8 +74,7 @@ if __name__ == "__main__":
               f"(without the speckle check {sum(accepted(x, without) for x in noisy)}/{n})", flush=True)
     rng = np.random.default_rng(0)
     for sigma in (0.04, 0.08, 0.12):
-        noised = [tuple(to_image(to_float(p) + sigma * rng.standard_normal((64, 64, 3))) for p in t) for t in raw]
-        coded = codec_roundtrip(base, noised)
+        coded = codec_roundtrip(base, [pixel_noised(t, sigma, rng) for t in raw])
         dist = [db(a[k], b[k]) for a, b in zip(clean, coded) for k in range(3)]
         noise = [logo_judge.measure(*x)[f"{p}_noise"] for x in coded for p in PANELS]
         print(f"pixel noise sigma {sigma} through the codec: {min(dist):.1f}-{max(dist):.1f} dB from the clean "
@@ -80,8 +84,7 @@ if __name__ == "__main__":
     for i in range(3):
         cells = [raw[i][0], clean[i][0]]
         cells += [codec_roundtrip(base, raw[i:i + 1], [((0,), t, 7 + i)])[0][0] for t in (0.2, 0.3, 0.5)]
-        cells.append(codec_roundtrip(base, [tuple(to_image(to_float(p) + 0.08 * rng.standard_normal((64, 64, 3)))
-                                                  for p in raw[i])])[0][0])
+        cells.append(codec_roundtrip(base, [pixel_noised(raw[i], 0.08, rng)])[0][0])
         rows.append(cells)
     sheet = Image.new("RGB", (64 * 6, 64 * 3))
     for r, cells in enumerate(rows):

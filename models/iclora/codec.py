@@ -152,6 +152,11 @@ def reconstruction_psnr(vae: AutoencoderKL, images: torch.Tensor) -> float:
 DECODER_WEIGHTS = "decoder.safetensors"  # inside a decoder checkpoint
 
 
+def decoder_lr(step: int, steps: int, lr: float) -> float:
+    """`fit_decoder`'s schedule: a 100-step linear warm-up times a cosine decay over all the steps."""
+    return lr * min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * step / steps))
+
+
 def fit_decoder(vae: AutoencoderKL, batches: Callable[[int], torch.Tensor], steps: int, lr: float,
                 probes: dict[str, torch.Tensor], grad_clip: float = 1.0, log: Callable[[str], None] = print,
                 every: int = 1000, checkpoint: Path | None = None, checkpoint_every: int = 500,
@@ -174,8 +179,8 @@ def fit_decoder(vae: AutoencoderKL, batches: Callable[[int], torch.Tensor], step
         log(f"decoder: resumed at step {start} from {checkpoint}")
     bar = tqdm(range(start, steps), initial=start, total=steps, desc="fit decoder", unit="step", disable=None)
     for step in bar:
-        for g in opt.param_groups:  # linear warm-up, cosine decay
-            g["lr"] = lr * min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * step / steps))
+        for g in opt.param_groups:
+            g["lr"] = decoder_lr(step, steps, lr)
         x = batches(step)
         with torch.no_grad():
             z = vae.encode(x).latent_dist.mode()

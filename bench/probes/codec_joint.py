@@ -7,12 +7,14 @@ single images (never a triplet), L1 + L2 on pixels as in `fit_decoder`, plus ANC
 squared distance of the codes from the shipped encoder's, over the codes' variance: the shipped
 transformer was pretrained on those codes, so how far they move is what retraining it would cost.
 ENC_LR 0 is the plain continuation (the decoder alone), the same steps and schedule, for the
-side-by-side figure. Prints the pretraining's probes, each panel kind of 48 level-LEVEL triplets
+side-by-side figure. `fresh` after OUT starts the decoder from new weights (the config's seed-0
+init), so the encoder and the decoder fit each other from the start, the encoder from the PCA. Prints the pretraining's probes, each panel kind of 48 level-LEVEL triplets
 (a probe namespace, not the test split) and the codes' relative drift every EVERY steps; saves the
 VAE to OUT.
 
     OMP_NUM_THREADS=2 .venv/bin/python bench/probes/codec_joint.py ENC_LR ANCHOR STEPS EVERY LR LEVEL OUT
     e.g. bench/probes/codec_joint.py 1e-4 1.0 600 200 5e-4 2 /tmp/vae_joint
+         bench/probes/codec_joint.py 1e-3 0 2000 500 1e-3 2 /tmp/vae_fresh fresh
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ if __name__ == "__main__":
     shipped = AutoencoderKL.from_pretrained(str(REPO_ROOT / "models" / "tiny_base"), subfolder="vae",
                                             use_safetensors=True).eval().requires_grad_(False)
     vae = copy.deepcopy(shipped).train()
+    if sys.argv[8:] == ["fresh"]:
+        torch.manual_seed(0)
+        vae.decoder.load_state_dict(AutoencoderKL.from_config(shipped.config).decoder.state_dict())
     probes = codec_probes(recipe, 16) | level_triplets(level)
     z_var = codes(shipped, probes["heldout_singles"]).var(dim=(0, 2, 3)).mean()
 

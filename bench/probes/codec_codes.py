@@ -26,11 +26,11 @@ import torch
 from diffusers import AutoencoderKL
 
 from configs import load_config
-from decoder_widen import copy_map, level_triplets
+from decoder_widen import continue_decoder, copy_map, level_triplets, shipped_vae
 from models.domains.logo_object.world import make_triplet
 from models.domains.registry import judge_of
 from models.iclora.backbone import load_backbone
-from models.iclora.codec import build_pca_encoder, fit_decoder, reconstruction_psnr
+from models.iclora.codec import build_pca_encoder, reconstruction_psnr
 from models.judge import failing
 from models.loop.evaluate import codec_roundtrip
 from models.loop.runtime import REPO_ROOT
@@ -97,8 +97,7 @@ if __name__ == "__main__":
     k, steps, every, lr, level, out = (int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]),
                                        int(sys.argv[5]), sys.argv[6])
     recipe = PretrainRecipe()
-    shipped = AutoencoderKL.from_pretrained(str(REPO_ROOT / "models" / "tiny_base"), subfolder="vae",
-                                            use_safetensors=True).eval()
+    shipped = shipped_vae()
     images = torch.cat([codec_batch(recipe, "codec-pca", j, 50) for j in range(recipe.pca_images // 50)])
     vae = more_codes(shipped, k, images)
     probes = codec_probes(recipe, 16) | level_triplets(level)
@@ -109,11 +108,6 @@ if __name__ == "__main__":
     print(f"K {k}: decoder max |dx| from the shipped at step 0 {float((d0 - d1).abs().max()):.2e}; "
           f"vae params {sum(p.numel() for p in vae.parameters()) / 1e6:.2f} M", flush=True)
     print(time.strftime("%H:%M:%S"), round_trips(vae, level), flush=True)
-    t0 = time.time()
-    batches = lambda step: codec_batch(recipe, "codec-decoder", recipe.decoder_steps + step, recipe.decoder_batch)
-    final = fit_decoder(vae, batches, steps, lr, probes, recipe.grad_clip,
-                        lambda msg: print(time.strftime("%H:%M:%S"), msg, flush=True), every=every)
-    seconds = time.time() - t0
-    print(f"K {k}: {steps} steps in {seconds:.0f} s ({seconds / max(steps, 1):.3f} s/step); final {final}", flush=True)
+    continue_decoder(vae, recipe, steps, every, lr, probes, f"K {k}")
     print(time.strftime("%H:%M:%S"), round_trips(vae, level), flush=True)
     vae.save_pretrained(out, safe_serialization=True)

@@ -31,7 +31,7 @@ from models.loop.runtime import REPO_ROOT
 from models.pretrain.base import PretrainRecipe, codec_batch, codec_probes
 
 sys.path.insert(0, str(REPO_ROOT / "bench" / "probes"))
-from decoder_widen import level_triplets  # noqa: E402  (the same 48 probe triplets)
+from decoder_widen import level_triplets, shipped_vae  # noqa: E402  (the same 48 probe triplets)
 
 
 def codes(vae: AutoencoderKL, x: torch.Tensor) -> torch.Tensor:
@@ -49,8 +49,7 @@ if __name__ == "__main__":
     enc_lr, anchor, steps, every, lr, level, out = (float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]),
                                                    int(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6]), sys.argv[7])
     recipe = PretrainRecipe()
-    shipped = AutoencoderKL.from_pretrained(str(REPO_ROOT / "models" / "tiny_base"), subfolder="vae",
-                                            use_safetensors=True).eval().requires_grad_(False)
+    shipped = shipped_vae().requires_grad_(False)
     vae = copy.deepcopy(shipped).train()
     if sys.argv[8:] == ["fresh"]:
         torch.manual_seed(0)

@@ -70,6 +70,24 @@ def widen(vae: AutoencoderKL, width: int, noise: float = 1e-3, seed: int = 0) ->
     return wide.eval()
 
 
+def shipped_vae() -> AutoencoderKL:
+    return AutoencoderKL.from_pretrained(str(REPO_ROOT / "models" / "tiny_base"), subfolder="vae",
+                                         use_safetensors=True).eval()
+
+
+def continue_decoder(vae: AutoencoderKL, recipe: PretrainRecipe, steps: int, every: int, lr: float,
+                     probes: dict[str, torch.Tensor], name: str) -> dict:
+    """`fit_decoder` on the pretraining's single images past the recipe's steps (never a triplet);
+    prints the probes every EVERY steps and the seconds a step."""
+    t0 = time.time()
+    batches = lambda step: codec_batch(recipe, "codec-decoder", recipe.decoder_steps + step, recipe.decoder_batch)
+    final = fit_decoder(vae, batches, steps, lr, probes, recipe.grad_clip,
+                        lambda msg: print(time.strftime("%H:%M:%S"), msg, flush=True), every=every)
+    seconds = time.time() - t0
+    print(f"{name}: {steps} steps in {seconds:.0f} s ({seconds / max(steps, 1):.3f} s/step); final {final}", flush=True)
+    return final
+
+
 def level_triplets(level: int, n: int = 48) -> dict[str, torch.Tensor]:
     triplets = [make_triplet(derive_seed(0, "decoder-widen-probe", i), 64, level) for i in range(n)]
     return {f"L{level}_{p}": to_tensor([getattr(t, p) for t in triplets]) for p in ("composite", "logo", "object")}
@@ -79,8 +97,7 @@ if __name__ == "__main__":
     width, steps, every, lr, level, out = (int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]),
                                            int(sys.argv[5]), sys.argv[6])
     recipe = PretrainRecipe()
-    shipped = AutoencoderKL.from_pretrained(str(REPO_ROOT / "models" / "tiny_base"), subfolder="vae",
-                                            use_safetensors=True).eval()
+    shipped = shipped_vae()
     vae = widen(shipped, width)
     probes = codec_probes(recipe, 16) | level_triplets(level)
     x = probes["heldout_singles"]
@@ -91,10 +108,5 @@ if __name__ == "__main__":
           f"{float((d0 - d1).abs().max()):.2e}; vae params {sum(p.numel() for p in vae.parameters()) / 1e6:.2f} M",
           flush=True)
     print("start", {k: round(reconstruction_psnr(vae, v), 2) for k, v in probes.items()}, flush=True)
-    t0 = time.time()
-    batches = lambda step: codec_batch(recipe, "codec-decoder", recipe.decoder_steps + step, recipe.decoder_batch)
-    final = fit_decoder(vae, batches, steps, lr, probes, recipe.grad_clip,
-                        lambda msg: print(time.strftime("%H:%M:%S"), msg, flush=True), every=every)
-    seconds = time.time() - t0
-    print(f"width {width}: {steps} steps in {seconds:.0f} s ({seconds / steps:.3f} s/step); final {final}", flush=True)
+    continue_decoder(vae, recipe, steps, every, lr, probes, f"width {width}")
     vae.save_pretrained(out, safe_serialization=True)

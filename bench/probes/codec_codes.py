@@ -20,24 +20,16 @@ from __future__ import annotations
 
 import sys
 import time
-from collections import Counter
 
 import torch
 from diffusers import AutoencoderKL
 
-from configs import load_config
+from codec_levels import codec_figures
 from decoder_widen import continue_decoder, copy_map, level_triplets, shipped_vae
-from models.domains.logo_object.world import make_triplet
-from models.domains.registry import judge_of
 from models.iclora.backbone import load_backbone
-from models.iclora.codec import build_pca_encoder, reconstruction_psnr
-from models.judge import failing
-from models.loop.evaluate import codec_roundtrip
+from models.iclora.codec import build_pca_encoder
 from models.loop.runtime import REPO_ROOT
-from models.pretrain.base import PretrainRecipe, codec_batch, codec_probes, to_tensor
-from storage.hashing import derive_seed
-
-PANELS = ("composite", "logo", "object")
+from models.pretrain.base import PretrainRecipe, codec_batch, codec_probes
 
 
 @torch.no_grad()
@@ -83,14 +75,7 @@ def more_codes(shipped: AutoencoderKL, k: int, images: torch.Tensor, noise: floa
 def round_trips(vae: AutoencoderKL, level: int) -> str:
     base = load_backbone(str(REPO_ROOT / "models" / "tiny_base"), torch.float32, "cpu")
     base.vae = vae
-    cfg = load_config("tiny", overrides=[f"data.world_level={level}"])
-    triplets = [make_triplet(derive_seed(cfg.run.seed, "synthetic", "test", i), 64, level) for i in range(48)]
-    psnr = {p: reconstruction_psnr(vae, to_tensor([getattr(t, p) for t in triplets])) for p in PANELS}
-    judge = judge_of(cfg)
-    verdicts = judge.judge(codec_roundtrip(base, [(t.composite, t.logo, t.object) for t in triplets[:40]]))
-    why = Counter(c for j in verdicts for c in failing(j.scores, judge.criteria))
-    return (f"level {level}: " + " ".join(f"{p} {v:.2f} dB" for p, v in psnr.items())
-            + f" | round-tripped accepted {sum(j.accepted for j in verdicts)}/40 (failing: {dict(why)})")
+    return codec_figures(base, level)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import torch
 from diffusers import AutoencoderKL
 
 from codec_levels import codec_figures
-from decoder_widen import continue_decoder, copy_map, level_triplets, shipped_vae
+from decoder_widen import continue_decoder, grown, level_triplets, shipped_vae
 from models.iclora.backbone import load_backbone
 from models.iclora.codec import build_pca_encoder
 from models.loop.runtime import REPO_ROOT
@@ -59,23 +59,9 @@ def more_codes(shipped: AutoencoderKL, k: int, images: torch.Tensor, noise: floa
             q = old[name]
         if name == "decoder.conv_in.weight":  # [width, K, 3, 3]: the new codes read with zero weights
             q = torch.cat([q * sign.view(1, -1, 1, 1), torch.zeros(q.shape[0], k - k0, *q.shape[2:])], 1)
-        if q.shape == p.shape:
-            state[name] = q
-            continue
-        for d in [d for d in range(q.dim()) if q.shape[d] != p.shape[d]]:
-            repeats = p.shape[d] // q.shape[d]
-            q = q.index_select(d, copy_map(q.shape[d], p.shape[d], groups))
-            if d == 1:  # a conv reading the widened channels reads each copy at 1/repeats
-                q = q / repeats
-        state[name] = q + noise * q.std() * torch.randn(q.shape, generator=g) if q.dim() > 1 else q
+        state[name] = q if q.shape == p.shape else grown(q, p.shape, groups, noise, g)
     vae.load_state_dict(state)
     return vae.eval()
-
-
-def round_trips(vae: AutoencoderKL, level: int) -> str:
-    base = load_backbone(str(REPO_ROOT / "models" / "tiny_base"), torch.float32, "cpu")
-    base.vae = vae
-    return codec_figures(base, level)
 
 
 if __name__ == "__main__":
@@ -92,7 +78,9 @@ if __name__ == "__main__":
         d1 = vae.decode(vae.encode(x).latent_dist.mode()).sample
     print(f"K {k}: decoder max |dx| from the shipped at step 0 {float((d0 - d1).abs().max()):.2e}; "
           f"vae params {sum(p.numel() for p in vae.parameters()) / 1e6:.2f} M", flush=True)
-    print(time.strftime("%H:%M:%S"), round_trips(vae, level), flush=True)
+    base = load_backbone(str(REPO_ROOT / "models" / "tiny_base"), torch.float32, "cpu")
+    base.vae = vae  # the shipped base's other parts; the codec under test
+    print(time.strftime("%H:%M:%S"), codec_figures(base, level), flush=True)
     continue_decoder(vae, recipe, steps, every, lr, probes, f"K {k}")
-    print(time.strftime("%H:%M:%S"), round_trips(vae, level), flush=True)
+    print(time.strftime("%H:%M:%S"), codec_figures(base, level), flush=True)
     vae.save_pretrained(out, safe_serialization=True)

@@ -8,9 +8,9 @@ squared distance of the codes from the shipped encoder's, over the codes' varian
 transformer was pretrained on those codes, so how far they move is what retraining it would cost.
 ENC_LR 0 is the plain continuation (the decoder alone), the same steps and schedule, for the
 side-by-side figure. `fresh` after OUT starts the decoder from new weights (the config's seed-0
-init), so the encoder and the decoder fit each other from the start, the encoder from the PCA. Prints the pretraining's probes, each panel kind of 48 level-LEVEL triplets
-(a probe namespace, not the test split) and the codes' relative drift every EVERY steps; saves the
-VAE to OUT.
+init), so the encoder and the decoder fit each other from the start, the encoder from the PCA.
+Prints the pretraining's probes, each panel kind of 48 level-LEVEL triplets (a probe namespace, not
+the test split) and the codes' relative drift every EVERY steps; saves the VAE to OUT.
 
     OMP_NUM_THREADS=2 .venv/bin/python bench/probes/codec_joint.py ENC_LR ANCHOR STEPS EVERY LR LEVEL OUT
     e.g. bench/probes/codec_joint.py 1e-4 1.0 600 200 5e-4 2 /tmp/vae_joint

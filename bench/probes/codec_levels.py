@@ -29,6 +29,7 @@ from storage.hashing import derive_seed
 
 PANELS = ("composite", "logo", "object")
 
+
 def codec_figures(base, level: int, size: int = 64) -> str:
     """PSNR per panel kind of 48 test-split triplets at `level`, drawn at `size` px, and the judge's
     verdicts on 40 of them raw and round-tripped through `base`'s codec."""

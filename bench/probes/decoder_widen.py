@@ -48,8 +48,6 @@ def widen(vae: AutoencoderKL, width: int, noise: float = 1e-3, seed: int = 0) ->
     wide = AutoencoderKL.from_config(c)
     old = vae.state_dict()
     g = torch.Generator().manual_seed(seed)
-    m = copy_map(old_width, width, c["norm_num_groups"])
-    repeats = width // old_width
     state = {}
     for name, p in wide.state_dict().items():
         q = old[name]
@@ -61,13 +59,21 @@ def widen(vae: AutoencoderKL, width: int, noise: float = 1e-3, seed: int = 0) ->
             z[tuple(slice(0, s) for s in q.shape)] = q
             state[name] = z
             continue
-        for d in [d for d in range(q.dim()) if q.shape[d] != p.shape[d]]:
-            q = q.index_select(d, m)
-            if d == 1:  # a conv reading the widened channels reads each copy at 1/repeats
-                q = q / repeats
-        state[name] = q + noise * q.std() * torch.randn(q.shape, generator=g) if q.dim() > 1 else q
+        state[name] = grown(q, p.shape, c["norm_num_groups"], noise, g)
     wide.load_state_dict(state)
     return wide.eval()
+
+
+def grown(q: torch.Tensor, shape: torch.Size, groups: int, noise: float, g: torch.Generator) -> torch.Tensor:
+    """Old weights `q` at the wider `shape`: each widened dimension repeats its channels in GroupNorm
+    order (`copy_map`); a conv reading widened channels reads each copy at 1/repeats; weights (not
+    biases or norms) get a little noise so the copies can part."""
+    for d in [d for d in range(q.dim()) if q.shape[d] != shape[d]]:
+        repeats = shape[d] // q.shape[d]
+        q = q.index_select(d, copy_map(q.shape[d], shape[d], groups))
+        if d == 1:
+            q = q / repeats
+    return q + noise * q.std() * torch.randn(q.shape, generator=g) if q.dim() > 1 else q
 
 
 def shipped_vae() -> AutoencoderKL:
